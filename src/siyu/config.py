@@ -1,0 +1,58 @@
+"""Settings, read from SIYU_* environment variables and an optional .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_PATH = Path("var") / "siyu.db"
+
+
+class Settings(BaseSettings):
+    """Every tunable of siyu; each domain default of domain.md is one of these, never a constant."""
+
+    model_config = SettingsConfigDict(env_prefix="SIYU_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_SQLITE_PATH}",
+        description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
+    )
+    secret_key: str = Field(
+        default="", description="Signs session cookies; generated under ./var when empty"
+    )
+    cookie_secure: bool | None = Field(
+        default=None, description="Force the Secure flag on the session cookie; by default set on HTTPS"
+    )
+    environment: str = "development"
+    log_level: str = "INFO"
+
+    # Ingestion limits, as Segment's HTTP tracking API.
+    max_event_bytes: int = 32 * 1024
+    max_batch_bytes: int = 500 * 1024
+
+    # Identity resolution.
+    unique_identifier_types: list[str] = Field(
+        default=["member_id", "phone"],
+        description="Identifier types a profile may hold one value of; a merge that would join two "
+        "different values goes to the review queue",
+    )
+    shared_device_threshold: int = Field(
+        default=3, description="An anonymousId seen with more than this many member ids stops linking"
+    )
+    extra_identifier_types: list[str] = Field(
+        default=[], description="Identifier types accepted in context.externalIds beyond the built-in ones"
+    )
+    default_phone_region: str = "CN"
+
+    # Worker.
+    worker_poll_seconds: float = 1.0
+    worker_batch_size: int = 100
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests clear the cache to change them)."""
+    return Settings()

@@ -1,0 +1,36 @@
+"""Every table, imported in one place so Alembic and the metadata see the whole schema."""
+
+from siyu.auth.models import ApiKey, AuditLog, Role, User
+from siyu.clienteling.models import Region, Store
+from siyu.db import Base
+from siyu.identity.models import (
+    BlockedLink,
+    Identifier,
+    IdentifierType,
+    IdentityLink,
+    IdentityMerge,
+    MergeReview,
+)
+from siyu.ingest.models import DeadLetter, Event
+from siyu.outbox.models import OutboxMessage
+from siyu.profiles.models import Profile
+
+__all__ = [
+    "ApiKey",
+    "AuditLog",
+    "Base",
+    "BlockedLink",
+    "DeadLetter",
+    "Event",
+    "Identifier",
+    "IdentifierType",
+    "IdentityLink",
+    "IdentityMerge",
+    "MergeReview",
+    "OutboxMessage",
+    "Profile",
+    "Region",
+    "Role",
+    "Store",
+    "User",
+]

@@ -1,0 +1,39 @@
+"""The unified customer profile: one row per person, with traits and counters."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+
+
+class Profile(Base):
+    """One customer: a connected component of the identity graph.
+
+    Counters are maintained incrementally at ingest and recomputed from events on merge and
+    unmerge, so they never count an event twice.
+    """
+
+    __tablename__ = "profiles"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when this profile was absorbed by a merge; reads follow it to the survivor.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("profiles.id"), default=None, index=True)
+    name: Mapped[str | None] = mapped_column(String(120), default=None, index=True)
+    traits: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"), default=None, index=True)
+    owner_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None, index=True)
+    events_count: Mapped[int] = mapped_column(Integer, default=0)
+    orders_count: Mapped[int] = mapped_column(Integer, default=0)
+    revenue_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    first_order_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_order_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
