@@ -20,9 +20,7 @@ class Settings(BaseSettings):
         default=f"sqlite:///{DEFAULT_SQLITE_PATH}",
         description="SQLAlchemy URL: sqlite:///path or postgresql+psycopg://user@host/db",
     )
-    secret_key: str = Field(
-        default="", description="Signs session cookies; generated under ./var when empty"
-    )
+    secret_key: str = Field(default="", description="Signs session cookies; generated under ./var when empty")
     cookie_secure: bool | None = Field(
         default=None, description="Force the Secure flag on the session cookie; by default set on HTTPS"
     )

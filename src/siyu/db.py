@@ -27,7 +27,8 @@ NAMING_CONVENTION = {
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+# SQL NULL (not JSON null) for None, so "IS NULL" means "absent" on both databases.
+JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -68,6 +69,9 @@ def _json_dumps(value: Any) -> str:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own transaction handling cannot
+    # issue BEGIN IMMEDIATE).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets the console read while the ingest API writes; NORMAL is durable across app crashes.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -75,6 +79,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # A write transaction takes the write lock up front: two writers that both began by reading
+    # would otherwise fail at once with "database is locked" instead of waiting busy_timeout.
+    mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def create_db_engine(url: str | None = None, **kwargs: Any) -> Engine:
@@ -92,6 +103,7 @@ def create_db_engine(url: str | None = None, **kwargs: Any) -> Engine:
             **kwargs,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
@@ -101,29 +113,50 @@ def create_db_engine(url: str | None = None, **kwargs: Any) -> Engine:
 
 _engine: Engine | None = None
 _sessionmaker: sessionmaker[Session] | None = None
+_read_sessionmaker: sessionmaker[Session] | None = None
 
 
 def get_engine() -> Engine:
     """The process-wide engine, created on first use."""
-    global _engine, _sessionmaker
     if _engine is None:
-        _engine = create_db_engine()
-        _sessionmaker = sessionmaker(_engine, expire_on_commit=False)
+        set_engine(create_db_engine())
+    assert _engine is not None
     return _engine
 
 
 def set_engine(engine: Engine | None) -> None:
     """Replace the process-wide engine (tests and the CLI bind their own)."""
-    global _engine, _sessionmaker
+    global _engine, _sessionmaker, _read_sessionmaker
     _engine = engine
-    _sessionmaker = sessionmaker(engine, expire_on_commit=False) if engine is not None else None
+    if engine is None:
+        _sessionmaker = _read_sessionmaker = None
+        return
+    _sessionmaker = sessionmaker(engine, expire_on_commit=False)
+    _read_sessionmaker = sessionmaker(
+        engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
+    )
+
+
+def use_sessionmakers(write: sessionmaker[Session], read: sessionmaker[Session]) -> None:
+    """Route every unit of work through these factories (tests bind them to one rolled-back connection)."""
+    global _sessionmaker, _read_sessionmaker
+    _sessionmaker, _read_sessionmaker = write, read
 
 
 def get_sessionmaker() -> sessionmaker[Session]:
-    """The session factory bound to the process-wide engine."""
-    get_engine()
+    """The session factory for units of work that write (on SQLite they take the write lock at BEGIN)."""
+    if _sessionmaker is None:
+        get_engine()
     assert _sessionmaker is not None
     return _sessionmaker
+
+
+def get_read_sessionmaker() -> sessionmaker[Session]:
+    """The session factory for read-only work: on SQLite it does not wait for writers."""
+    if _read_sessionmaker is None:
+        get_engine()
+    assert _read_sessionmaker is not None
+    return _read_sessionmaker
 
 
 @contextmanager

@@ -1,0 +1,96 @@
+"""The composition root: the FastAPI application with the API, the ingest endpoints and the console."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.middleware.sessions import SessionMiddleware
+
+from siyu import __version__
+from siyu.auth.api import router as apikeys_router
+from siyu.config import Settings, get_settings
+from siyu.console import mount as mount_console
+from siyu.db import get_read_sessionmaker
+from siyu.errors import SiyuError
+from siyu.http import JSONBytesResponse
+from siyu.identity.api import router as identity_router
+from siyu.ingest.admin_api import router as ingest_admin_router
+from siyu.ingest.api import router as ingest_router
+from siyu.profiles.api import router as profiles_router
+
+
+def secret_key(settings: Settings) -> str:
+    """SIYU_SECRET_KEY, or one generated once and kept under ./var (fine for one machine)."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = Path("var") / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new application bound to the process-wide database engine."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="siyu",
+        version=__version__,
+        description="Private-domain CRM and customer data platform for the WeChat ecosystem",
+    )
+    https_only = (
+        settings.cookie_secure if settings.cookie_secure is not None else settings.environment == "production"
+    )
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=secret_key(settings),
+        session_cookie="siyu_session",
+        max_age=12 * 3600,
+        same_site="lax",
+        https_only=https_only,
+    )
+
+    @app.exception_handler(SiyuError)
+    async def siyu_error(_request: Request, exc: SiyuError) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONBytesResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONBytesResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> PlainTextResponse:
+        with get_read_sessionmaker()() as session:
+            session.execute(text("SELECT 1"))
+        return PlainTextResponse("ready")
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(ingest_router)
+    app.include_router(profiles_router)
+    app.include_router(identity_router)
+    app.include_router(ingest_admin_router)
+    app.include_router(apikeys_router)
+    mount_console(app)
+    return app

@@ -1,0 +1,146 @@
+"""The `siyu` command line: serve, worker, db, demo, apikeys, users."""
+
+from __future__ import annotations
+
+import getpass
+import secrets
+import time
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+from sqlalchemy.engine import make_url
+
+from siyu import migrate
+from siyu.auth import service as auth_service
+from siyu.auth.models import Role
+from siyu.config import get_settings
+from siyu.db import get_sessionmaker, unit_of_work
+from siyu.errors import SiyuError
+from siyu.outbox import service as outbox_service
+
+app = typer.Typer(help="siyu: private-domain CRM and customer data platform", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="API keys (write keys for sources, bearer keys for the API)", no_args_is_help=True
+)
+users_app = typer.Typer(help="Console users", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="apikeys")
+app.add_typer(users_app, name="users")
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Create or migrate the database named by SIYU_DATABASE_URL."""
+    url = get_settings().database_url
+    migrate.upgrade(url, revision)
+    console.print(f"database at [bold]{_safe(url)}[/bold] is at revision {revision}")
+
+
+def _safe(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (use 1 with SQLite)")] = 1,
+) -> None:
+    """Serve the API and the console."""
+    uvicorn.run(
+        "siyu.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning"
+    )
+
+
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option(help="Run what is due, then exit")] = False,
+) -> None:
+    """Run background jobs: the outbox (messages, webhooks, WeChat calls)."""
+    settings = get_settings()
+    factory = get_sessionmaker()
+    console.print("worker started")
+    while True:
+        done = outbox_service.run_once(factory, settings.worker_batch_size)
+        if once:
+            console.print(f"ran {done} job(s)")
+            return
+        if done == 0:
+            time.sleep(settings.worker_poll_seconds)
+
+
+@keys_app.command("create")
+def apikeys_create(
+    role: Annotated[Role, typer.Option(help="source for a write key; admin, hq, … for API access")],
+    name: Annotated[str, typer.Option(help="What the key is for, e.g. 'Mini Program'")],
+) -> None:
+    """Create an API key; the key is printed alone on the last line."""
+    try:
+        with unit_of_work() as session:
+            key, secret = auth_service.create_api_key(session, name=name, role=role)
+            key_id = key.id
+    except SiyuError as exc:
+        _fail(exc.message)
+    console.print(f"created {role} key #{key_id} '{name}'")
+    print(secret)
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Option()],
+    role: Annotated[Role, typer.Option()],
+    password: Annotated[
+        str | None, typer.Option(help="Asked for when omitted; generated with --generate")
+    ] = None,
+    generate: Annotated[bool, typer.Option(help="Generate a password and print it")] = False,
+    display_name: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Create a console user."""
+    if password is None:
+        password = secrets.token_urlsafe(12) if generate else getpass.getpass("password: ")
+    try:
+        with unit_of_work() as session:
+            user = auth_service.create_user(
+                session, username=username, password=password, role=role, display_name=display_name
+            )
+            user_id = user.id
+    except SiyuError as exc:
+        _fail(exc.message)
+    console.print(f"created user #{user_id} {username} ({role})")
+    if generate:
+        print(password)
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(help="How many customers to generate")] = 2000,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same brand")] = 7,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Generate, then exit")] = False,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
+    """Migrate, generate the Taste of Su demo brand, then serve the console."""
+    from siyu.demo import run as run_demo
+
+    settings = get_settings()
+    migrate.upgrade(settings.database_url)
+    result = run_demo(customers=customers, seed=seed, console=console)
+    console.print(f"[bold]admin login:[/bold] {result.admin_username} / {result.admin_password}")
+    console.print(f"[bold]API key (admin):[/bold] {result.api_key}")
+    console.print(f"[bold]write key (source):[/bold] {result.write_key}")
+    if not no_serve:
+        console.print(f"serving on http://{host}:{port}")
+        serve(host=host, port=port, workers=1)
+
+
+if __name__ == "__main__":
+    app()

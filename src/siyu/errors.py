@@ -1,0 +1,35 @@
+"""Errors that carry their HTTP status: business conflicts are not crashes."""
+
+from __future__ import annotations
+
+
+class SiyuError(Exception):
+    """A logical error with the status code the API answers it with."""
+
+    status_code = 500
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class NotFound(SiyuError):
+    status_code = 404
+
+
+class Conflict(SiyuError):
+    status_code = 409
+
+
+class BadRequest(SiyuError):
+    status_code = 400
+
+
+class Unauthorized(SiyuError):
+    status_code = 401
+
+
+class Forbidden(SiyuError):
+    status_code = 403

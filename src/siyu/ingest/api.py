@@ -1,0 +1,162 @@
+"""Segment-compatible tracking API: /v1/batch, /v1/track, /v1/identify, /v1/page, /v1/screen, /v1/alias."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from siyu.auth import service as auth_service
+from siyu.auth.models import Role
+from siyu.config import get_settings
+from siyu.db import get_sessionmaker
+from siyu.deps import credential_from_request
+from siyu.http import JSONBytesResponse
+from siyu.ingest.service import BatchResult, ingest_batch, record_dead_letter
+from siyu.metrics import INGEST_BATCH_SECONDS, INGEST_EVENTS
+
+router = APIRouter(prefix="/v1", tags=["ingestion"])
+log = structlog.get_logger()
+
+WRITE_ROLES = frozenset({Role.source, Role.admin})
+RETRIES = 3
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONBytesResponse:
+    headers = {"WWW-Authenticate": 'Basic realm="siyu"'} if status == 401 else None
+    return JSONBytesResponse(
+        {"success": False, "error": message, **extra}, status_code=status, headers=headers
+    )
+
+
+def _authenticate(request: Request) -> int | JSONBytesResponse | None:
+    secret = credential_from_request(request)
+    if not secret:
+        return _error(401, "missing write key: send it as the HTTP Basic username or a Bearer token")
+    with get_sessionmaker()() as session:
+        key = auth_service.get_api_key_by_secret(session, secret)
+        if key is None:
+            return _error(401, "unknown or revoked write key")
+        if key.role not in WRITE_ROLES:
+            return _error(403, f"a {key.role} key cannot send events: use a source write key")
+        return key.id
+
+
+def _run(raw_events: list[Any], key_id: int, batch_context: dict[str, Any] | None) -> BatchResult:
+    """One batch, one transaction; a lost race on a unique key (two batches, same new id) is retried."""
+    for attempt in range(RETRIES):
+        session = get_sessionmaker()()
+        try:
+            result = ingest_batch(session, raw_events, source_key_id=key_id, batch_context=batch_context)
+            session.commit()
+            return result
+        except (IntegrityError, OperationalError) as exc:
+            session.rollback()
+            if attempt == RETRIES - 1:
+                raise
+            log.warning("ingest.retry", attempt=attempt + 1, error=str(exc.orig))
+        finally:
+            session.close()
+    raise AssertionError("unreachable")
+
+
+def _store_unparsable(body: bytes, reason: str, key_id: int) -> None:
+    session = get_sessionmaker()()
+    try:
+        record_dead_letter(session, body.decode("utf-8", "replace"), reason, source_key_id=key_id)
+        session.commit()
+    finally:
+        session.close()
+
+
+async def _handle(request: Request, forced_type: str | None) -> JSONBytesResponse:
+    started = time.perf_counter()
+    settings = get_settings()
+    auth = await run_in_threadpool(_authenticate, request)
+    if isinstance(auth, JSONBytesResponse):
+        return auth
+    key_id = auth
+    assert key_id is not None
+    body = await request.body()
+    limit = settings.max_batch_bytes if forced_type is None else settings.max_event_bytes
+    if len(body) > limit:
+        what = "batch" if forced_type is None else "event"
+        return _error(413, f"{what} is {len(body)} bytes, over the {limit // 1024} KB limit")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        await run_in_threadpool(_store_unparsable, body, f"malformed JSON: {exc}", key_id)
+        return _error(400, f"malformed JSON: {exc}")
+
+    batch_context: dict[str, Any] | None = None
+    if forced_type is None:
+        if not isinstance(payload, dict) or not isinstance(payload.get("batch"), list):
+            reason = "body must be an object with a `batch` array"
+            await run_in_threadpool(_store_unparsable, body, reason, key_id)
+            return _error(400, reason)
+        events = payload["batch"]
+        context = payload.get("context")
+        batch_context = context if isinstance(context, dict) else None
+    else:
+        if isinstance(payload, dict):
+            payload.setdefault("type", forced_type)
+            if payload["type"] != forced_type:
+                return _error(400, f"type: this endpoint takes {forced_type} calls, got {payload['type']!r}")
+        events = [payload]
+
+    result = await run_in_threadpool(_run, events, key_id, batch_context)
+    INGEST_EVENTS.labels("accepted").inc(result.accepted)
+    INGEST_EVENTS.labels("duplicate").inc(result.duplicates)
+    INGEST_EVENTS.labels("rejected").inc(len(result.errors))
+    INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
+    body_out: dict[str, Any] = {
+        "success": not result.errors,
+        "accepted": result.accepted,
+        "duplicates": result.duplicates,
+        "errors": [{"index": e.index, "messageId": e.message_id, "reason": e.reason} for e in result.errors],
+    }
+    if result.errors and result.accepted == 0 and result.duplicates == 0:
+        body_out["error"] = result.errors[0].reason
+        return JSONBytesResponse(body_out, status_code=400)
+    return JSONBytesResponse(body_out)
+
+
+@router.post("/batch", summary="Send a batch of events (Segment spec)")
+async def batch(request: Request) -> JSONBytesResponse:
+    """Up to 500 KB of events; invalid ones are answered with their index and reason."""
+    return await _handle(request, None)
+
+
+@router.post("/track", summary="Record an action")
+async def track(request: Request) -> JSONBytesResponse:
+    return await _handle(request, "track")
+
+
+@router.post("/identify", summary="Tie a person to their traits")
+async def identify(request: Request) -> JSONBytesResponse:
+    return await _handle(request, "identify")
+
+
+@router.post("/page", summary="Record a page view")
+async def page(request: Request) -> JSONBytesResponse:
+    return await _handle(request, "page")
+
+
+@router.post("/screen", summary="Record a screen view")
+async def screen(request: Request) -> JSONBytesResponse:
+    return await _handle(request, "screen")
+
+
+@router.post("/alias", summary="Join a previous id to a user id")
+async def alias(request: Request) -> JSONBytesResponse:
+    return await _handle(request, "alias")
+
+
+@router.post("/group", summary="Tie a person to a group")
+async def group(request: Request) -> JSONBytesResponse:
+    return await _handle(request, "group")

@@ -1,0 +1,114 @@
+"""Enqueue side effects in the caller's transaction; claim and run them in `siyu worker`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.db import is_postgres, utcnow
+from siyu.outbox.models import OutboxMessage, OutboxStatus
+
+log = structlog.get_logger()
+Handler = Callable[[Session, dict[str, Any]], None]
+_handlers: dict[str, Handler] = {}
+MAX_ATTEMPTS = 8
+
+
+def handler(topic: str) -> Callable[[Handler], Handler]:
+    """Register the function that performs messages of topic."""
+
+    def register(fn: Handler) -> Handler:
+        _handlers[topic] = fn
+        return fn
+
+    return register
+
+
+def enqueue(session: Session, topic: str, payload: dict[str, Any], *, idempotency_key: str) -> None:
+    """Write an outbox row in the caller's transaction; the same key twice is a no-op."""
+    values = {
+        "topic": topic,
+        "payload": payload,
+        "idempotency_key": idempotency_key,
+        "status": OutboxStatus.pending,
+        "attempts": 0,
+        "available_at": utcnow(),
+        "created_at": utcnow(),
+    }
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    session.execute(
+        insert(OutboxMessage).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    )
+
+
+def claim(session: Session, limit: int) -> list[OutboxMessage]:
+    """Pending messages that are due; on PostgreSQL locked with SKIP LOCKED so workers share the queue."""
+    statement = (
+        select(OutboxMessage)
+        .where(OutboxMessage.status == OutboxStatus.pending, OutboxMessage.available_at <= utcnow())
+        .order_by(OutboxMessage.id)
+        .limit(limit)
+    )
+    if is_postgres(session):
+        statement = statement.with_for_update(skip_locked=True)
+    return list(session.execute(statement).scalars())
+
+
+def run_once(factory: sessionmaker[Session], limit: int = 100) -> int:
+    """Claim and perform up to limit messages, each in its own transaction; returns how many ran."""
+    with factory() as session:
+        ids = [m.id for m in claim(session, limit)]
+        session.rollback()
+    done = 0
+    for message_id in ids:
+        with factory() as session:
+            statement = select(OutboxMessage).where(
+                OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.pending
+            )
+            if is_postgres(session):
+                statement = statement.with_for_update(skip_locked=True)
+            message = session.execute(statement).scalar_one_or_none()
+            if message is None:
+                continue
+            fn = _handlers.get(message.topic)
+            try:
+                if fn is None:
+                    raise LookupError(f"no handler for topic {message.topic!r}")
+                fn(session, dict(message.payload))
+                message.status = OutboxStatus.done
+                message.processed_at = utcnow()
+                session.commit()
+                done += 1
+            except Exception as exc:
+                session.rollback()
+                _record_failure(session, message_id, exc)
+                session.commit()
+    return done
+
+
+def _record_failure(session: Session, message_id: int, exc: Exception) -> None:
+    attempts = session.execute(
+        select(OutboxMessage.attempts).where(OutboxMessage.id == message_id)
+    ).scalar_one()
+    attempts += 1
+    failed = attempts >= MAX_ATTEMPTS
+    # Exponential back-off: 2, 4, 8 … seconds, so a remote outage is not hammered.
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id)
+        .values(
+            attempts=attempts,
+            status=OutboxStatus.failed if failed else OutboxStatus.pending,
+            available_at=utcnow() + dt.timedelta(seconds=2**attempts),
+            last_error="".join(traceback.format_exception_only(exc)).strip()[:2000],
+        )
+    )
+    log.warning("outbox.failed", message_id=message_id, attempts=attempts, error=str(exc))

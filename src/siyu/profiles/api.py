@@ -1,0 +1,210 @@
+"""Customer 360 API: lookup, profile, timeline, unmerge."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from siyu.auth import service as auth_service
+from siyu.auth.models import ApiKey
+from siyu.auth.principal import NAME_MASKED_ROLES, Principal
+from siyu.deps import ReaderDep, SessionDep
+from siyu.errors import BadRequest, Forbidden, NotFound
+from siyu.identity import service as identity_service
+from siyu.identity.models import IdentifierType
+from siyu.ingest.normalize import EventError
+from siyu.ingest.service import normalizer
+from siyu.profiles import service as profiles_service
+from siyu.profiles.masking import mask_identifier, mask_name, mask_payload
+from siyu.profiles.models import Profile
+from siyu.profiles.schemas import (
+    Counters,
+    IdentityOut,
+    MergeOut,
+    ProfileOut,
+    ProfileSummary,
+    TimelineEvent,
+    TimelinePage,
+    UnmergeIn,
+    UnmergeOut,
+)
+
+router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"])
+
+
+def normalize_identifier(id_type: str, value: str) -> str:
+    """value in the form the graph stores for id_type (E.164 phones, lower-case emails)."""
+    value = value.strip()
+    try:
+        if id_type == IdentifierType.phone:
+            return normalizer().normalize_phone(value, "value")
+        if id_type == IdentifierType.email:
+            return value.lower()
+    except EventError as exc:
+        raise BadRequest(str(exc)) from None
+    if id_type not in normalizer().identifier_types():
+        raise BadRequest(f"type: unknown identifier type {id_type!r}")
+    return value
+
+
+def summarize(profile: Profile, principal: Principal) -> ProfileSummary:
+    """The row shown in a search result."""
+    name = profile.name
+    if name and principal.role in NAME_MASKED_ROLES:
+        name = mask_name(name)
+    return ProfileSummary(
+        id=profile.id,
+        name=name,
+        orders=profile.orders_count,
+        revenue_fen=profile.revenue_fen,
+        last_seen_at=profile.last_seen_at,
+    )
+
+
+def build_profile_out(
+    session: Session, principal: Principal, profile: Profile, *, requested_id: int, reveal: bool
+) -> ProfileOut:
+    """The full 360 of profile, masked for principal; a reveal is written to the audit log."""
+    if reveal:
+        if not principal.can_reveal():
+            raise Forbidden(f"the {principal.role} role may not reveal personal data")
+        auth_service.audit(
+            session, principal, "profile.reveal", "profile", profile.id, {"fields": ["phone", "email"]}
+        )
+    mask_names = principal.role in NAME_MASKED_ROLES
+    idents = profiles_service.identities(session, profile.id)
+    key_ids = {i.source_key_id for i in idents if i.source_key_id is not None}
+    sources = (
+        {k: v for k, v in session.execute(select(ApiKey.id, ApiKey.name).where(ApiKey.id.in_(key_ids)))}
+        if key_ids
+        else {}
+    )
+    return ProfileOut(
+        id=profile.id,
+        requested_id=requested_id,
+        name=mask_name(profile.name) if (profile.name and mask_names) else profile.name,
+        traits=mask_payload(profile.traits or {}, reveal=reveal, mask_names=mask_names),
+        store_id=profile.store_id,
+        owner_user_id=profile.owner_user_id,
+        created_at=profile.created_at,
+        counters=Counters(
+            events=profile.events_count,
+            orders=profile.orders_count,
+            revenue_fen=profile.revenue_fen,
+            refunded_fen=profile.refunded_fen,
+            first_seen_at=profile.first_seen_at,
+            last_seen_at=profile.last_seen_at,
+            first_order_at=profile.first_order_at,
+            last_order_at=profile.last_order_at,
+        ),
+        identities=[
+            IdentityOut(
+                id=i.id,
+                type=i.type,
+                value=mask_identifier(i.type, i.value, reveal=reveal),
+                source=sources.get(i.source_key_id) if i.source_key_id else None,
+                first_seen_at=i.first_seen_at,
+                last_seen_at=i.last_seen_at,
+                shared=i.shared,
+            )
+            for i in idents
+        ],
+        merges=[
+            MergeOut.model_validate(m, from_attributes=True)
+            for m in profiles_service.merge_history(session, profile.id)
+        ],
+        revealed=reveal,
+    )
+
+
+def encode_cursor(timestamp: dt.datetime, event_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{timestamp.isoformat()}|{event_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
+    try:
+        ts, _, event_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return dt.datetime.fromisoformat(ts), int(event_id)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("cursor: not a cursor this API returned") from None
+
+
+@router.get(
+    "", response_model=list[ProfileSummary], summary="Search by phone, name, member id or any identifier"
+)
+def search(
+    principal: ReaderDep, session: SessionDep, q: Annotated[str, Query(min_length=1)]
+) -> list[ProfileSummary]:
+    return [summarize(p, principal) for p in profiles_service.search(session, principal, q)]
+
+
+@router.get("/lookup", response_model=ProfileOut, summary="The profile holding an identifier")
+def lookup(
+    principal: ReaderDep,
+    session: SessionDep,
+    type: Annotated[str, Query(description="Identifier type, e.g. phone, member_id, wechat_openid")],
+    value: str,
+    reveal: bool = False,
+) -> ProfileOut:
+    normalized = normalize_identifier(type, value)
+    profile = profiles_service.lookup(session, principal, type, normalized)
+    if profile is None:
+        raise NotFound(f"no profile holds {type}={value}")
+    return build_profile_out(session, principal, profile, requested_id=profile.id, reveal=reveal)
+
+
+@router.get("/{profile_id}", response_model=ProfileOut, summary="Customer 360")
+def get(principal: ReaderDep, session: SessionDep, profile_id: int, reveal: bool = False) -> ProfileOut:
+    profile = profiles_service.get_or_raise(session, principal, profile_id)
+    return build_profile_out(session, principal, profile, requested_id=profile_id, reveal=reveal)
+
+
+@router.get(
+    "/{profile_id}/timeline", response_model=TimelinePage, summary="The profile's events, newest first"
+)
+def timeline(
+    principal: ReaderDep,
+    session: SessionDep,
+    profile_id: int,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> TimelinePage:
+    profile = profiles_service.get_or_raise(session, principal, profile_id)
+    before = decode_cursor(cursor) if cursor else None
+    events = profiles_service.timeline(session, profile.id, limit=limit, before=before)
+    mask_names = principal.role in NAME_MASKED_ROLES
+    items = [
+        TimelineEvent(
+            id=e.id,
+            message_id=e.message_id,
+            type=e.type,
+            event=e.event,
+            timestamp=e.timestamp,
+            received_at=e.received_at,
+            amount_fen=e.amount_fen,
+            properties=mask_payload(e.properties, reveal=False, mask_names=mask_names),
+            context=mask_payload(e.context, reveal=False, mask_names=mask_names),
+            traits=mask_payload(e.traits, reveal=False, mask_names=mask_names) if e.traits else None,
+        )
+        for e in events
+    ]
+    next_cursor = encode_cursor(events[-1].timestamp, events[-1].id) if len(events) == limit else None
+    return TimelinePage(items=items, next_cursor=next_cursor)
+
+
+@router.post("/{profile_id}/unmerge", response_model=UnmergeOut, summary="Split off an identifier")
+def unmerge(principal: ReaderDep, session: SessionDep, profile_id: int, body: UnmergeIn) -> UnmergeOut:
+    """Split off the identifier and what was linked only through it; its events move with it."""
+    value = normalize_identifier(body.type, body.value)
+    result = identity_service.unmerge(session, principal, profile_id, body.type, value)
+    return UnmergeOut(
+        profile_id=result.profile_id,
+        new_profile_id=result.new_profile_id,
+        identifier_ids=result.identifier_ids,
+        events_moved=result.events_moved,
+    )

@@ -1,0 +1,94 @@
+"""API shapes of the customer 360."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class IdentityOut(BaseModel):
+    id: int
+    type: str
+    value: str = Field(description="Phones and emails are masked unless revealed")
+    source: str | None = Field(description="The API key (source) that first sent it")
+    first_seen_at: dt.datetime
+    last_seen_at: dt.datetime
+    shared: bool
+
+
+class Counters(BaseModel):
+    events: int
+    orders: int
+    revenue_fen: int = Field(description="Gross order value, in fen (0.01 CNY)")
+    refunded_fen: int
+    first_seen_at: dt.datetime | None
+    last_seen_at: dt.datetime | None
+    first_order_at: dt.datetime | None
+    last_order_at: dt.datetime | None
+
+
+class MergeOut(BaseModel):
+    id: int
+    kind: str
+    profile_id: int
+    other_profile_id: int
+    rule: str
+    message_id: str | None
+    identifier_id: int | None
+    actor: str
+    created_at: dt.datetime
+    detail: dict[str, Any]
+
+
+class ProfileOut(BaseModel):
+    id: int
+    requested_id: int = Field(description="The id asked for; differs from id when it was merged into id")
+    name: str | None
+    traits: dict[str, Any]
+    store_id: int | None
+    owner_user_id: int | None
+    created_at: dt.datetime
+    counters: Counters
+    identities: list[IdentityOut]
+    merges: list[MergeOut]
+    revealed: bool
+
+
+class ProfileSummary(BaseModel):
+    id: int
+    name: str | None
+    orders: int
+    revenue_fen: int
+    last_seen_at: dt.datetime | None
+
+
+class TimelineEvent(BaseModel):
+    id: int
+    message_id: str
+    type: str
+    event: str | None
+    timestamp: dt.datetime
+    received_at: dt.datetime
+    amount_fen: int
+    properties: dict[str, Any]
+    context: dict[str, Any]
+    traits: dict[str, Any] | None
+
+
+class TimelinePage(BaseModel):
+    items: list[TimelineEvent]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page")
+
+
+class UnmergeIn(BaseModel):
+    type: str = Field(description="Identifier type, e.g. wechat_openid")
+    value: str
+
+
+class UnmergeOut(BaseModel):
+    profile_id: int
+    new_profile_id: int
+    identifier_ids: list[int]
+    events_moved: int

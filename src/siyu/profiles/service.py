@@ -1,0 +1,310 @@
+"""Customer 360: scoped reads of profiles, their identities, timeline and merge history.
+
+Every read of a profile goes through `readable_statement`: it is the one place where a role's scope
+(region, store, own customers) is enforced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+from sqlalchemy import Select, Table, and_, bindparam, case, false, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from siyu.auth.models import Role
+from siyu.auth.principal import Principal
+from siyu.clienteling.models import Store
+from siyu.db import is_postgres, utcnow
+from siyu.errors import NotFound
+from siyu.identity.models import Identifier, IdentityMerge
+from siyu.ingest.models import Event
+from siyu.profiles.models import Profile
+from siyu.profiles.traits import OrgDirectory, ProfileState
+
+ORDER_COMPLETED = "Order Completed"
+ORDER_REFUNDED = "Order Refunded"
+
+_STATE_COLUMNS = (
+    Profile.id,
+    Profile.traits,
+    Profile.name,
+    Profile.store_id,
+    Profile.owner_user_id,
+    Profile.events_count,
+    Profile.orders_count,
+    Profile.revenue_fen,
+    Profile.refunded_fen,
+    Profile.first_seen_at,
+    Profile.last_seen_at,
+    Profile.first_order_at,
+    Profile.last_order_at,
+)
+
+
+def readable_statement(principal: Principal) -> Select[Profile]:
+    """The live profiles principal may read: the single point of access scoping."""
+    statement = select(Profile).where(Profile.merged_into_id.is_(None))
+    role = principal.role
+    if role in (Role.admin, Role.hq, Role.marketer):
+        return statement
+    if role is Role.regional_manager and principal.region_id is not None:
+        return statement.where(
+            Profile.store_id.in_(select(Store.id).where(Store.region_id == principal.region_id))
+        )
+    if role is Role.store_manager and principal.store_id is not None:
+        return statement.where(Profile.store_id == principal.store_id)
+    if role is Role.sales_associate and principal.user_id is not None:
+        return statement.where(Profile.owner_user_id == principal.user_id)
+    return statement.where(false())
+
+
+def live_id(session: Session, profile_id: int) -> int:
+    """The id of the profile that profile_id is now part of (itself unless it was merged away)."""
+    merged_into = session.execute(select(Profile.merged_into_id).where(Profile.id == profile_id)).scalar()
+    return merged_into if merged_into is not None else profile_id
+
+
+def get_or_raise(session: Session, principal: Principal, profile_id: int) -> Profile:
+    """The live profile behind profile_id if principal may read it, else NotFound."""
+    target = live_id(session, profile_id)
+    profile = session.execute(readable_statement(principal).where(Profile.id == target)).scalar_one_or_none()
+    if profile is None:
+        raise NotFound(f"profile {profile_id} not found")
+    return profile
+
+
+def lookup(session: Session, principal: Principal, id_type: str, value: str) -> Profile | None:
+    """The readable profile holding the identifier (type, value), if any."""
+    statement = readable_statement(principal).where(
+        Profile.id.in_(
+            select(Identifier.profile_id).where(Identifier.type == id_type, Identifier.value == value)
+        )
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
+def search(session: Session, principal: Principal, query: str, *, limit: int = 20) -> Sequence[Profile]:
+    """Readable profiles whose name starts with query or which hold an identifier equal to query."""
+    query = query.strip()
+    if not query:
+        return []
+    by_identifier = select(Identifier.profile_id).where(Identifier.value.in_(_identifier_candidates(query)))
+    conditions = [Profile.id.in_(by_identifier), Profile.name.startswith(query, autoescape=True)]
+    if query.isdigit() and len(query) < 16:
+        conditions.append(Profile.id == int(query))
+    statement = (
+        readable_statement(principal)
+        .where(or_(*conditions))
+        .order_by(Profile.last_seen_at.desc().nulls_last(), Profile.id.desc())
+        .limit(limit)
+    )
+    return session.execute(statement).scalars().all()
+
+
+def _identifier_candidates(query: str) -> list[str]:
+    """query as typed, plus its E.164 form when it reads as a mainland phone number."""
+    candidates = [query, query.lower()]
+    digits = query.replace(" ", "").replace("-", "")
+    if digits.startswith("+"):
+        candidates.append(digits)
+    elif digits.isdigit():
+        candidates.append("+86" + digits if len(digits) == 11 else "+" + digits)
+    return candidates
+
+
+def identities(session: Session, profile_id: int) -> Sequence[Identifier]:
+    """The identifiers of a profile, oldest first."""
+    statement = (
+        select(Identifier)
+        .where(Identifier.profile_id == profile_id)
+        .order_by(Identifier.first_seen_at, Identifier.id)
+    )
+    return session.execute(statement).scalars().all()
+
+
+def merge_history(session: Session, profile_id: int) -> Sequence[IdentityMerge]:
+    """Merges and unmerges this profile took part in, newest first."""
+    absorbed = select(Profile.id).where(Profile.merged_into_id == profile_id)
+    statement = (
+        select(IdentityMerge)
+        .where(
+            or_(
+                IdentityMerge.profile_id == profile_id,
+                IdentityMerge.other_profile_id == profile_id,
+                IdentityMerge.profile_id.in_(absorbed),
+            )
+        )
+        .order_by(IdentityMerge.created_at.desc(), IdentityMerge.id.desc())
+    )
+    return session.execute(statement).scalars().all()
+
+
+def timeline(
+    session: Session, profile_id: int, *, limit: int = 50, before: tuple[dt.datetime, int] | None = None
+) -> Sequence[Event]:
+    """The profile's events, newest first, from the keyset cursor `before` (timestamp, id)."""
+    statement = select(Event).where(Event.profile_id == profile_id)
+    if before is not None:
+        ts, event_id = before
+        statement = statement.where(
+            or_(Event.timestamp < ts, and_(Event.timestamp == ts, Event.id < event_id))
+        )
+    statement = statement.order_by(Event.timestamp.desc(), Event.id.desc()).limit(limit)
+    return session.execute(statement).scalars().all()
+
+
+# --- state used by the ingest pipeline and by merges -------------------------------------------
+
+
+def load_states(session: Session, profile_ids: Iterable[int]) -> dict[int, ProfileState]:
+    """The mutable state of the given profiles, locked for update on PostgreSQL (in id order)."""
+    ids = sorted(set(profile_ids))
+    states: dict[int, ProfileState] = {}
+    for chunk in _chunks(ids):
+        statement = select(*_STATE_COLUMNS).where(Profile.id.in_(chunk)).order_by(Profile.id)
+        if is_postgres(session):
+            statement = statement.with_for_update()
+        for row in session.execute(statement):
+            states[row.id] = ProfileState(
+                id=row.id,
+                traits=dict(row.traits or {}),
+                name=row.name,
+                store_id=row.store_id,
+                owner_user_id=row.owner_user_id,
+                events_count=row.events_count,
+                orders_count=row.orders_count,
+                revenue_fen=row.revenue_fen,
+                refunded_fen=row.refunded_fen,
+                first_seen_at=row.first_seen_at,
+                last_seen_at=row.last_seen_at,
+                first_order_at=row.first_order_at,
+                last_order_at=row.last_order_at,
+            )
+    return states
+
+
+def save_states(session: Session, states: Iterable[ProfileState], now: dt.datetime | None = None) -> None:
+    """Write counters (and traits where they changed) of the given states back, in one executemany each."""
+    now = now or utcnow()
+    counters: list[dict[str, Any]] = []
+    with_traits: list[dict[str, Any]] = []
+    for s in states:
+        row = {
+            "b_id": s.id,
+            "events_count": s.events_count,
+            "orders_count": s.orders_count,
+            "revenue_fen": s.revenue_fen,
+            "refunded_fen": s.refunded_fen,
+            "first_seen_at": s.first_seen_at,
+            "last_seen_at": s.last_seen_at,
+            "first_order_at": s.first_order_at,
+            "last_order_at": s.last_order_at,
+            "updated_at": now,
+        }
+        if s.traits_changed:
+            row.update(traits=s.traits, name=s.name, store_id=s.store_id, owner_user_id=s.owner_user_id)
+            with_traits.append(row)
+        else:
+            counters.append(row)
+    table = cast(Table, Profile.__table__)
+    base: dict[str, Any] = {
+        c: bindparam(c)
+        for c in (
+            "events_count",
+            "orders_count",
+            "revenue_fen",
+            "refunded_fen",
+            "first_seen_at",
+            "last_seen_at",
+            "first_order_at",
+            "last_order_at",
+            "updated_at",
+        )
+    }
+    if counters:
+        session.execute(update(table).where(table.c.id == bindparam("b_id")).values(**base), counters)
+    if with_traits:
+        values = {**base, **{c: bindparam(c) for c in ("traits", "name", "store_id", "owner_user_id")}}
+        session.execute(update(table).where(table.c.id == bindparam("b_id")).values(**values), with_traits)
+
+
+def add_event(state: ProfileState, name: str | None, timestamp: dt.datetime, amount_fen: int) -> None:
+    """Count one event into state (the same arithmetic as `recompute`, one event at a time)."""
+    state.events_count += 1
+    if state.first_seen_at is None or timestamp < state.first_seen_at:
+        state.first_seen_at = timestamp
+    if state.last_seen_at is None or timestamp > state.last_seen_at:
+        state.last_seen_at = timestamp
+    if name == ORDER_COMPLETED:
+        state.orders_count += 1
+        state.revenue_fen += amount_fen
+        if state.first_order_at is None or timestamp < state.first_order_at:
+            state.first_order_at = timestamp
+        if state.last_order_at is None or timestamp > state.last_order_at:
+            state.last_order_at = timestamp
+    elif name == ORDER_REFUNDED:
+        state.refunded_fen += amount_fen
+
+
+def recompute(session: Session, profile_ids: Iterable[int]) -> None:
+    """Rebuild counters and traits of the given profiles from their events (after a merge or unmerge)."""
+    ids = sorted(set(profile_ids))
+    if not ids:
+        return
+    states = load_states(session, ids)
+    for s in states.values():
+        s.events_count = s.orders_count = s.revenue_fen = s.refunded_fen = 0
+        s.first_seen_at = s.last_seen_at = s.first_order_at = s.last_order_at = None
+        s.traits, s.name, s.store_id, s.owner_user_id = {}, None, None, None
+        s.traits_changed = True
+    is_order = Event.event == ORDER_COMPLETED
+    for chunk in _chunks(ids):
+        aggregate = (
+            select(
+                Event.profile_id,
+                func.count(),
+                func.sum(case((is_order, 1), else_=0)),
+                func.sum(case((is_order, Event.amount_fen), else_=0)),
+                func.sum(case((Event.event == ORDER_REFUNDED, Event.amount_fen), else_=0)),
+                func.min(Event.timestamp),
+                func.max(Event.timestamp),
+                func.min(case((is_order, Event.timestamp))),
+                func.max(case((is_order, Event.timestamp))),
+            )
+            .where(Event.profile_id.in_(chunk))
+            .group_by(Event.profile_id)
+        )
+        for pid, n, orders, revenue, refunded, first, last, first_order, last_order in session.execute(
+            aggregate
+        ):
+            s = states[pid]
+            s.events_count, s.orders_count = n, int(orders or 0)
+            s.revenue_fen, s.refunded_fen = int(revenue or 0), int(refunded or 0)
+            s.first_seen_at, s.last_seen_at = _aware(first), _aware(last)
+            s.first_order_at, s.last_order_at = _aware(first_order), _aware(last_order)
+        trait_rows = session.execute(
+            select(Event.profile_id, Event.traits)
+            .where(Event.profile_id.in_(chunk), Event.traits.is_not(None))
+            .order_by(Event.timestamp, Event.id)
+        ).all()
+        org = OrgDirectory.load(session, (t for _, t in trait_rows if t))
+        for pid, traits in trait_rows:
+            if traits:
+                states[pid].apply_traits(traits, org)
+    save_states(session, states.values())
+
+
+def _aware(value: Any) -> Any:
+    # Aggregates bypass the column type on SQLite, which returns naive or textual datetimes.
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _chunks(ids: Sequence[int], size: int = 900) -> Iterable[Sequence[int]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]

@@ -1,0 +1,91 @@
+"""How traits shape a profile: its display name, home store and advisor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from siyu.auth.models import User
+from siyu.clienteling.models import Store
+
+
+@dataclass(slots=True)
+class OrgDirectory:
+    """Store codes and WeCom user ids of the brand, looked up once per unit of work."""
+
+    stores: dict[str, int]
+    advisors: dict[str, int]
+
+    @classmethod
+    def load(cls, session: Session, traits: Iterable[dict[str, Any]]) -> OrgDirectory:
+        """The directory entries that the given traits refer to."""
+        store_codes: set[str] = set()
+        advisor_codes: set[str] = set()
+        for t in traits:
+            if isinstance(t.get("home_store"), str):
+                store_codes.add(t["home_store"])
+            if isinstance(t.get("advisor"), str):
+                advisor_codes.add(t["advisor"])
+        stores: dict[str, int] = {}
+        advisors: dict[str, int] = {}
+        if store_codes:
+            stores = dict(
+                session.execute(select(Store.code, Store.id).where(Store.code.in_(store_codes))).all()
+            )
+        if advisor_codes:
+            rows = session.execute(
+                select(User.wecom_userid, User.id).where(User.wecom_userid.in_(advisor_codes))
+            ).all()
+            advisors = {code: uid for code, uid in rows if code is not None}
+        return cls(stores=stores, advisors=advisors)
+
+
+def display_name(traits: dict[str, Any]) -> str | None:
+    """The name to show: `name`, else last name then first name (Chinese order)."""
+    name = traits.get("name")
+    if isinstance(name, str) and name.strip():
+        return name.strip()[:120]
+    last, first = (
+        traits.get("last_name") or traits.get("lastName"),
+        traits.get("first_name") or traits.get("firstName"),
+    )
+    parts = [p for p in (last, first) if isinstance(p, str) and p.strip()]
+    return "".join(parts)[:120] if parts else None
+
+
+@dataclass(slots=True)
+class ProfileState:
+    """The mutable part of a profile row that ingest reads, changes and writes back."""
+
+    id: int
+    traits: dict[str, Any]
+    name: str | None
+    store_id: int | None
+    owner_user_id: int | None
+    events_count: int = 0
+    orders_count: int = 0
+    revenue_fen: int = 0
+    refunded_fen: int = 0
+    first_seen_at: Any = None
+    last_seen_at: Any = None
+    first_order_at: Any = None
+    last_order_at: Any = None
+    traits_changed: bool = False
+
+    def apply_traits(self, traits: dict[str, Any], org: OrgDirectory) -> None:
+        """Merge traits in (later calls win) and derive name, store and advisor from them."""
+        self.traits.update(traits)
+        self.traits_changed = True
+        name = display_name(self.traits)
+        if name:
+            self.name = name
+        store = traits.get("home_store")
+        if isinstance(store, str) and store in org.stores:
+            self.store_id = org.stores[store]
+        advisor = traits.get("advisor")
+        if isinstance(advisor, str) and advisor in org.advisors:
+            self.owner_user_id = org.advisors[advisor]
