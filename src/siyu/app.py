@@ -13,6 +13,7 @@ from sqlalchemy import text
 from starlette.middleware.sessions import SessionMiddleware
 
 from siyu import __version__
+from siyu import models as _models  # noqa: F401  (every table known to the metadata)
 from siyu.auth.api import router as apikeys_router
 from siyu.config import Settings, get_settings
 from siyu.console import mount as mount_console

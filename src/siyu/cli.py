@@ -13,6 +13,7 @@ from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from siyu import migrate
+from siyu import models as _models  # noqa: F401  (every table known to the metadata)
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role
 from siyu.config import get_settings

@@ -119,7 +119,11 @@ class Normalizer:
             top = raw.get("traits")
             if top is not None and not isinstance(top, dict):
                 raise EventError(f"traits: must be an object, got {_json_type(top)}")
-            traits = dict(top) if top else None
+            if etype == "identify":
+                traits = dict(top) if top else None
+            else:
+                # A group's traits describe the group (a company, a community), not the person.
+                properties = {"groupId": raw.get("groupId"), "groupTraits": top or {}, **properties}
         ctx_traits = context.get("traits")
         if ctx_traits is not None and not isinstance(ctx_traits, dict):
             raise EventError(f"context.traits: must be an object, got {_json_type(ctx_traits)}")

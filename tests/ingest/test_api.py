@@ -1,0 +1,253 @@
+"""The Segment-compatible ingest API: auth, limits, bad input, idempotency, atomicity."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from siyu.auth.models import Role
+from siyu.identity.models import Identifier
+from siyu.ingest import reactors
+from siyu.ingest.models import DeadLetter, Event
+from siyu.profiles.models import Profile
+from tests import factories
+from tests.factories import event
+from tests.helpers import Api
+
+
+@pytest.fixture
+def api(client: TestClient, session: Session) -> Api:
+    return Api(client, session)
+
+
+def count(session: Session, model: type) -> int:
+    return session.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+class TestAuth:
+    def test_basic_auth_username_is_the_write_key(self, api: Api, client: TestClient) -> None:
+        token = base64.b64encode(f"{api.write_key}:".encode()).decode()
+        r = client.post("/v1/track", json=event(userId="M1"), headers={"Authorization": f"Basic {token}"})
+        assert r.status_code == 200 and r.json()["accepted"] == 1
+
+    def test_bearer_token(self, api: Api, client: TestClient) -> None:
+        r = client.post("/v1/track", json=event(userId="M1"), headers=factories.auth(api.write_key))
+        assert r.status_code == 200
+
+    def test_missing_write_key(self, client: TestClient, session: Session) -> None:
+        r = client.post("/v1/batch", json={"batch": [event(userId="M1")]})
+        assert r.status_code == 401
+        assert "write key" in r.json()["error"]
+        assert r.headers["www-authenticate"].startswith("Basic")
+        assert count(session, Event) == 0
+
+    def test_unknown_write_key(self, client: TestClient) -> None:
+        r = client.post("/v1/batch", json={"batch": [event(userId="M1")]}, auth=("sy_nope", ""))
+        assert r.status_code == 401
+
+    def test_read_only_role_cannot_write(self, client: TestClient, session: Session) -> None:
+        key = factories.api_key(session, Role.marketer)
+        r = client.post("/v1/batch", json={"batch": [event(userId="M1")]}, auth=(key, ""))
+        assert r.status_code == 403
+
+    def test_source_key_cannot_read_profiles(self, api: Api, client: TestClient) -> None:
+        api.send(event(userId="M1"))
+        r = client.get(
+            "/api/v1/profiles/lookup?type=member_id&value=M1", headers=factories.auth(api.write_key)
+        )
+        assert r.status_code == 403
+
+
+class TestIdempotency:
+    def test_same_message_id_twice_is_stored_once(self, api: Api, session: Session) -> None:
+        ev = event(userId="M1", event="Order Completed", properties={"total": 100})
+        assert api.send(ev)["accepted"] == 1
+        again = api.send(ev)
+        assert again == {"success": True, "accepted": 0, "duplicates": 1, "errors": []}
+        assert count(session, Event) == 1
+        assert api.lookup("member_id", "M1")["counters"]["orders"] == 1
+
+    def test_duplicate_inside_one_batch(self, api: Api, session: Session) -> None:
+        ev = event(userId="M1")
+        body = api.send(ev, ev, event(userId="M1"))
+        assert (body["accepted"], body["duplicates"]) == (2, 1)
+
+    def test_event_without_message_id_is_deduplicated_by_content(self, api: Api, session: Session) -> None:
+        ev = event(userId="M1")
+        del ev["messageId"]
+        api.send(ev)
+        assert api.send(ev)["duplicates"] == 1
+        assert count(session, Event) == 1
+
+
+class TestBadInput:
+    def test_malformed_json_is_400_and_kept(self, api: Api, client: TestClient, session: Session) -> None:
+        r = client.post(
+            "/v1/batch",
+            content=b'{"batch": [{"type": "track",',
+            auth=(api.write_key, ""),
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code == 400 and r.json()["error"].startswith("malformed JSON")
+        dead = session.execute(select(DeadLetter)).scalar_one()
+        assert dead.payload == '{"batch": [{"type": "track",'
+
+    def test_batch_without_batch_array(self, api: Api, client: TestClient) -> None:
+        r = client.post("/v1/batch", json={"events": []}, auth=(api.write_key, ""))
+        assert r.status_code == 400 and "batch" in r.json()["error"]
+
+    def test_oversized_batch_is_413(self, api: Api, client: TestClient, session: Session) -> None:
+        big = [event(userId=f"M{i}", properties={"pad": "x" * 2000}) for i in range(300)]
+        r = client.post("/v1/batch", json={"batch": big}, auth=(api.write_key, ""))
+        assert r.status_code == 413 and "500 KB" in r.json()["error"]
+        assert count(session, Event) == 0
+
+    def test_oversized_event_is_rejected_alone(self, api: Api, session: Session) -> None:
+        body = api.send(event(userId="M1"), event(userId="M2", properties={"pad": "x" * 33_000}))
+        assert body["accepted"] == 1
+        assert body["errors"][0]["index"] == 1 and "32 KB" in body["errors"][0]["reason"]
+
+    def test_oversized_single_event_endpoint_is_413(self, api: Api, client: TestClient) -> None:
+        r = client.post(
+            "/v1/track", json=event(userId="M1", properties={"pad": "x" * 33_000}), auth=(api.write_key, "")
+        )
+        assert r.status_code == 413
+
+    @pytest.mark.parametrize(
+        ("bad", "reason"),
+        [
+            ({"type": "track", "userId": "M1"}, "event: a track call needs a non-empty event name"),
+            ({"type": "explode", "userId": "M1"}, "type: must be one of"),
+            ({"type": "track", "event": "X", "userId": {"id": 1}}, "userId: must be a string"),
+            ({"type": "track", "event": "X"}, "userId, anonymousId: the event names nobody"),
+            (
+                {"type": "track", "event": "X", "userId": "M", "timestamp": "yesterday"},
+                "timestamp: 'yesterday' is not",
+            ),
+            (
+                {"type": "track", "event": "X", "userId": "M", "properties": [1]},
+                "properties: must be an object",
+            ),
+            (
+                {
+                    "type": "track",
+                    "event": "X",
+                    "userId": "M",
+                    "context": {"externalIds": [{"id": "1", "type": "fax"}]},
+                },
+                "context.externalIds[0].type: unknown identifier type 'fax'",
+            ),
+            (
+                {
+                    "type": "track",
+                    "event": "X",
+                    "userId": "M",
+                    "context": {"externalIds": [{"type": "jd_buyer_id"}]},
+                },
+                "context.externalIds[0].id: must be a non-empty string",
+            ),
+            (
+                {"type": "identify", "userId": "M", "traits": {"phone": "12345"}},
+                "traits.phone: '12345' is not a valid phone number",
+            ),
+            (
+                {"type": "track", "event": "Order Completed", "userId": "M", "properties": {"total": -5}},
+                "properties.total: must be a non-negative number",
+            ),
+            ({"type": "alias", "userId": "M"}, "previousId and userId"),
+            ("just a string", "event must be a JSON object"),
+        ],
+    )
+    def test_invalid_event_is_answered_with_index_and_reason(
+        self, api: Api, session: Session, bad: object, reason: str
+    ) -> None:
+        good = event(userId="OK")
+        body = api.send(good, bad, good | {"messageId": "other"})  # type: ignore[arg-type]
+        assert body["accepted"] == 2
+        assert len(body["errors"]) == 1
+        assert body["errors"][0]["index"] == 1
+        assert body["errors"][0]["reason"].startswith(reason), body["errors"][0]["reason"]
+        dead = session.execute(select(DeadLetter)).scalar_one()
+        assert dead.batch_index == 1 and dead.reason == body["errors"][0]["reason"]
+
+    def test_all_invalid_is_400(self, api: Api) -> None:
+        body = api.send({"type": "track", "userId": "M"}, expect=400)
+        assert body["accepted"] == 0 and body["errors"][0]["index"] == 0
+
+    def test_single_event_endpoint_rejects_other_type(self, api: Api, client: TestClient) -> None:
+        r = client.post(
+            "/v1/identify", json={"type": "track", "event": "X", "userId": "M"}, auth=(api.write_key, "")
+        )
+        assert r.status_code == 400 and "identify" in r.json()["error"]
+
+
+class TestNormalisation:
+    def test_mainland_phone_without_country_code(self, api: Api) -> None:
+        api.send(event("identify", userId="M1", traits={"phone": "138 0000 0001"}))
+        assert api.lookup("phone", "+8613800000001")["id"] == api.lookup("phone", "13800000001")["id"]
+
+    def test_external_ids_of_every_builtin_type(self, api: Api) -> None:
+        types = [
+            "wechat_openid",
+            "wechat_unionid",
+            "wecom_external_userid",
+            "tmall_buyer_id",
+            "jd_buyer_id",
+            "pos_card",
+        ]
+        ctx = {
+            "externalIds": [
+                {"id": f"{t}-1", "type": t, "encoding": "none", "collection": "users"} for t in types
+            ]
+        }
+        api.send(event(anonymousId="a", context=ctx))
+        p = api.lookup("pos_card", "pos_card-1")
+        assert {i["type"] for i in p["identities"]} == {*types, "anonymous_id"}
+
+    def test_order_amount_and_batch_context(self, api: Api, client: TestClient) -> None:
+        body = {
+            "batch": [
+                event(
+                    event="Order Completed", userId="M1", properties={"total": "1280.50", "currency": "CNY"}
+                )
+            ],
+            "context": {"traits": {"phone": "13800000001"}},
+        }
+        r = client.post("/v1/batch", json=body, auth=(api.write_key, ""))
+        assert r.status_code == 200
+        p = api.lookup("phone", "13800000001")
+        assert p["counters"]["revenue_fen"] == 128050 and p["counters"]["orders"] == 1
+
+    def test_every_single_event_endpoint(self, api: Api, client: TestClient) -> None:
+        for path, ev in [
+            ("track", {"event": "Product Viewed", "anonymousId": "a"}),
+            ("identify", {"userId": "M1", "anonymousId": "a", "traits": {"name": "南希"}}),
+            ("page", {"anonymousId": "a", "name": "Home"}),
+            ("screen", {"anonymousId": "a", "name": "Cart"}),
+            ("alias", {"previousId": "a", "userId": "M1"}),
+            ("group", {"userId": "M1", "groupId": "vip", "traits": {"name": "VIP"}}),
+        ]:
+            r = client.post(f"/v1/{path}", json=ev, auth=(api.write_key, ""))
+            assert r.status_code == 200, (path, r.text)
+        p = api.lookup("member_id", "M1")
+        assert p["counters"]["events"] == 6 and p["name"] == "南希"
+
+
+class TestAtomicity:
+    def test_a_crash_mid_batch_leaves_nothing(self, api: Api, session: Session) -> None:
+        def explode(_session: Session, _events: object) -> None:
+            raise RuntimeError("reactor crashed")
+
+        reactors.subscribe(None, explode)
+        try:
+            with pytest.raises(RuntimeError):
+                api.send(event(userId="M1"), event(anonymousId="a1"), event(userId="M1", anonymousId="a1"))
+        finally:
+            reactors.unsubscribe(explode)
+        assert (count(session, Event), count(session, Identifier), count(session, Profile)) == (0, 0, 0)
+        # The same batch, retried after the fault, goes through whole.
+        assert api.send(event(userId="M1"))["accepted"] == 1

@@ -1,0 +1,43 @@
+"""The real Segment SDK (segment-analytics-python) sends to siyu unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from segment.analytics.client import Client
+
+from siyu.auth import service as auth_service
+from siyu.auth.models import Role
+from siyu.db import unit_of_work
+from tests.live import fresh_database, live_server, require_backend
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_segment_python_sdk(backend: str, tmp_path: Path) -> None:
+    require_backend(backend)
+    with fresh_database(backend, tmp_path) as url, live_server(url) as base:
+        with unit_of_work() as session:
+            _, write_key = auth_service.create_api_key(session, name="sdk", role=Role.source)
+            _, admin_key = auth_service.create_api_key(session, name="admin", role=Role.admin)
+        errors: list[Exception] = []
+        client = Client(write_key, host=base, sync_mode=True, on_error=lambda e, _batch: errors.append(e))
+        client.identify("M-SDK", {"name": "Nancy", "phone": "13800000001"}, anonymous_id="sdk-device")
+        client.track("M-SDK", "Order Completed", {"order_id": "o-1", "total": 1280, "currency": "CNY"})
+        client.page(anonymous_id="sdk-device", name="Qipao collection")
+        client.alias("sdk-device-2", "M-SDK")
+        client.flush()
+        assert errors == []
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        r = httpx.get(
+            f"{base}/api/v1/profiles/lookup",
+            params={"type": "phone", "value": "13800000001"},
+            headers=headers,
+        )
+        assert r.status_code == 200, r.text
+        profile = r.json()
+        assert profile["name"] == "Nancy"
+        assert profile["counters"]["events"] == 4
+        assert profile["counters"]["revenue_fen"] == 128000
+        assert {i["value"] for i in profile["identities"]} >= {"M-SDK", "sdk-device", "sdk-device-2"}

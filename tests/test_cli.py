@@ -1,0 +1,52 @@
+"""The command line, run as a user runs it: a subprocess on a fresh database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from siyu.auth import service as auth_service
+from siyu.db import create_db_engine
+
+
+def run(*args: str, db_url: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    env = {"SIYU_DATABASE_URL": db_url, "SIYU_SECRET_KEY": "cli-test", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, "-m", "siyu.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_db_upgrade_apikeys_and_users(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    up = run("db", "upgrade", db_url=url)
+    assert up.returncode == 0, up.stderr
+    created = run("apikeys", "create", "--role", "source", "--name", "Mini Program", db_url=url)
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip().splitlines()[-1]
+    assert secret.startswith("sy_")
+    engine = create_db_engine(url)
+    with Session(engine) as session:
+        key = auth_service.get_api_key_by_secret(session, secret)
+        assert key is not None and key.role == "source" and key.name == "Mini Program"
+    engine.dispose()
+    bad = run("apikeys", "create", "--role", "emperor", "--name", "x", db_url=url)
+    assert bad.returncode != 0 and "emperor" in bad.stderr
+    user = run("users", "create", "--username", "ops", "--role", "hq", "--generate", db_url=url)
+    assert user.returncode == 0 and len(user.stdout.strip()) >= 12
+    dup = run("users", "create", "--username", "ops", "--role", "hq", "--password", "12345678", db_url=url)
+    assert dup.returncode == 1 and "taken" in dup.stderr
+
+
+def test_worker_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    assert run("db", "upgrade", db_url=url).returncode == 0
+    out = run("worker", "--once", db_url=url)
+    assert out.returncode == 0 and "ran 0 job(s)" in out.stderr
