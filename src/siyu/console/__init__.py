@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from siyu.console.routes import router, static_files
+from siyu.console.routes import install_error_pages, router, static_files
 
 
 def mount(app: FastAPI) -> None:
-    """Add the console's pages and static files to app."""
+    """Add the console's pages, static files and error pages to app."""
     app.mount("/static", static_files(), name="static")
+    install_error_pages(app)
     app.include_router(router)

@@ -1,15 +1,49 @@
-"""Console pages."""
+"""Console pages: login, customer search and 360, ingestion health, the merge review queue.
+
+Routes stay thin: they resolve the viewer, call the services and render. Access rules (scoping,
+masking, who may unmerge or reveal) live in the services, which raise; the console's units of work
+turn those errors into error pages (see security.py).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session
+
+from siyu.auth import service as auth_service
+from siyu.console import views
+from siyu.console.rendering import is_htmx, render
+from siyu.console.security import (
+    USER_KEY,
+    LoginRequired,
+    OperationsDep,
+    PageError,
+    ReaderDep,
+    ReadSession,
+    Viewer,
+    WriterDep,
+    WriteSession,
+    flash,
+    log_in,
+    log_out,
+    verify_csrf,
+)
+from siyu.deps import principal_from_request
+from siyu.identity import service as identity_service
+from siyu.identity.models import Identifier, ReviewStatus
+from siyu.ingest import stats
+from siyu.profiles import api as profiles_api
+from siyu.profiles import service as profiles_service
 
 STATIC_DIR = Path(__file__).parent / "static"
 router = APIRouter(include_in_schema=False)
+HOME = "/customers"
 
 
 def static_files() -> StaticFiles:
@@ -18,6 +52,233 @@ def static_files() -> StaticFiles:
     return StaticFiles(directory=STATIC_DIR)
 
 
+def install_error_pages(app: FastAPI) -> None:
+    """Answer the console's own exceptions with a login redirect or an error page."""
+
+    async def login_required(request: Request, _exc: Exception) -> Response:
+        # A stale user id (deleted or deactivated user) must not bounce between /login and the page.
+        request.session.pop(USER_KEY, None)
+        if is_htmx(request):
+            current = request.headers.get("hx-current-url", "")
+            return Response(status_code=401, headers={"HX-Redirect": login_url(_path_of(current))})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(login_url(target), status_code=303)
+
+    async def page_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PageError)
+        template = "_error.html" if is_htmx(request) else "error.html"
+        return render(
+            request,
+            template,
+            {"status": exc.status_code, "message": exc.message},
+            status_code=exc.status_code,
+        )
+
+    app.add_exception_handler(LoginRequired, login_required)
+    app.add_exception_handler(PageError, page_error)
+
+
+def login_url(next_path: str) -> str:
+    """/login, returning to next_path after a successful login."""
+    return "/login" if next_path in ("", "/", HOME) else f"/login?next={quote(next_path, safe='/?=&')}"
+
+
+def _path_of(url: str) -> str:
+    after_scheme = url.split("://", 1)[-1]
+    slash = after_scheme.find("/")
+    return after_scheme[slash:] if slash >= 0 else "/"
+
+
+def safe_next(value: str | None) -> str:
+    """value if it is a path on this site, else the home page (never an open redirect)."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")) or "\\" in value:
+        return HOME
+    return value
+
+
+def see_other(url: str) -> RedirectResponse:
+    """A redirect after a POST (the browser follows it with a GET)."""
+    return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+# --- login -------------------------------------------------------------------------------------
+
+
 @router.get("/")
-def index() -> RedirectResponse:
-    return RedirectResponse("/docs")
+def index(_viewer: ReaderDep) -> RedirectResponse:
+    """The home page: customer search."""
+    return RedirectResponse(HOME, status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, session: ReadSession, next: str = "") -> Response:
+    """The login form (or home, when already logged in)."""
+    if principal_from_request(request, session) is not None:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return render(request, "login.html", {"next": safe_next(next), "username": "", "error": None})
+
+
+@router.post("/login", response_class=HTMLResponse, dependencies=[Depends(verify_csrf)])
+def login(
+    request: Request,
+    session: WriteSession,
+    username: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "",
+) -> Response:
+    """Log in with username and password; a failure says the same whichever of the two was wrong."""
+    user = auth_service.authenticate(session, username, password) if username and password else None
+    if user is None:
+        context = {"next": safe_next(next), "username": username, "error": "Incorrect username or password."}
+        return render(request, "login.html", context, status_code=400)
+    log_in(request, user)
+    return see_other(safe_next(next))
+
+
+@router.post("/logout", dependencies=[Depends(verify_csrf)])
+def logout(request: Request) -> RedirectResponse:
+    """End the session."""
+    log_out(request)
+    return see_other("/login")
+
+
+# --- customers ---------------------------------------------------------------------------------
+
+
+def _search_context(session: Session, viewer: Viewer, q: str) -> dict[str, Any]:
+    q = q.strip()
+    profiles = profiles_service.search(session, viewer.principal, q) if q else []
+    return {"q": q, "results": [profiles_api.summarize(p, viewer.principal) for p in profiles]}
+
+
+@router.get("/customers", response_class=HTMLResponse)
+def customers(request: Request, session: ReadSession, viewer: ReaderDep, q: str = "") -> Response:
+    """Customer search: by phone (with or without +86), name, member id or any identifier value."""
+    return render(request, "customers.html", _search_context(session, viewer, q))
+
+
+@router.get("/customers/search", response_class=HTMLResponse)
+def customer_results(request: Request, session: ReadSession, viewer: ReaderDep, q: str = "") -> Response:
+    """The search results fragment that htmx swaps in as the user types."""
+    if not is_htmx(request):
+        return RedirectResponse(f"{HOME}?q={quote(q)}" if q.strip() else HOME, status_code=303)
+    context = _search_context(session, viewer, q)
+    url = f"{HOME}?q={quote(context['q'])}" if context["q"] else HOME
+    return render(request, "_results.html", context, headers={"HX-Replace-Url": url})
+
+
+def _customer(
+    request: Request, session: Session, viewer: Viewer, profile_id: int, *, reveal: bool
+) -> Response:
+    principal = viewer.principal
+    profile = profiles_service.get_or_raise(session, principal, profile_id)
+    out = profiles_api.build_profile_out(session, principal, profile, requested_id=profile_id, reveal=reveal)
+    context = {
+        "profile": out,
+        "identities_editable": principal.can_edit_identity() and len(out.identities) > 1,
+        "can_reveal": principal.can_reveal() and not reveal and views.has_hidden_contact(out),
+        "traits": views.trait_items(out.traits),
+        "merges": views.merge_rows(out.id, out.merges),
+        "timeline": views.timeline_page(session, principal, out.id, None),
+    }
+    return render(request, "customer.html", context)
+
+
+@router.get("/customers/{profile_id:int}", response_class=HTMLResponse)
+def customer(request: Request, session: ReadSession, viewer: ReaderDep, profile_id: int) -> Response:
+    """The customer 360: counters, traits, identities, merge history and timeline, masked for the viewer."""
+    return _customer(request, session, viewer, profile_id, reveal=False)
+
+
+@router.post("/customers/{profile_id:int}/reveal", response_class=HTMLResponse)
+def reveal(request: Request, session: WriteSession, viewer: WriterDep, profile_id: int) -> Response:
+    """The customer 360 with phones and emails in full; the reveal is written to the audit log."""
+    return _customer(request, session, viewer, profile_id, reveal=True)
+
+
+@router.get("/customers/{profile_id:int}/timeline", response_class=HTMLResponse)
+def timeline(
+    request: Request, session: ReadSession, viewer: ReaderDep, profile_id: int, cursor: str | None = None
+) -> Response:
+    """The next page of the timeline (list items and a new "Load more"), from the keyset cursor."""
+    page = views.timeline_page(session, viewer.principal, profile_id, cursor)
+    return render(request, "_timeline_items.html", {"profile_id": profile_id, "timeline": page})
+
+
+@router.post("/customers/{profile_id:int}/unmerge")
+def unmerge(
+    request: Request,
+    session: WriteSession,
+    viewer: WriterDep,
+    profile_id: int,
+    identifier_id: Annotated[int, Form()],
+) -> RedirectResponse:
+    """Split an identifier (and what only it linked) off the profile into a new one, then show the profile."""
+    # The form names the identifier by id: masked values in the page could not name a phone.
+    identifier = session.get(Identifier, identifier_id)
+    if identifier is None:
+        raise PageError(404, f"identifier {identifier_id} not found")
+    result = identity_service.unmerge(
+        session, viewer.principal, profile_id, identifier.type, identifier.value
+    )
+    flash(
+        request,
+        f"Split the {identifier.type} identifier off profile #{result.profile_id} into a new profile "
+        f"({len(result.identifier_ids)} identifier(s), {result.events_moved} event(s) moved).",
+        href=f"/customers/{result.new_profile_id}",
+        link=f"Open profile #{result.new_profile_id}",
+    )
+    return see_other(f"/customers/{result.profile_id}")
+
+
+# --- operations --------------------------------------------------------------------------------
+
+
+@router.get("/ingestion", response_class=HTMLResponse)
+def ingestion(request: Request, session: ReadSession, viewer: OperationsDep) -> Response:
+    """Ingestion health: totals, events per minute over the last hour, the newest dead letters."""
+    series = stats.events_per_minute(session, minutes=60)
+    context = {
+        "totals": stats.totals(session),
+        "last_hour": sum(n for _, n in series),
+        "peak": max((n for _, n in series), default=0),
+        "chart": views.chart_series(series),
+        "dead_letters": views.dead_letter_rows(viewer.principal, stats.dead_letters(session)),
+    }
+    return render(request, "ingestion.html", context)
+
+
+@router.get("/reviews", response_class=HTMLResponse)
+def reviews(request: Request, session: ReadSession, viewer: OperationsDep, status: str = "open") -> Response:
+    """The merge review queue (open by default; approved, rejected or all on request)."""
+    wanted = ReviewStatus(status) if status in ReviewStatus.__members__ else None
+    rows = views.review_rows(session, identity_service.list_reviews(session, wanted))
+    context = {"rows": rows, "status": wanted.value if wanted else "all", "statuses": [*ReviewStatus, "all"]}
+    return render(request, "reviews.html", context)
+
+
+@router.post("/reviews/{review_id:int}/decide")
+def decide(
+    request: Request,
+    session: WriteSession,
+    viewer: WriterDep,
+    review_id: int,
+    decision: Annotated[str, Form()],
+) -> RedirectResponse:
+    """Approve (merge the two profiles) or reject (keep them apart for good) a merge review."""
+    if decision not in ("approve", "reject"):
+        raise PageError(400, "decision: must be approve or reject")
+    review = identity_service.decide_review(
+        session, viewer.principal, review_id, approve=decision == "approve"
+    )
+    if decision == "approve":
+        survivor = profiles_service.live_id(session, review.profile_a_id)
+        flash(
+            request,
+            f"Review #{review.id} approved: the two profiles are now one.",
+            href=f"/customers/{survivor}",
+            link=f"Open profile #{survivor}",
+        )
+    else:
+        flash(request, f"Review #{review.id} rejected: the two profiles will stay apart.")
+    return see_other("/reviews")

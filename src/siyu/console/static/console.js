@@ -1,0 +1,101 @@
+/* siyu console: confirmations, error toasts and charts. No inline scripts: the CSP allows only /static. */
+(function () {
+  "use strict";
+
+  // Ask before a destructive form post (unmerge, approve a merge); capture runs before htmx sees it.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+    }
+  }, true);
+
+  function toast(text, kind) {
+    var box = document.getElementById("toasts");
+    if (!box) return;
+    var item = document.createElement("div");
+    item.className = "toast toast-" + (kind || "info");
+    item.setAttribute("role", "alert");
+    item.textContent = text;
+    box.appendChild(item);
+    window.setTimeout(function () { item.classList.add("toast-out"); }, 6000);
+    window.setTimeout(function () { item.remove(); }, 6600);
+  }
+
+  // htmx leaves 4xx/5xx responses unswapped (htmx-config in base.html): say what went wrong instead.
+  document.addEventListener("htmx:response:error", function (event) {
+    var ctx = event.detail && event.detail.ctx;
+    var status = ctx && ctx.response ? ctx.response.status : 0;
+    var message = "The request failed (HTTP " + status + ").";
+    if (ctx && ctx.text) {
+      var found = new DOMParser().parseFromString(ctx.text, "text/html").querySelector(".error-message");
+      if (found && found.textContent.trim()) message = found.textContent.trim();
+    }
+    toast(message, "error");
+  });
+  document.addEventListener("htmx:error", function (event) {
+    var ctx = event.detail && event.detail.ctx;
+    if (ctx && !ctx.response) toast("The server did not answer: check your connection and try again.", "error");
+  });
+
+  var palette = {
+    bar: "#0f8a6c",
+    barHover: "#0b6b54",
+    axis: "#6b7280",
+    grid: "#eef0f3",
+    text: "#1f2937"
+  };
+
+  function eventsPerMinute(el, data) {
+    var chart = window.echarts.init(el, null, { renderer: "canvas" });
+    var every = Math.max(1, Math.round(data.labels.length / 6));
+    chart.setOption({
+      animationDuration: 300,
+      textStyle: { fontFamily: getComputedStyle(document.body).fontFamily },
+      grid: { left: 8, right: 16, top: 16, bottom: 8, containLabel: true },
+      tooltip: {
+        trigger: "axis",
+        axisPointer: { type: "shadow" },
+        valueFormatter: function (v) { return v + " events"; }
+      },
+      xAxis: {
+        type: "category",
+        data: data.labels,
+        axisTick: { alignWithLabel: true },
+        axisLine: { lineStyle: { color: palette.grid } },
+        axisLabel: { color: palette.axis, interval: every - 1 }
+      },
+      yAxis: {
+        type: "value",
+        minInterval: 1,
+        splitLine: { lineStyle: { color: palette.grid } },
+        axisLabel: { color: palette.axis }
+      },
+      series: [{
+        name: "Events",
+        type: "bar",
+        data: data.counts,
+        barMaxWidth: 18,
+        itemStyle: { color: palette.bar, borderRadius: [3, 3, 0, 0] },
+        emphasis: { itemStyle: { color: palette.barHover } }
+      }]
+    });
+    window.addEventListener("resize", function () { chart.resize(); });
+  }
+
+  var charts = { "events-per-minute": eventsPerMinute };
+
+  function initCharts(root) {
+    if (!window.echarts) return;
+    root.querySelectorAll("[data-chart]").forEach(function (el) {
+      var draw = charts[el.dataset.chart];
+      var source = document.getElementById(el.dataset.chartData);
+      if (!draw || !source || el.dataset.ready) return;
+      el.dataset.ready = "1";
+      draw(el, JSON.parse(source.textContent));
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { initCharts(document); });
+})();
