@@ -164,14 +164,14 @@ def ensure_org(session: Session, admin_password: str) -> OrgResult:
     Existing rows are reused, never duplicated, so running the demo again on the same database is safe.
     Staff get random passwords nobody is told: only the admin login is printed.
     """
-    region_ids = dict(session.execute(select(Region.code, Region.id)).tuples().all())
+    region_ids = dict(session.execute(select(Region.code, Region.id)).all())
     missing_regions = [Region(code=r.code, name=r.name) for r in REGIONS if r.code not in region_ids]
     if missing_regions:
         session.add_all(missing_regions)
         session.flush()
         region_ids.update({r.code: r.id for r in missing_regions})
 
-    store_ids = dict(session.execute(select(Store.code, Store.id)).tuples().all())
+    store_ids = dict(session.execute(select(Store.code, Store.id)).all())
     missing_stores = [
         Store(code=s.code, name=s.name, city=s.city, region_id=region_ids[s.region])
         for s in STORES

@@ -435,8 +435,11 @@ class Customer:
             else:
                 n = 1 if u < 0.02 else 0
             span = (hi - lo).total_seconds()
+            # A month cut short (by the follow, an unfollow or the reference date) gets its share of them.
+            share = span / (MONTH_STARTS[m + 1] - MONTH_STARTS[m]).total_seconds()
             for _ in range(n):
-                self._oa_action(lo + dt.timedelta(seconds=r.uniform(0, span)), oa)
+                if share >= 1 or r.random() < share:
+                    self._oa_action(lo + dt.timedelta(seconds=r.uniform(0, span)), oa)
 
     def _oa_action(self, ts: dt.datetime, oa: list[dict[str, str]]) -> None:
         r = self.rng
