@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -37,7 +39,8 @@ def nancy(client: TestClient, session: Session, write_key: str) -> int:
     return session.execute(statement).scalar_one()
 
 
-def logged_in(client: TestClient, session: Session, role: Role = Role.admin, **kwargs: object) -> str:
+def logged_in(client: TestClient, session: Session, role: Role = Role.admin, **kwargs: Any) -> str:
+    """Log a new user of role in; returns the CSRF token."""
     user = factories.user(session, role, **kwargs)
     return login(client, user.username)
 
@@ -108,6 +111,30 @@ class TestLogin:
         logged_in(client, session)
         r = client.get("/login", follow_redirects=False)
         assert (r.status_code, r.headers["location"]) == (303, "/customers")
+
+
+class TestSessions:
+    def test_a_deactivated_user_is_sent_back_to_login(self, client: TestClient, session: Session) -> None:
+        user = factories.user(session, Role.admin)
+        login(client, user.username)
+        user.is_active = False
+        session.flush()
+        r = client.get("/customers", follow_redirects=False)
+        assert (r.status_code, r.headers["location"]) == (303, "/login")
+        assert client.get("/login", follow_redirects=False).status_code == 200
+
+    def test_pages_carry_security_headers(self, client: TestClient, session: Session) -> None:
+        logged_in(client, session)
+        r = client.get("/customers")
+        assert r.headers["x-frame-options"] == "DENY"
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert "cdn" not in r.text.lower() and "https://" not in r.text
+
+    def test_htmx_errors_are_fragments(self, client: TestClient, session: Session) -> None:
+        logged_in(client, session)
+        r = client.get("/customers/999999/timeline", headers={"HX-Request": "true"})
+        assert r.status_code == 404
+        assert r.text.strip().startswith('<p class="error-message"') and "<html" not in r.text
 
 
 class TestLoggedOut:

@@ -96,6 +96,11 @@ def safe_next(value: str | None) -> str:
     return value
 
 
+def plural(n: int, word: str) -> str:
+    """`1 event`, `3 events`."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def see_other(url: str) -> RedirectResponse:
     """A redirect after a POST (the browser follows it with a GET)."""
     return RedirectResponse(url, status_code=303, headers={"Cache-Control": "no-store"})
@@ -223,8 +228,9 @@ def unmerge(
     )
     flash(
         request,
-        f"Split the {identifier.type} identifier off profile #{result.profile_id} into a new profile "
-        f"({len(result.identifier_ids)} identifier(s), {result.events_moved} event(s) moved).",
+        f"Split the {identifier.type} identifier off profile #{result.profile_id} into profile "
+        f"#{result.new_profile_id} ({plural(len(result.identifier_ids), 'identifier')}, "
+        f"{plural(result.events_moved, 'event')} moved).",
         href=f"/customers/{result.new_profile_id}",
         link=f"Open profile #{result.new_profile_id}",
     )

@@ -51,6 +51,7 @@
     var chart = window.echarts.init(el, null, { renderer: "canvas" });
     var every = Math.max(1, Math.round(data.labels.length / 6));
     chart.setOption({
+      animation: !window.matchMedia("(prefers-reduced-motion: reduce)").matches,
       animationDuration: 300,
       textStyle: { fontFamily: getComputedStyle(document.body).fontFamily },
       grid: { left: 8, right: 16, top: 16, bottom: 8, containLabel: true },
