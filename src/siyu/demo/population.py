@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import itertools
+import uuid
 from collections.abc import Iterator
 from random import Random
 from typing import Any
@@ -139,16 +140,14 @@ class Customer:
         self.taste = r.choice(_CATEGORIES)
         suffix = (index * _PHONE_MULTIPLIER + seed * 7_919 + 12_345) % 10**8
         phone = f"{r.choice(_MOBILE_PREFIXES)}{suffix:08d}"
+        # Nancy's and Lizzy's numbers are the story's alone.
         self.phone = "186" + phone[3:] if phone in RESERVED_PHONES else phone
         self.member_id = f"TOS{seed}-{index:07d}"
         self.pos_card = f"8860{(index * _CARD_MULTIPLIER + seed) % 10**8:08d}"
         self.unionid = "oU" + _token(r, 26)
         self.oa_openid = "oTsU" + _token(r, 24)
         self.mp_openid = "oMpS" + _token(r, 24)
-        self.device = f"{r.getrandbits(128):032x}"
-        self.device = "-".join(
-            (self.device[:8], self.device[8:12], self.device[12:16], self.device[16:20], self.device[20:])
-        )
+        self.device = str(uuid.UUID(int=r.getrandbits(128), version=4))
         self.wecom_id = "wm" + _token(r, 30)
         self.tmall_id = "AAH" + _token(r, 21)
         self.jd_id = f"jd_{r.getrandbits(64):016x}"
@@ -214,8 +213,7 @@ class Customer:
     def _plan_orders(
         self, first: dt.datetime, n: int, first_channel: str, later: tuple[tuple[str, float], ...]
     ) -> list[tuple[dt.datetime, str]]:
-        """(time, channel) of up to n orders: the first through first_channel, the others drawn from later
-        ((channel, cumulative probability) pairs); none at or after the reference date."""
+        """Up to n (time, channel) orders from first; later ones draw (channel, cumulative probability)."""
         r = self.rng
         plan: list[tuple[dt.datetime, str]] = []
         for i, t in enumerate(self._order_times(first, n)):
