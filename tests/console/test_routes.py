@@ -91,7 +91,14 @@ class TestLogin:
         self, client: TestClient, session: Session
     ) -> None:
         user = factories.user(session, Role.admin)
-        for asked, landed in (("/ingestion", "/ingestion"), ("//evil.example/x", "/customers")):
+        cases = [
+            ("/ingestion", "/ingestion"),
+            ("//evil.example/x", "/customers"),
+            ("/\\evil.example", "/customers"),
+            ("/\t/evil.example", "/customers"),
+            ("https://evil.example", "/customers"),
+        ]
+        for asked, landed in cases:
             client.cookies.clear()
             token = csrf_of(client.get("/login", params={"next": asked}).text)
             r = client.post(

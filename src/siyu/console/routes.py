@@ -91,7 +91,10 @@ def _path_of(url: str) -> str:
 
 def safe_next(value: str | None) -> str:
     """value if it is a path on this site, else the home page (never an open redirect)."""
-    if not value or not value.startswith("/") or value.startswith(("//", "/\\")) or "\\" in value:
+    if not value or not value.startswith("/") or value.startswith("//"):
+        return HOME
+    # Browsers read a backslash as a slash and drop tabs and newlines: "/\\evil" and "/\t/evil" leave the site.
+    if "\\" in value or any(ord(c) < 0x20 or c == "\x7f" for c in value):
         return HOME
     return value
 
