@@ -12,21 +12,14 @@ from sqlalchemy.orm import Session
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role, User
 from siyu.auth.principal import Principal
-from siyu.db import get_sessionmaker
+from siyu.db import unit_of_work
 from siyu.errors import Forbidden, Unauthorized
 
 
 def get_session() -> Iterator[Session]:
     """The request's unit of work: commit when the endpoint returns, roll back when it raises."""
-    session = get_sessionmaker()()
-    try:
+    with unit_of_work() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -125,6 +125,7 @@ class Resolver:
         self.source_key_id = source_key_id
         self.now = now
         self._blocked_cache: dict[tuple[frozenset[int], frozenset[int]], bool] = {}
+        self._any_blocked: bool | None = None
 
     def resolve(self, events: Sequence[NormalizedEvent]) -> Resolution:
         """Attach every event to a profile, creating, linking and merging as the evidence says."""
@@ -285,6 +286,11 @@ class Resolver:
         link_candidates.setdefault(pair, (message_id, rule))
 
     def _blocked(self, a: set[int], b: set[int]) -> bool:
+        if self._any_blocked is None:
+            # Most databases have few or no blocked pairs: one probe per batch spares a join per merge.
+            self._any_blocked = self.session.execute(select(BlockedLink.a_id).limit(1)).first() is not None
+        if not self._any_blocked:
+            return False
         cache_key = (frozenset(a), frozenset(b))
         if cache_key not in self._blocked_cache:
             ia, ib = aliased(Identifier), aliased(Identifier)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role
 from siyu.config import get_settings
-from siyu.db import get_sessionmaker
+from siyu.db import get_read_sessionmaker, get_sessionmaker
 from siyu.deps import credential_from_request
 from siyu.http import JSONBytesResponse
 from siyu.ingest.service import BatchResult, ingest_batch, record_dead_letter
@@ -38,7 +38,8 @@ def _authenticate(request: Request) -> int | JSONBytesResponse | None:
     secret = credential_from_request(request)
     if not secret:
         return _error(401, "missing write key: send it as the HTTP Basic username or a Bearer token")
-    with get_sessionmaker()() as session:
+    # A read session: on SQLite a write transaction here would queue behind every batch in flight.
+    with get_read_sessionmaker()() as session:
         key = auth_service.get_api_key_by_secret(session, secret)
         if key is None:
             return _error(401, "unknown or revoked write key")

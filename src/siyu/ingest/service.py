@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from siyu.config import Settings, get_settings
-from siyu.db import utcnow
+from siyu.db import is_postgres, utcnow
 from siyu.identity.service import Resolver
 from siyu.ingest import reactors
 from siyu.ingest.models import DeadLetter, Event
@@ -26,6 +26,7 @@ from siyu.profiles.traits import OrgDirectory
 
 _events = cast(Table, Event.__table__)
 _dead = cast(Table, DeadLetter.__table__)
+INGEST_LOCK_KEY = 0x53595955  # "SYYU": the advisory lock of the ingest pipeline
 
 
 @dataclass(slots=True)
@@ -97,6 +98,10 @@ def ingest_batch(
     if dead_rows:
         session.execute(insert(_dead), dead_rows)
 
+    if is_postgres(session):
+        # Batches that create the same new identifier would collide on its unique key and fail each other's
+        # retries under load; one transaction-scoped lock makes concurrent batches take turns.
+        session.execute(select(func.pg_advisory_xact_lock(INGEST_LOCK_KEY)))
     fresh = _deduplicate(session, valid, result)
     if not fresh:
         return result
