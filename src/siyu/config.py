@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     cookie_secure: bool | None = Field(
         default=None, description="Force the Secure flag on the session cookie; by default set on HTTPS"
     )
+    sqlite_cache_mb: int = Field(
+        default=64, description="SQLite page cache per connection; the ingest indexes must stay in memory"
+    )
     environment: str = "development"
     log_level: str = "INFO"
 

@@ -19,9 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, and_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from siyu import bulk
 from siyu.auth.principal import Principal
 from siyu.auth.service import audit
 from siyu.config import Settings
@@ -45,6 +46,39 @@ from siyu.profiles.models import Profile
 Key = tuple[str, str]
 MEMBER = IdentifierType.member_id.value
 ANONYMOUS = IdentifierType.anonymous_id.value
+
+PROFILE_COLUMNS: bulk.Columns = [
+    ("id", "int"),
+    ("created_at", "ts"),
+    ("updated_at", "ts"),
+    ("traits", "json"),
+    ("events_count", "int"),
+    ("orders_count", "int"),
+    ("revenue_fen", "int"),
+    ("refunded_fen", "int"),
+]
+IDENTIFIER_COLUMNS: bulk.Columns = [
+    ("id", "int"),
+    ("type", "text"),
+    ("value", "text"),
+    ("profile_id", "int"),
+    ("source_key_id", "int"),
+    ("first_seen_at", "ts"),
+    ("last_seen_at", "ts"),
+    ("shared", "bool"),
+    ("seen_member_ids", "json"),
+]
+MERGE_COLUMNS: bulk.Columns = [
+    ("kind", "text"),
+    ("profile_id", "int"),
+    ("other_profile_id", "int"),
+    ("rule", "text"),
+    ("message_id", "text"),
+    ("identifier_id", "int"),
+    ("actor", "text"),
+    ("created_at", "ts"),
+    ("detail", "json"),
+]
 
 _ident = cast(Table, Identifier.__table__)
 _links = cast(Table, IdentityLink.__table__)
@@ -208,15 +242,17 @@ class Resolver:
 
         # Components become profiles: new ones are created, ones joining several profiles are merged.
         root_profile: dict[Any, int] = {}
-        new_roots = []
+        new_roots: list[Any] = []
+        new_root_set: set[Any] = set()
         merges: list[tuple[int, list[int], Any]] = []
         for k in keys:
             root = uf.find(k)
-            if root in root_profile or root in new_roots:
+            if root in root_profile or root in new_root_set:
                 continue
             pids = uf.info[root].profiles
             if not pids:
                 new_roots.append(root)
+                new_root_set.add(root)
             else:
                 winner = min(pids)
                 root_profile[root] = winner
@@ -225,22 +261,22 @@ class Resolver:
         new_ids = self._create_profiles(len(new_roots))
         root_profile.update(zip(new_roots, new_ids, strict=True))
 
-        merged: set[int] = set()
+        planned: list[PlannedMerge] = []
         for winner, losers, root in merges:
             causes = merge_causes.get(root) or [("", ("", ""))]
             message_id, bridge = causes[0]
-            bridge_id = existing[bridge].id if bridge in existing else None
-            merge_profiles(
-                self.session,
-                winner,
-                losers,
-                rule="same_event",
-                message_id=message_id or None,
-                identifier_id=bridge_id,
-                detail={"events": [m for m, _ in causes][:20]},
-                recompute=False,
+            planned.append(
+                PlannedMerge(
+                    winner,
+                    losers,
+                    rule="same_event",
+                    message_id=message_id or None,
+                    identifier_id=existing[bridge].id if bridge in existing else None,
+                    detail={"events": [m for m, _ in causes][:20]},
+                )
             )
-            merged.add(winner)
+        merge_many(self.session, planned, now=self.now)
+        merged = {m.winner for m in planned}
 
         key_ids = self._write_identifiers(
             keys, existing, uf, root_profile, first_seen, last_seen, seen_state, shared_now
@@ -275,7 +311,8 @@ class Resolver:
                     return
             if ia.profiles and ib.profiles and self._blocked(ia.profiles, ib.profiles):
                 return
-            causes = merge_causes.pop(ra, []) + merge_causes.pop(rb, [])
+            causes = merge_causes.pop(ra, None) or []
+            causes.extend(merge_causes.pop(rb, []))
             both_known = bool(ia.profiles and ib.profiles)
             root = uf.union(a, b)
             if both_known:
@@ -323,7 +360,7 @@ class Resolver:
                     _ident.c.last_seen_at,
                     _ident.c.shared,
                     _ident.c.seen_member_ids,
-                ).where(_ident.c.value.in_(chunk))
+                ).where(bulk.matches(self.session, _ident.c.value, chunk))
             )
             for row in rows:
                 key = (row.type, row.value)
@@ -340,7 +377,8 @@ class Resolver:
         for chunk in _chunks(sorted(profile_ids)):
             rows = self.session.execute(
                 select(_ident.c.profile_id, _ident.c.type, _ident.c.value).where(
-                    _ident.c.profile_id.in_(chunk), _ident.c.type.in_(self.unique_types)
+                    bulk.matches(self.session, _ident.c.profile_id, chunk),
+                    _ident.c.type.in_(self.unique_types),
                 )
             )
             for pid, t, v in rows:
@@ -348,16 +386,12 @@ class Resolver:
         return result
 
     def _create_profiles(self, n: int) -> list[int]:
-        if n == 0:
-            return []
-        rows = [{"created_at": self.now, "updated_at": self.now, "traits": {}} for _ in range(n)]
-        result = self.session.execute(
-            insert(cast(Table, Profile.__table__)).returning(
-                Profile.__table__.c.id, sort_by_parameter_order=True
-            ),
-            rows,
+        ids = bulk.allocate_ids(self.session, "profiles", n)
+        now = self.now
+        bulk.insert_rows(
+            self.session, "profiles", PROFILE_COLUMNS, [(pid, now, now, {}, 0, 0, 0, 0) for pid in ids]
         )
-        return [r[0] for r in result]
+        return ids
 
     def _write_identifiers(
         self,
@@ -371,55 +405,48 @@ class Resolver:
         shared_now: set[Key],
     ) -> dict[Key, int]:
         key_ids: dict[Key, int] = {}
-        new_rows: list[dict[str, Any]] = []
-        new_keys: list[Key] = []
-        updates: list[dict[str, Any]] = []
-        for k in keys:
-            row = existing.get(k)
-            seen = seen_state.get(k)
-            if row is None:
-                new_keys.append(k)
-                new_rows.append(
-                    {
-                        "type": k[0],
-                        "value": k[1],
-                        "profile_id": root_profile[uf.find(k)],
-                        "source_key_id": self.source_key_id,
-                        "first_seen_at": first_seen.get(k, self.now),
-                        "last_seen_at": last_seen.get(k, self.now),
-                        "shared": k in shared_now,
-                        "seen_member_ids": seen or None,
-                    }
+        new_keys = [k for k in keys if k not in existing]
+        new_ids = bulk.allocate_ids(self.session, "identifiers", len(new_keys))
+        new_rows: list[tuple[Any, ...]] = []
+        for k, iid in zip(new_keys, new_ids, strict=True):
+            key_ids[k] = iid
+            new_rows.append(
+                (
+                    iid,
+                    k[0],
+                    k[1],
+                    root_profile[uf.find(k)],
+                    self.source_key_id,
+                    first_seen.get(k, self.now),
+                    last_seen.get(k, self.now),
+                    k in shared_now,
+                    seen_state.get(k) or None,
                 )
+            )
+        updates: list[tuple[Any, ...]] = []
+        for k, row in existing.items():
+            if k not in keys:
                 continue
             key_ids[k] = row.id
+            seen = seen_state.get(k)
             latest = last_seen.get(k)
             changed_seen = seen is not None and seen != (row.seen_member_ids or [])
             if (latest is not None and latest > row.last_seen_at) or changed_seen or k in shared_now:
                 updates.append(
-                    {
-                        "b_id": row.id,
-                        "last_seen_at": max(latest or row.last_seen_at, row.last_seen_at),
-                        "shared": row.shared or k in shared_now,
-                        "seen_member_ids": seen if seen is not None else row.seen_member_ids,
-                    }
+                    (
+                        row.id,
+                        max(latest or row.last_seen_at, row.last_seen_at),
+                        row.shared or k in shared_now,
+                        seen if seen is not None else row.seen_member_ids,
+                    )
                 )
-        if new_rows:
-            result = self.session.execute(
-                insert(_ident).returning(_ident.c.id, sort_by_parameter_order=True), new_rows
-            )
-            key_ids.update(zip(new_keys, (r[0] for r in result), strict=True))
-        if updates:
-            self.session.execute(
-                update(_ident)
-                .where(_ident.c.id == bindparam("b_id"))
-                .values(
-                    last_seen_at=bindparam("last_seen_at"),
-                    shared=bindparam("shared"),
-                    seen_member_ids=bindparam("seen_member_ids"),
-                ),
-                updates,
-            )
+        bulk.insert_rows(self.session, "identifiers", IDENTIFIER_COLUMNS, new_rows)
+        bulk.update_rows(
+            self.session,
+            "identifiers",
+            [("last_seen_at", "ts"), ("shared", "bool"), ("seen_member_ids", "json")],
+            updates,
+        )
         return key_ids
 
     def _write_links(
@@ -441,24 +468,24 @@ class Resolver:
         if check:
             for chunk in _chunks(sorted(check)):
                 for a_id, b_id in self.session.execute(
-                    select(_links.c.a_id, _links.c.b_id).where(_links.c.a_id.in_(chunk))
+                    select(_links.c.a_id, _links.c.b_id).where(
+                        bulk.matches(self.session, _links.c.a_id, chunk)
+                    )
                 ):
                     pairs.pop((a_id, b_id), None)
-        if pairs:
-            self.session.execute(
-                insert(_links),
-                [
-                    {
-                        "a_id": a,
-                        "b_id": b,
-                        "message_id": m,
-                        "rule": rule,
-                        "created_at": self.now,
-                        "active": True,
-                    }
-                    for (a, b), (m, rule) in pairs.items()
-                ],
-            )
+        bulk.insert_rows(
+            self.session,
+            "identity_links",
+            [
+                ("a_id", "int"),
+                ("b_id", "int"),
+                ("message_id", "text"),
+                ("rule", "text"),
+                ("created_at", "ts"),
+                ("active", "bool"),
+            ],
+            [(a, b, m, rule, self.now, True) for (a, b), (m, rule) in pairs.items()],
+        )
 
     def _write_reviews(
         self,
@@ -500,6 +527,61 @@ class Resolver:
         self.session.flush()
 
 
+@dataclass(slots=True)
+class PlannedMerge:
+    """Losers to fold into winner, and why."""
+
+    winner: int
+    losers: Sequence[int]
+    rule: str
+    message_id: str | None = None
+    identifier_id: int | None = None
+    actor: str = "system"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def merge_many(session: Session, merges: Sequence[PlannedMerge], *, now: dt.datetime | None = None) -> None:
+    """Fold each merge's losers into its winner (identifiers, events, redirects), recorded per loser.
+
+    Counters are left to the caller (`profiles_service.recompute`); flushes, never commits.
+    """
+    target = {loser: m.winner for m in merges for loser in m.losers}
+    if not target:
+        return
+    now = now or utcnow()
+    pairs = list(target.items())
+    bulk.repoint(session, "identifiers", "profile_id", pairs)
+    bulk.repoint(session, "events", "profile_id", pairs)
+    # Profiles merged into a loser earlier now redirect straight to the survivor.
+    bulk.repoint(session, "profiles", "merged_into_id", pairs)
+    bulk.update_rows(
+        session,
+        "profiles",
+        [("merged_into_id", "int"), ("updated_at", "ts")],
+        [(loser, winner, now) for loser, winner in pairs],
+    )
+    bulk.insert_rows(
+        session,
+        "identity_merges",
+        MERGE_COLUMNS,
+        [
+            (
+                MergeKind.merge.value,
+                m.winner,
+                loser,
+                m.rule,
+                m.message_id,
+                m.identifier_id,
+                m.actor,
+                now,
+                m.detail,
+            )
+            for m in merges
+            for loser in m.losers
+        ],
+    )
+
+
 def merge_profiles(
     session: Session,
     winner: int,
@@ -510,37 +592,15 @@ def merge_profiles(
     identifier_id: int | None = None,
     actor: str = "system",
     detail: dict[str, Any] | None = None,
-    recompute: bool = True,
 ) -> None:
-    """Fold losers into winner: identifiers and events move, losers redirect; recorded per loser."""
+    """Fold losers into winner and rebuild both sides' counters from their events."""
     if not losers:
         return
-    now = utcnow()
-    loser_ids = list(losers)
-    session.execute(update(Identifier).where(Identifier.profile_id.in_(loser_ids)).values(profile_id=winner))
-    session.execute(update(Event).where(Event.profile_id.in_(loser_ids)).values(profile_id=winner))
-    session.execute(
-        update(Profile)
-        .where(or_(Profile.id.in_(loser_ids), Profile.merged_into_id.in_(loser_ids)))
-        .values(merged_into_id=winner, updated_at=now)
+    merge_many(
+        session,
+        [PlannedMerge(winner, losers, rule, message_id, identifier_id, actor, detail or {})],
     )
-    for loser in loser_ids:
-        session.add(
-            IdentityMerge(
-                kind=MergeKind.merge,
-                profile_id=winner,
-                other_profile_id=loser,
-                rule=rule,
-                message_id=message_id,
-                identifier_id=identifier_id,
-                actor=actor,
-                created_at=now,
-                detail=detail or {},
-            )
-        )
-    session.flush()
-    if recompute:
-        profiles_service.recompute(session, [winner, *loser_ids])
+    profiles_service.recompute(session, [winner, *losers])
 
 
 @dataclass(slots=True)
@@ -734,6 +794,6 @@ def _audit(
     )
 
 
-def _chunks(ids: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:
+def _chunks(ids: Sequence[Any], size: int = 10_000) -> Iterable[Sequence[Any]]:
     for i in range(0, len(ids), size):
         yield ids[i : i + size]

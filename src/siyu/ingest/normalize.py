@@ -7,6 +7,7 @@ error message names the field (`context.externalIds[1].type`) the way the sender
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -206,16 +207,12 @@ class Normalizer:
             value = str(value)
         if not isinstance(value, str):
             raise EventError(f"{where}: must be a string, got {_json_type(value)}")
-        text = value.strip()
-        try:
-            number = phonenumbers.parse(text, self.phone_region)
-            if not phonenumbers.is_valid_number(number) and not text.startswith("+"):
-                number = phonenumbers.parse("+" + text, None)
-        except phonenumbers.NumberParseException:
-            raise EventError(f"{where}: {value!r} is not a phone number") from None
-        if not phonenumbers.is_valid_number(number):
+        e164 = _e164(value.strip(), self.phone_region)
+        if e164 is None:
+            raise EventError(f"{where}: {value!r} is not a phone number")
+        if not e164:
             raise EventError(f"{where}: {value!r} is not a valid phone number")
-        return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+        return e164
 
     def _external_ids(self, external: Any) -> list[Key]:
         if not isinstance(external, list):
@@ -316,3 +313,20 @@ def _amount_fen(properties: dict[str, Any]) -> int:
             raise EventError(f"properties.{key}: must be a non-negative number, got {value!r}")
         return int((amount * 100).to_integral_value())
     return 0
+
+
+@functools.lru_cache(maxsize=100_000)
+def _e164(text: str, region: str) -> str | None:
+    """text as E.164; "" when it parses but is not a valid number, None when it does not parse.
+
+    Cached: the same customers send the same numbers all day, and parsing costs ~80 µs.
+    """
+    try:
+        number = phonenumbers.parse(text, region)
+        if not phonenumbers.is_valid_number(number) and not text.startswith("+"):
+            number = phonenumbers.parse("+" + text, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return ""
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))

@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
+from siyu import bulk
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.identity.service import Resolver
@@ -25,6 +26,23 @@ from siyu.profiles import service as profiles_service
 from siyu.profiles.traits import OrgDirectory
 
 _events = cast(Table, Event.__table__)
+EVENT_COLUMNS: bulk.Columns = [
+    ("id", "int"),
+    ("message_id", "text"),
+    ("type", "text"),
+    ("event", "text"),
+    ("profile_id", "int"),
+    ("identifier_id", "int"),
+    ("user_id", "text"),
+    ("anonymous_id", "text"),
+    ("timestamp", "ts"),
+    ("received_at", "ts"),
+    ("source_key_id", "int"),
+    ("amount_fen", "int"),
+    ("properties", "json"),
+    ("context", "json"),
+    ("traits", "json"),
+]
 _dead = cast(Table, DeadLetter.__table__)
 INGEST_LOCK_KEY = 0x53595955  # "SYYU": the advisory lock of the ingest pipeline
 
@@ -108,27 +126,34 @@ def ingest_batch(
 
     resolution = Resolver(session, settings, source_key_id=source_key_id, now=now).resolve(fresh)
 
-    rows = [
-        {
-            "message_id": ev.message_id,
-            "type": ev.type,
-            "event": ev.event,
-            "profile_id": pid,
-            "identifier_id": iid,
-            "user_id": ev.user_id,
-            "anonymous_id": ev.anonymous_id,
-            "timestamp": ev.timestamp,
-            "received_at": now,
-            "source_key_id": source_key_id,
-            "amount_fen": ev.amount_fen,
-            "properties": ev.properties,
-            "context": ev.context,
-            "traits": ev.traits,
-        }
-        for ev, pid, iid in zip(fresh, resolution.profile_ids, resolution.identifier_ids, strict=True)
-    ]
-    inserted = session.execute(insert(_events).returning(_events.c.id, sort_by_parameter_order=True), rows)
-    event_ids = [r[0] for r in inserted]
+    event_ids = bulk.allocate_ids(session, "events", len(fresh))
+    bulk.insert_rows(
+        session,
+        "events",
+        EVENT_COLUMNS,
+        [
+            (
+                eid,
+                ev.message_id,
+                ev.type,
+                ev.event,
+                pid,
+                iid,
+                ev.user_id,
+                ev.anonymous_id,
+                ev.timestamp,
+                now,
+                source_key_id,
+                ev.amount_fen,
+                ev.properties,
+                ev.context,
+                ev.traits,
+            )
+            for eid, ev, pid, iid in zip(
+                event_ids, fresh, resolution.profile_ids, resolution.identifier_ids, strict=True
+            )
+        ],
+    )
 
     # Counters: incremental for the profiles this batch only added to, rebuilt for merged ones.
     merged = resolution.merged_profiles
@@ -186,10 +211,12 @@ def _deduplicate(
         return unique
     ids = [ev.message_id for ev in unique]
     stored: set[str] = set()
-    for i in range(0, len(ids), 900):
+    for i in range(0, len(ids), 10_000):
         stored.update(
             session.execute(
-                select(_events.c.message_id).where(_events.c.message_id.in_(ids[i : i + 900]))
+                select(_events.c.message_id).where(
+                    bulk.matches(session, _events.c.message_id, ids[i : i + 10_000])
+                )
             ).scalars()
         )
     if stored:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Select, Table, and_, bindparam, case, false, func, or_, select, update
+from sqlalchemy import Select, and_, case, false, func, or_, select
 from sqlalchemy.orm import Session
 
+from siyu import bulk
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.clienteling.models import Store
@@ -26,6 +27,24 @@ from siyu.profiles.traits import OrgDirectory, ProfileState
 ORDER_COMPLETED = "Order Completed"
 ORDER_REFUNDED = "Order Refunded"
 
+_COUNTER_COLUMNS: bulk.Columns = [
+    ("events_count", "int"),
+    ("orders_count", "int"),
+    ("revenue_fen", "int"),
+    ("refunded_fen", "int"),
+    ("first_seen_at", "ts"),
+    ("last_seen_at", "ts"),
+    ("first_order_at", "ts"),
+    ("last_order_at", "ts"),
+    ("updated_at", "ts"),
+]
+_TRAIT_COLUMNS: bulk.Columns = [
+    *_COUNTER_COLUMNS,
+    ("traits", "json"),
+    ("name", "text"),
+    ("store_id", "int"),
+    ("owner_user_id", "int"),
+]
 _STATE_COLUMNS = (
     Profile.id,
     Profile.traits,
@@ -163,7 +182,9 @@ def load_states(session: Session, profile_ids: Iterable[int]) -> dict[int, Profi
     ids = sorted(set(profile_ids))
     states: dict[int, ProfileState] = {}
     for chunk in _chunks(ids):
-        statement = select(*_STATE_COLUMNS).where(Profile.id.in_(chunk)).order_by(Profile.id)
+        statement = (
+            select(*_STATE_COLUMNS).where(bulk.matches(session, Profile.id, chunk)).order_by(Profile.id)
+        )
         if is_postgres(session):
             statement = statement.with_for_update()
         for row in session.execute(statement):
@@ -188,46 +209,27 @@ def load_states(session: Session, profile_ids: Iterable[int]) -> dict[int, Profi
 def save_states(session: Session, states: Iterable[ProfileState], now: dt.datetime | None = None) -> None:
     """Write counters (and traits where they changed) of the given states back, in one executemany each."""
     now = now or utcnow()
-    counters: list[dict[str, Any]] = []
-    with_traits: list[dict[str, Any]] = []
+    counters: list[tuple[Any, ...]] = []
+    with_traits: list[tuple[Any, ...]] = []
     for s in states:
-        row = {
-            "b_id": s.id,
-            "events_count": s.events_count,
-            "orders_count": s.orders_count,
-            "revenue_fen": s.revenue_fen,
-            "refunded_fen": s.refunded_fen,
-            "first_seen_at": s.first_seen_at,
-            "last_seen_at": s.last_seen_at,
-            "first_order_at": s.first_order_at,
-            "last_order_at": s.last_order_at,
-            "updated_at": now,
-        }
+        row = (
+            s.id,
+            s.events_count,
+            s.orders_count,
+            s.revenue_fen,
+            s.refunded_fen,
+            s.first_seen_at,
+            s.last_seen_at,
+            s.first_order_at,
+            s.last_order_at,
+            now,
+        )
         if s.traits_changed:
-            row.update(traits=s.traits, name=s.name, store_id=s.store_id, owner_user_id=s.owner_user_id)
-            with_traits.append(row)
+            with_traits.append((*row, s.traits, s.name, s.store_id, s.owner_user_id))
         else:
             counters.append(row)
-    table = cast(Table, Profile.__table__)
-    base: dict[str, Any] = {
-        c: bindparam(c)
-        for c in (
-            "events_count",
-            "orders_count",
-            "revenue_fen",
-            "refunded_fen",
-            "first_seen_at",
-            "last_seen_at",
-            "first_order_at",
-            "last_order_at",
-            "updated_at",
-        )
-    }
-    if counters:
-        session.execute(update(table).where(table.c.id == bindparam("b_id")).values(**base), counters)
-    if with_traits:
-        values = {**base, **{c: bindparam(c) for c in ("traits", "name", "store_id", "owner_user_id")}}
-        session.execute(update(table).where(table.c.id == bindparam("b_id")).values(**values), with_traits)
+    bulk.update_rows(session, "profiles", _COUNTER_COLUMNS, counters)
+    bulk.update_rows(session, "profiles", _TRAIT_COLUMNS, with_traits)
 
 
 def add_event(state: ProfileState, name: str | None, timestamp: dt.datetime, amount_fen: int) -> None:
@@ -273,7 +275,7 @@ def recompute(session: Session, profile_ids: Iterable[int]) -> None:
                 func.min(case((is_order, Event.timestamp))),
                 func.max(case((is_order, Event.timestamp))),
             )
-            .where(Event.profile_id.in_(chunk))
+            .where(bulk.matches(session, Event.profile_id, chunk))
             .group_by(Event.profile_id)
         )
         for pid, n, orders, revenue, refunded, first, last, first_order, last_order in session.execute(
@@ -286,7 +288,7 @@ def recompute(session: Session, profile_ids: Iterable[int]) -> None:
             s.first_order_at, s.last_order_at = _aware(first_order), _aware(last_order)
         trait_rows = session.execute(
             select(Event.profile_id, Event.traits)
-            .where(Event.profile_id.in_(chunk), Event.traits.is_not(None))
+            .where(bulk.matches(session, Event.profile_id, chunk), Event.traits.is_not(None))
             .order_by(Event.timestamp, Event.id)
         ).all()
         org = OrgDirectory.load(session, (t for _, t in trait_rows if t))
@@ -305,6 +307,6 @@ def _aware(value: Any) -> Any:
     return value
 
 
-def _chunks(ids: Sequence[int], size: int = 900) -> Iterable[Sequence[int]]:
+def _chunks(ids: Sequence[int], size: int = 10_000) -> Iterable[Sequence[int]]:
     for i in range(0, len(ids), size):
         yield ids[i : i + size]
