@@ -149,5 +149,7 @@ def matches(session: Session, column: Any, values: Sequence[Any]) -> ColumnEleme
     """column IN values: one array parameter on PostgreSQL (psycopg re-parses long IN lists in Python)."""
     if is_postgres(session):
         element = BigInteger() if isinstance(column.type, BigInteger | Integer) else String()
-        return column == any_(bindparam(None, list(values), type_=ARRAY(element)))
-    return column.in_(values)
+        clause: ColumnElement[bool] = column == any_(bindparam(None, list(values), type_=ARRAY(element)))
+        return clause
+    clause = column.in_(values)
+    return clause
