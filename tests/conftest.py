@@ -84,6 +84,8 @@ def session(engine: Engine) -> Iterator[Session]:
 def _settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Fresh settings per test; the secret key and ./var go to a temporary folder."""
     monkeypatch.setenv("SIYU_SECRET_KEY", "test-secret-" + uuid.uuid4().hex)
+    # Tests drain the ingest queue themselves (tests/helpers.py), on the test's own connection.
+    monkeypatch.setenv("SIYU_INGEST_PROCESSOR", "false")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.auth.models import Role
+from siyu.ingest import processor
 from siyu.ingest.models import Event
 from siyu.profiles.models import Profile
 from tests import factories
@@ -23,11 +24,13 @@ class Api:
         self.write_key = factories.api_key(session, Role.source)
         self.admin_key = factories.api_key(session, Role.admin)
 
-    def send(self, *events: dict[str, Any], expect: int = 200) -> dict[str, Any]:
-        """POST events as one batch with Basic auth, as Segment SDKs do."""
+    def send(self, *events: dict[str, Any], expect: int = 200, drain: bool = True) -> dict[str, Any]:
+        """POST events as one batch with Basic auth, as Segment SDKs do, then run the ingest processor."""
         r = self.client.post("/v1/batch", json={"batch": list(events)}, auth=(self.write_key, ""))
         assert r.status_code == expect, r.text
         body: dict[str, Any] = r.json()
+        if drain:
+            processor.drain()
         return body
 
     def lookup(self, id_type: str, value: str, expect: int = 200, key: str | None = None) -> dict[str, Any]:

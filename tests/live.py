@@ -18,6 +18,7 @@ import uvicorn
 
 from siyu import db, migrate
 from siyu.app import create_app
+from siyu.config import get_settings
 
 PG_ADMIN_DSN = os.environ.get("SIYU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -67,7 +68,9 @@ def live_server(url: str) -> Iterator[str]:
     engine = db.create_db_engine(url)
     db.set_engine(engine)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    # As `siyu serve` runs: with the ingest processor storing what the API queues.
+    app = create_app(get_settings().model_copy(update={"ingest_processor": True}))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

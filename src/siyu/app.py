@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -21,6 +23,7 @@ from siyu.db import get_read_sessionmaker
 from siyu.errors import SiyuError
 from siyu.http import JSONBytesResponse
 from siyu.identity.api import router as identity_router
+from siyu.ingest import processor
 from siyu.ingest.admin_api import router as ingest_admin_router
 from siyu.ingest.api import router as ingest_router
 from siyu.profiles.api import router as profiles_router
@@ -43,7 +46,23 @@ def secret_key(settings: Settings) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new application bound to the process-wide database engine."""
     settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        running = None
+        if settings.ingest_processor:
+            running = processor.Processor(settings)
+            processor.set_current(running)
+            running.start()
+        try:
+            yield
+        finally:
+            if running is not None:
+                running.stop()
+                processor.set_current(None)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="siyu",
         version=__version__,
         description="Private-domain CRM and customer data platform for the WeChat ecosystem",

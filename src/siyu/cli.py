@@ -19,6 +19,7 @@ from siyu.auth.models import Role
 from siyu.config import get_settings
 from siyu.db import get_sessionmaker, unit_of_work
 from siyu.errors import SiyuError
+from siyu.ingest import processor as ingest_processor
 from siyu.outbox import service as outbox_service
 
 app = typer.Typer(help="siyu: private-domain CRM and customer data platform", no_args_is_help=True)
@@ -66,16 +67,17 @@ def serve(
 def worker(
     once: Annotated[bool, typer.Option(help="Run what is due, then exit")] = False,
 ) -> None:
-    """Run background jobs: the outbox (messages, webhooks, WeChat calls)."""
+    """Run background jobs: the ingest queue, then the outbox (messages, webhooks, WeChat calls)."""
     settings = get_settings()
     factory = get_sessionmaker()
     console.print("worker started")
     while True:
+        drained = ingest_processor.drain(settings) if once else ingest_processor.run_once(settings)
         done = outbox_service.run_once(factory, settings.worker_batch_size)
         if once:
-            console.print(f"ran {done} job(s)")
+            console.print(f"stored {drained.events} queued event(s), ran {done} job(s)")
             return
-        if done == 0:
+        if done == 0 and drained.batches == 0:
             time.sleep(settings.worker_poll_seconds)
 
 

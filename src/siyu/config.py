@@ -48,6 +48,15 @@ class Settings(BaseSettings):
     )
     default_phone_region: str = "CN"
 
+    # The ingest processor: the API queues batches, the processor resolves and stores them.
+    ingest_processor: bool = Field(
+        default=True,
+        description="Run the ingest processor inside `siyu serve` (off when dedicated workers run it)",
+    )
+    ingest_process_events: int = Field(
+        default=2000, description="Events resolved together in one transaction by the processor"
+    )
+
     # Worker.
     worker_poll_seconds: float = 1.0
     worker_batch_size: int = 100

@@ -24,6 +24,7 @@ from siyu.app import create_app
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role
 from siyu.config import Settings
+from siyu.ingest import processor
 
 PASSWORD = "correct horse 1"
 CHROMIUM = "/usr/bin/chromium"
@@ -58,10 +59,11 @@ def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
 
 
 def send(client: Any, write_key: str, *events: dict[str, Any], expect: int = 200) -> dict[str, Any]:
-    """POST events to /v1/batch with the write key as HTTP Basic username, as Segment SDKs do."""
+    """POST events to /v1/batch with the write key as HTTP Basic username, then run the ingest processor."""
     r = client.post("/v1/batch", json={"batch": list(events)}, auth=(write_key, ""))
     assert r.status_code == expect, r.text
     body: dict[str, Any] = r.json()
+    processor.drain()
     return body
 
 

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from siyu.auth.models import Role
 from siyu.identity.models import Identifier
-from siyu.ingest import reactors
-from siyu.ingest.models import DeadLetter, Event
+from siyu.ingest import processor, reactors
+from siyu.ingest.models import DeadLetter, Event, QueuedBatch
 from siyu.profiles.models import Profile
 from tests import factories
 from tests.factories import event
@@ -219,6 +219,7 @@ class TestNormalisation:
         }
         r = client.post("/v1/batch", json=body, auth=(api.write_key, ""))
         assert r.status_code == 200
+        processor.drain()
         p = api.lookup("phone", "13800000001")
         assert p["counters"]["revenue_fen"] == 128050 and p["counters"]["orders"] == 1
 
@@ -233,21 +234,45 @@ class TestNormalisation:
         ]:
             r = client.post(f"/v1/{path}", json=ev, auth=(api.write_key, ""))
             assert r.status_code == 200, (path, r.text)
+        processor.drain()
         p = api.lookup("member_id", "M1")
         assert p["counters"]["events"] == 6 and p["name"] == "南希"
 
 
 class TestAtomicity:
-    def test_a_crash_mid_batch_leaves_nothing(self, api: Api, session: Session) -> None:
+    def test_a_crash_mid_batch_leaves_nothing_and_loses_nothing(self, api: Api, session: Session) -> None:
         def explode(_session: Session, _events: object) -> None:
             raise RuntimeError("reactor crashed")
 
         reactors.subscribe(None, explode)
         try:
-            with pytest.raises(RuntimeError):
-                api.send(event(userId="M1"), event(anonymousId="a1"), event(userId="M1", anonymousId="a1"))
+            body = api.send(event(userId="M1"), event(anonymousId="a1"), event(userId="M1", anonymousId="a1"))
         finally:
             reactors.unsubscribe(explode)
+        assert body["accepted"] == 3
         assert (count(session, Event), count(session, Identifier), count(session, Profile)) == (0, 0, 0)
-        # The same batch, retried after the fault, goes through whole.
-        assert api.send(event(userId="M1"))["accepted"] == 1
+        queued = session.execute(select(QueuedBatch)).scalar_one()
+        assert (queued.status, queued.attempts) == ("pending", 1)
+        assert "reactor crashed" in (queued.last_error or "")
+        # Once the fault is gone the queued batch goes through whole.
+        assert processor.drain().events == 3
+        assert (count(session, Event), count(session, QueuedBatch)) == (3, 0)
+        assert api.lookup("anonymous_id", "a1")["counters"]["events"] == 3
+
+    def test_a_batch_that_keeps_failing_is_parked_not_dropped(self, api: Api, session: Session) -> None:
+        def explode(_session: Session, _events: object) -> None:
+            raise RuntimeError("reactor crashed")
+
+        reactors.subscribe(None, explode)
+        try:
+            api.send(event(userId="M1"))
+            for _ in range(5):
+                processor.drain()
+        finally:
+            reactors.unsubscribe(explode)
+        queued = session.execute(select(QueuedBatch)).scalar_one()
+        assert (queued.status, queued.attempts) == ("failed", 5)
+        # Parked batches no longer hold up the queue.
+        assert api.send(event(userId="M2"))["accepted"] == 1
+        assert api.lookup("member_id", "M2")["counters"]["events"] == 1
+        assert count(session, Event) == 1

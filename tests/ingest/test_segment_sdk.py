@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -30,11 +31,17 @@ def test_segment_python_sdk(backend: str, tmp_path: Path) -> None:
         client.flush()
         assert errors == []
         headers = {"Authorization": f"Bearer {admin_key}"}
-        r = httpx.get(
-            f"{base}/api/v1/profiles/lookup",
-            params={"type": "phone", "value": "13800000001"},
-            headers=headers,
-        )
+        # The API queues; the server's ingest processor stores the events moments later.
+        deadline = time.monotonic() + 20
+        while True:
+            r = httpx.get(
+                f"{base}/api/v1/profiles/lookup",
+                params={"type": "phone", "value": "13800000001"},
+                headers=headers,
+            )
+            if (r.status_code == 200 and r.json()["counters"]["events"] == 4) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert r.status_code == 200, r.text
         profile = r.json()
         assert profile["name"] == "Nancy"

@@ -152,11 +152,10 @@ class _UnionFind:
 class Resolver:
     """Resolves one batch of events to profiles inside the caller's transaction."""
 
-    def __init__(self, session: Session, settings: Settings, *, source_key_id: int | None, now: dt.datetime):
+    def __init__(self, session: Session, settings: Settings, *, now: dt.datetime):
         self.session = session
         self.unique_types = tuple(settings.unique_identifier_types)
         self.threshold = settings.shared_device_threshold
-        self.source_key_id = source_key_id
         self.now = now
         self._blocked_cache: dict[tuple[frozenset[int], frozenset[int]], bool] = {}
         self._any_blocked: bool | None = None
@@ -205,12 +204,15 @@ class Resolver:
         last_seen: dict[Key, dt.datetime] = {}
         seen_state: dict[Key, list[str]] = {}
         shared_now: set[Key] = set()
+        source_of: dict[Key, int | None] = {}
 
         for ev in events:
             ev_keys = list(ev.identifiers)
             if ev.previous_key is not None and ev.previous_key not in ev_keys:
                 ev_keys.append(ev.previous_key)
             for k in ev_keys:
+                if k not in source_of:
+                    source_of[k] = ev.source_key_id
                 ts = ev.timestamp
                 if k not in first_seen or ts < first_seen[k]:
                     first_seen[k] = ts
@@ -279,7 +281,7 @@ class Resolver:
         merged = {m.winner for m in planned}
 
         key_ids = self._write_identifiers(
-            keys, existing, uf, root_profile, first_seen, last_seen, seen_state, shared_now
+            keys, existing, uf, root_profile, first_seen, last_seen, seen_state, shared_now, source_of
         )
         self._write_links(link_candidates, key_ids, existing)
         self._write_reviews(reviews, key_ids, uf, root_profile)
@@ -403,6 +405,7 @@ class Resolver:
         last_seen: dict[Key, dt.datetime],
         seen_state: dict[Key, list[str]],
         shared_now: set[Key],
+        source_of: dict[Key, int | None],
     ) -> dict[Key, int]:
         key_ids: dict[Key, int] = {}
         new_keys = [k for k in keys if k not in existing]
@@ -416,7 +419,7 @@ class Resolver:
                     k[0],
                     k[1],
                     root_profile[uf.find(k)],
-                    self.source_key_id,
+                    source_of.get(k),
                     first_seen.get(k, self.now),
                     last_seen.get(k, self.now),
                     k in shared_now,

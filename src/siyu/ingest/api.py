@@ -9,22 +9,21 @@ import orjson
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role
 from siyu.config import get_settings
-from siyu.db import get_read_sessionmaker, get_sessionmaker
+from siyu.db import get_read_sessionmaker, get_sessionmaker, unit_of_work, utcnow
 from siyu.deps import credential_from_request
 from siyu.http import JSONBytesResponse
-from siyu.ingest.service import BatchResult, ingest_batch, record_dead_letter
+from siyu.ingest import processor
+from siyu.ingest.service import BatchResult, check_batch, enqueue_batch, record_dead_letter
 from siyu.metrics import INGEST_BATCH_SECONDS, INGEST_EVENTS
 
 router = APIRouter(prefix="/v1", tags=["ingestion"])
 log = structlog.get_logger()
 
 WRITE_ROLES = frozenset({Role.source, Role.admin})
-RETRIES = 3
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONBytesResponse:
@@ -49,21 +48,17 @@ def _authenticate(request: Request) -> int | JSONBytesResponse | None:
 
 
 def _run(raw_events: list[Any], key_id: int, batch_context: dict[str, Any] | None) -> BatchResult:
-    """One batch, one transaction; a lost race on a unique key (two batches, same new id) is retried."""
-    for attempt in range(RETRIES):
-        session = get_sessionmaker()()
-        try:
-            result = ingest_batch(session, raw_events, source_key_id=key_id, batch_context=batch_context)
-            session.commit()
-            return result
-        except (IntegrityError, OperationalError) as exc:
-            session.rollback()
-            if attempt == RETRIES - 1:
-                raise
-            log.warning("ingest.retry", attempt=attempt + 1, error=str(exc.orig))
-        finally:
-            session.close()
-    raise AssertionError("unreachable")
+    """Validate outside any transaction, then queue the batch in one short one and wake the processor."""
+    settings = get_settings()
+    checked = check_batch(
+        raw_events, source_key_id=key_id, batch_context=batch_context, received_at=utcnow(), settings=settings
+    )
+    with unit_of_work() as session:
+        result = enqueue_batch(session, checked, batch_context=batch_context)
+    running = processor.current()
+    if running is not None and result.accepted:
+        running.wake()
+    return result
 
 
 def _store_unparsable(body: bytes, reason: str, key_id: int) -> None:
@@ -111,7 +106,7 @@ async def _handle(request: Request, forced_type: str | None) -> JSONBytesRespons
         events = [payload]
 
     result = await run_in_threadpool(_run, events, key_id, batch_context)
-    INGEST_EVENTS.labels("accepted").inc(result.accepted)
+    INGEST_EVENTS.labels("queued").inc(result.accepted)
     INGEST_EVENTS.labels("duplicate").inc(result.duplicates)
     INGEST_EVENTS.labels("rejected").inc(len(result.errors))
     INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)

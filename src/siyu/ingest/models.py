@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
@@ -52,3 +53,32 @@ class DeadLetter(Base):
     message_id: Mapped[str | None] = mapped_column(String(255), default=None)
     reason: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)
+
+
+class QueueStatus(enum.StrEnum):
+    pending = "pending"
+    failed = "failed"
+
+
+class QueuedBatch(Base):
+    """A validated batch accepted by the API and waiting for identity resolution and storage.
+
+    The API answers once the batch is here (one small write), so senders never wait for the identity
+    graph; the ingest processor drains the queue in order. A batch that keeps failing is parked as
+    failed with its error, never dropped.
+    """
+
+    __tablename__ = "ingest_queue"
+    __table_args__ = (Index(None, "status", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), default=None)
+    # The accepted events as sent (a JSON array) and the batch's shared context: the processor
+    # normalises them again, the same way, with the same received_at.
+    events: Mapped[str] = mapped_column(Text)
+    batch_context: Mapped[str | None] = mapped_column(Text, default=None)
+    event_count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[QueueStatus] = mapped_column(String(16), default=QueueStatus.pending)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)

@@ -64,6 +64,8 @@ class NormalizedEvent:
     amount_fen: int = 0
     previous_key: Key | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    received_at: dt.datetime | None = None
+    source_key_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -199,6 +201,7 @@ class Normalizer:
             amount_fen=amount,
             previous_key=previous_key,
             raw=raw,
+            received_at=received_at,
         )
 
     def normalize_phone(self, value: Any, where: str = "phone") -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, case, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -20,7 +20,7 @@ from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.identity.service import Resolver
 from siyu.ingest import reactors
-from siyu.ingest.models import DeadLetter, Event
+from siyu.ingest.models import DeadLetter, Event, QueuedBatch, QueueStatus
 from siyu.ingest.normalize import EventError, NormalizedEvent, Normalizer
 from siyu.profiles import service as profiles_service
 from siyu.profiles.traits import OrgDirectory
@@ -44,6 +44,7 @@ EVENT_COLUMNS: bulk.Columns = [
     ("traits", "json"),
 ]
 _dead = cast(Table, DeadLetter.__table__)
+_queue = cast(Table, QueuedBatch.__table__)
 INGEST_LOCK_KEY = 0x53595955  # "SYYU": the advisory lock of the ingest pipeline
 
 
@@ -75,18 +76,24 @@ def normalizer(settings: Settings | None = None) -> Normalizer:
     )
 
 
-def ingest_batch(
-    session: Session,
+@dataclass(slots=True)
+class CheckedBatch:
+    """A batch after validation: the valid events (normalised and as sent) and the refused ones."""
+
+    valid: list[NormalizedEvent]
+    result: BatchResult
+    dead_rows: list[dict[str, Any]]
+
+
+def check_batch(
     raw_events: Sequence[Any],
     *,
     source_key_id: int | None,
-    batch_context: dict[str, Any] | None = None,
-    received_at: dt.datetime | None = None,
-    settings: Settings | None = None,
-) -> BatchResult:
-    """Validate, de-duplicate, resolve and store raw_events; flushes, never commits."""
-    settings = settings or get_settings()
-    now = received_at or utcnow()
+    batch_context: dict[str, Any] | None,
+    received_at: dt.datetime,
+    settings: Settings,
+) -> CheckedBatch:
+    """Validate each event (size, then shape); pure, so the API runs it outside any transaction."""
     norm = normalizer(settings)
     result = BatchResult()
     valid: list[NormalizedEvent] = []
@@ -100,12 +107,12 @@ def ingest_batch(
                 raise EventError(
                     f"event is {len(encoded)} bytes, over the {settings.max_event_bytes // 1024} KB limit"
                 )
-            valid.append(norm.normalize(raw, now, batch_context))
+            ev = norm.normalize(raw, received_at, batch_context)
         except EventError as exc:
             result.errors.append(EventRejection(index, message_id, str(exc)))
             dead_rows.append(
                 {
-                    "received_at": now,
+                    "received_at": received_at,
                     "source_key_id": source_key_id,
                     "batch_index": index,
                     "message_id": message_id,
@@ -113,18 +120,199 @@ def ingest_batch(
                     "payload": encoded.decode(),
                 }
             )
+            continue
+        ev.source_key_id = source_key_id
+        valid.append(ev)
+    return CheckedBatch(valid, result, dead_rows)
+
+
+def ingest_batch(
+    session: Session,
+    raw_events: Sequence[Any],
+    *,
+    source_key_id: int | None,
+    batch_context: dict[str, Any] | None = None,
+    received_at: dt.datetime | None = None,
+    settings: Settings | None = None,
+) -> BatchResult:
+    """Validate, de-duplicate, resolve and store raw_events now, in the caller's transaction.
+
+    The path of imports, callbacks and the demo; the HTTP API queues instead (`enqueue_batch`).
+    Flushes, never commits.
+    """
+    settings = settings or get_settings()
+    now = received_at or utcnow()
+    checked = check_batch(
+        raw_events,
+        source_key_id=source_key_id,
+        batch_context=batch_context,
+        received_at=now,
+        settings=settings,
+    )
+    result = checked.result
+    if checked.dead_rows:
+        session.execute(insert(_dead), checked.dead_rows)
+    _lock(session)
+    fresh = _deduplicate(session, checked.valid, result)
+    if fresh:
+        result.profile_ids = store_events(session, fresh, settings=settings, now=now)
+    result.accepted = len(fresh)
+    return result
+
+
+def enqueue_batch(
+    session: Session, checked: CheckedBatch, *, batch_context: dict[str, Any] | None
+) -> BatchResult:
+    """Keep the dead letters and queue the new valid events of a checked batch; flushes, never commits.
+
+    `duplicates` counts repeats inside the batch and events already stored; a repeat of an event still
+    in the queue is dropped by the processor.
+    """
+    result = checked.result
+    if checked.dead_rows:
+        session.execute(insert(_dead), checked.dead_rows)
+    fresh = _deduplicate(session, checked.valid, result)
+    if fresh:
+        first = fresh[0]
+        session.execute(
+            insert(_queue).values(
+                received_at=first.received_at,
+                source_key_id=first.source_key_id,
+                events=orjson.dumps([ev.raw for ev in fresh]).decode(),
+                batch_context=orjson.dumps(batch_context).decode() if batch_context else None,
+                event_count=len(fresh),
+                status=QueueStatus.pending.value,
+                attempts=0,
+            )
+        )
+    result.accepted = len(fresh)
+    return result
+
+
+@dataclass(slots=True)
+class Drained:
+    """What one pass over the queue did."""
+
+    batches: int = 0
+    events: int = 0
+    duplicates: int = 0
+    failed: int = 0
+
+
+def process_queue(
+    session: Session,
+    *,
+    max_events: int | None = None,
+    batch_ids: Sequence[int] | None = None,
+    settings: Settings | None = None,
+) -> Drained:
+    """Resolve and store the oldest pending queued batches (up to about max_events events) together.
+
+    Flushes, never commits: the caller commits the events and the queue rows' removal as one unit.
+    """
+    settings = settings or get_settings()
+    budget = max_events or settings.ingest_process_events
+    statement = (
+        select(
+            _queue.c.id,
+            _queue.c.received_at,
+            _queue.c.source_key_id,
+            _queue.c.events,
+            _queue.c.batch_context,
+            _queue.c.event_count,
+        )
+        .where(_queue.c.status == QueueStatus.pending.value)
+        .order_by(_queue.c.id)
+        .limit(max(1, budget // 50))
+    )
+    if batch_ids is not None:
+        statement = statement.where(_queue.c.id.in_(batch_ids))
+    if is_postgres(session):
+        statement = statement.with_for_update(skip_locked=True)
+    taken: list[Any] = []
+    total = 0
+    for row in session.execute(statement):
+        if taken and total + row.event_count > budget:
+            break
+        taken.append(row)
+        total += row.event_count
+    drained = Drained()
+    if not taken:
+        return drained
+    norm = normalizer(settings)
+    events: list[NormalizedEvent] = []
+    dead_rows: list[dict[str, Any]] = []
+    for row in taken:
+        context = orjson.loads(row.batch_context) if row.batch_context else None
+        for index, raw in enumerate(orjson.loads(row.events)):
+            try:
+                ev = norm.normalize(raw, row.received_at, context)
+            except EventError as exc:  # the settings changed since the API accepted it
+                dead_rows.append(
+                    {
+                        "received_at": row.received_at,
+                        "source_key_id": row.source_key_id,
+                        "batch_index": index,
+                        "message_id": str(raw.get("messageId"))[:255] if isinstance(raw, dict) else None,
+                        "reason": str(exc),
+                        "payload": orjson.dumps(raw).decode(),
+                    }
+                )
+                continue
+            ev.source_key_id = row.source_key_id
+            events.append(ev)
     if dead_rows:
         session.execute(insert(_dead), dead_rows)
+    _lock(session)
+    result = BatchResult()
+    fresh = _deduplicate(session, events, result)
+    if fresh:
+        store_events(session, fresh, settings=settings, now=utcnow())
+    session.execute(delete(_queue).where(_queue.c.id.in_([row.id for row in taken])))
+    drained.batches, drained.events, drained.duplicates = len(taken), len(fresh), result.duplicates
+    drained.failed = len(dead_rows)
+    return drained
 
+
+def park_failed(session: Session, batch_id: int, error: str, *, max_attempts: int = 5) -> None:
+    """Count a failed attempt at one queued batch; after max_attempts it is parked as failed."""
+    session.execute(
+        update(_queue)
+        .where(_queue.c.id == batch_id)
+        .values(
+            attempts=_queue.c.attempts + 1,
+            last_error=error[:2000],
+            status=case(
+                (_queue.c.attempts + 1 >= max_attempts, QueueStatus.failed.value), else_=_queue.c.status
+            ),
+        )
+    )
+
+
+def pending_batch_ids(session: Session, limit: int) -> list[int]:
+    """The ids of the oldest pending queued batches."""
+    return list(
+        session.execute(
+            select(_queue.c.id)
+            .where(_queue.c.status == QueueStatus.pending.value)
+            .order_by(_queue.c.id)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def _lock(session: Session) -> None:
     if is_postgres(session):
         # Batches that create the same new identifier would collide on its unique key and fail each other's
         # retries under load; one transaction-scoped lock makes concurrent batches take turns.
         session.execute(select(func.pg_advisory_xact_lock(INGEST_LOCK_KEY)))
-    fresh = _deduplicate(session, valid, result)
-    if not fresh:
-        return result
 
-    resolution = Resolver(session, settings, source_key_id=source_key_id, now=now).resolve(fresh)
+
+def store_events(
+    session: Session, fresh: list[NormalizedEvent], *, settings: Settings, now: dt.datetime
+) -> list[int]:
+    """Resolve, store and count de-duplicated events, then run the reactors; returns their profile ids."""
+    resolution = Resolver(session, settings, now=now).resolve(fresh)
 
     event_ids = bulk.allocate_ids(session, "events", len(fresh))
     bulk.insert_rows(
@@ -142,8 +330,8 @@ def ingest_batch(
                 ev.user_id,
                 ev.anonymous_id,
                 ev.timestamp,
-                now,
-                source_key_id,
+                ev.received_at or now,
+                ev.source_key_id,
                 ev.amount_fen,
                 ev.properties,
                 ev.context,
@@ -190,9 +378,7 @@ def ingest_batch(
             for eid, ev, pid in zip(event_ids, fresh, resolution.profile_ids, strict=True)
         ],
     )
-    result.accepted = len(fresh)
-    result.profile_ids = resolution.profile_ids
-    return result
+    return resolution.profile_ids
 
 
 def _deduplicate(
