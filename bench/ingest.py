@@ -353,15 +353,17 @@ def create_write_key(url: str) -> str:
         engine.dispose()
 
 
-def db_scalar(db: Database, sql: str) -> Any:
+def db_scalar(db: Database, sql: str, row: bool = False) -> Any:
+    """The first value (or the whole first row) that sql returns."""
     if db.sqlite_path is not None:
         with contextlib.closing(sqlite3.connect(db.sqlite_path)) as conn:
-            return conn.execute(sql).fetchone()[0]
-    assert db.pg_dsn is not None
-    with psycopg.connect(db.pg_dsn) as conn:
-        row = conn.execute(sql).fetchone()
-        assert row is not None
-        return row[0]
+            first = conn.execute(sql).fetchone()
+    else:
+        assert db.pg_dsn is not None
+        with psycopg.connect(db.pg_dsn) as conn:
+            first = conn.execute(sql).fetchone()
+    assert first is not None
+    return first if row else first[0]
 
 
 # --- the server --------------------------------------------------------------------------------
@@ -378,6 +380,10 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    worker: subprocess.Popen[bytes] | None = None
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid] + ([self.worker.pid] if self.worker is not None else [])
 
     def log_tail(self, lines: int = 12) -> str:
         try:
@@ -388,7 +394,7 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(db: Database, workdir: Path, workers: int) -> Iterator[Server]:
+def running_server(db: Database, workdir: Path, workers: int, processor: str = "inline") -> Iterator[Server]:
     """`siyu serve` on a free port with this database; stopped on the way out, whatever happens."""
     siyu = Path(sys.executable).with_name("siyu")
     if not siyu.exists():
@@ -399,6 +405,7 @@ def running_server(db: Database, workdir: Path, workers: int) -> Iterator[Server
         "SIYU_DATABASE_URL": db.url,
         "SIYU_SECRET_KEY": "bench-" + secrets.token_hex(16),
         "SIYU_LOG_LEVEL": "WARNING",
+        "SIYU_INGEST_PROCESSOR": "true" if processor == "inline" else "false",
     }
     # Outside the scratch folder, so it is still there to read when a run fails.
     log_path = Path(tempfile.gettempdir()) / f"siyu-bench-server-{db.kind}.log"
@@ -411,9 +418,23 @@ def running_server(db: Database, workdir: Path, workers: int) -> Iterator[Server
     server = Server(proc, port, log_path)
     try:
         wait_healthy(server)
-        console.print(f"  server pid {proc.pid} on 127.0.0.1:{port} ({workers} worker(s))")
+        console.print(
+            f"  server pid {proc.pid} on 127.0.0.1:{port} ({workers} worker(s), processor {processor})"
+        )
+        if processor == "worker":
+            with log_path.open("ab") as log:
+                server.worker = subprocess.Popen(
+                    [str(siyu), "worker"],
+                    env=env,
+                    cwd=workdir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         yield server
     finally:
+        if server.worker is not None:
+            stop(server.worker)
         stop(proc)
 
 
@@ -508,6 +529,24 @@ def check_answer(index: int, status: int, data: bytes, size: int) -> None:
     )
     if not ok:
         raise BenchError(f"batch {index}: HTTP {status}, expected 200 with accepted={size}: {data[:600]!r}")
+
+
+def wait_drained(db: Database, deadline: float) -> None:
+    """Until the ingest processor has stored every queued batch; fails on a parked one."""
+    while True:
+        pending, failed = db_scalar(
+            db,
+            "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'failed') "
+            "FROM ingest_queue",
+            row=True,
+        )
+        if failed:
+            raise BenchError(f"{failed} queued batch(es) failed: see ingest_queue.last_error")
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise BenchError("out of time waiting for the ingest processor (see --max-seconds)")
+        time.sleep(0.02)
 
 
 # --- the limit ---------------------------------------------------------------------------------
@@ -635,6 +674,17 @@ def machine_busy(seconds: float = 1.0) -> float | None:
     return (second[0] - first[0]) / (second[1] - first[1])
 
 
+def server_cpu_seconds(server: Server) -> float | None:
+    """User + system CPU of the server and worker processes."""
+    total = 0.0
+    for pid in server.pids():
+        seconds = process_cpu_seconds(pid)
+        if seconds is None:
+            return None
+        total += seconds
+    return total
+
+
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of pid and its direct children (Linux /proc; None elsewhere)."""
     tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -712,21 +762,26 @@ def run_one(kind: str, args: argparse.Namespace, workload: Workload) -> dict[str
             console.print(f"  machine busy before the run: {busy:.0%} of {os.cpu_count()} cores{note}")
         with fresh_database(kind, args.pg_admin_dsn, workdir) as db:
             write_key = create_write_key(db.url)
-            with running_server(db, workdir, args.server_workers) as server:
+            with running_server(db, workdir, args.server_workers, args.processor) as server:
                 try:
                     console.print(f"  warm-up: {len(workload.warmup)} batch(es)")
                     send_batches(server.port, write_key, workload.warmup, size, args.concurrency, deadline)
+                    wait_drained(db, deadline)
                     after_id = int(db_scalar(db, "SELECT coalesce(max(id), 0) FROM events"))
                     console.print(
                         f"  timed: {len(workload.timed)} batches of {size}, concurrency {args.concurrency}"
                     )
                     spy = Path(f"{args.py_spy}-{kind}.txt") if args.py_spy else None
-                    cpu_before = process_cpu_seconds(server.proc.pid)
+                    cpu_before = server_cpu_seconds(server)
+                    started = time.perf_counter()
                     with py_spy(server.proc.pid, spy):
                         wall, latencies = send_batches(
                             server.port, write_key, workload.timed, size, args.concurrency, deadline
                         )
-                    cpu_after = process_cpu_seconds(server.proc.pid)
+                        backlog = int(db_scalar(db, "SELECT coalesce(sum(event_count), 0) FROM ingest_queue"))
+                        wait_drained(db, deadline)
+                    e2e_wall = time.perf_counter() - started
+                    cpu_after = server_cpu_seconds(server)
                 except Exception as exc:
                     raise BenchError(
                         f"{type(exc).__name__}: {exc}\nserver log:\n{server.log_tail()}"
@@ -753,12 +808,17 @@ def run_one(kind: str, args: argparse.Namespace, workload: Workload) -> dict[str
             if cpu_before is not None and cpu_after is not None:
                 server_cpu_ms = (cpu_after - cpu_before) * 1000 / len(workload.timed)
                 console.print(
-                    f"  server process CPU: {server_cpu_ms:.0f} ms per batch "
-                    f"({server_cpu_ms * len(workload.timed) / 1000 / wall:.0%} of one core over the run)"
+                    f"  siyu processes' CPU: {server_cpu_ms:.0f} ms per batch "
+                    f"({server_cpu_ms * len(workload.timed) / 1000 / e2e_wall:.0%} of one core over the run)"
                 )
+            console.print(
+                f"  accepted in {wall:.1f} s ({events / wall:,.0f} events/s), all stored after {e2e_wall:.1f} s "
+                f"({events / e2e_wall:,.0f} events/s); {backlog:,} events were queued when the last batch "
+                "was answered"
+            )
             console.print("  limit: the same rows by the raw path")
             limit = measure_limit(db, after_id, events, size)
-    events_per_s = events / wall
+    events_per_s = events / e2e_wall
     return {
         "bench": "ingest",
         "db": kind,
@@ -766,7 +826,10 @@ def run_one(kind: str, args: argparse.Namespace, workload: Workload) -> dict[str
         "batch_size": size,
         "concurrency": args.concurrency,
         "server_workers": args.server_workers,
+        "processor": args.processor,
         "events_per_s": round(events_per_s),
+        "accepted_events_per_s": round(events / wall),
+        "backlog_events_at_last_answer": backlog,
         "p50_ms": round(percentile(latencies, 50) * 1000, 1),
         "p99_ms": round(percentile(latencies, 99) * 1000, 1),
         "max_ms": round(max(latencies) * 1000, 1),
@@ -800,6 +863,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--people", type=int, default=100_000, help="distinct customers (default 100,000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--server-workers", type=int, default=1, help="`siyu serve --workers` (default 1)")
+    parser.add_argument(
+        "--processor",
+        choices=["inline", "worker"],
+        default="inline",
+        help="ingest processor in the server process (inline, the default) or in a `siyu worker` process",
+    )
     parser.add_argument(
         "--pg-admin-dsn",
         default=os.environ.get("SIYU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
