@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -239,6 +240,35 @@ class TestNormalisation:
         assert p["counters"]["events"] == 6 and p["name"] == "南希"
 
 
+def stats(api: Api) -> dict[str, Any]:
+    r = api.client.get("/api/v1/ingest/stats", headers=factories.auth(api.admin_key))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+class TestQueue:
+    def test_accepted_events_wait_in_the_queue_until_the_processor_stores_them(
+        self, api: Api, session: Session
+    ) -> None:
+        body = api.send(event(userId="M1"), event(userId="M1", anonymousId="a1"), drain=False)
+        assert body["accepted"] == 2
+        assert count(session, Event) == 0
+        assert (stats(api)["queued_events"], stats(api)["events"]) == (2, 0)
+        api.lookup("member_id", "M1", expect=404)
+        assert processor.drain().events == 2
+        assert (stats(api)["queued_events"], stats(api)["events"]) == (2 - 2, 2)
+        assert api.lookup("anonymous_id", "a1")["counters"]["events"] == 2
+
+    def test_a_repeat_of_a_still_queued_event_is_stored_once(self, api: Api, session: Session) -> None:
+        ev = event(userId="M1", event="Order Completed", properties={"total": 10})
+        api.send(ev, drain=False)
+        assert api.send(ev, drain=False)["accepted"] == 1  # not stored yet: the API cannot know
+        drained = processor.drain()
+        assert (drained.events, drained.duplicates) == (1, 1)
+        assert api.lookup("member_id", "M1")["counters"]["orders"] == 1
+
+
 class TestAtomicity:
     def test_a_crash_mid_batch_leaves_nothing_and_loses_nothing(self, api: Api, session: Session) -> None:
         def explode(_session: Session, _events: object) -> None:
@@ -272,6 +302,7 @@ class TestAtomicity:
             reactors.unsubscribe(explode)
         queued = session.execute(select(QueuedBatch)).scalar_one()
         assert (queued.status, queued.attempts) == ("failed", 5)
+        assert stats(api)["failed_batches"] == 1
         # Parked batches no longer hold up the queue.
         assert api.send(event(userId="M2"))["accepted"] == 1
         assert api.lookup("member_id", "M2")["counters"]["events"] == 1

@@ -447,7 +447,12 @@ class Customer:
             key, label = r.choice(_MENUS[category])
             self._track(ts, "Menu Clicked", {"menu_key": key, "menu": label, "category": category}, ext=oa)
         elif kind == "message":
-            self._track(ts, "Message Sent", {"message_type": r.choice(["text", "text", "image"])}, ext=oa)
+            self._track(
+                ts,
+                "Official Account Message Received",
+                {"msg_type": r.choice(["text", "text", "image"])},
+                ext=oa,
+            )
         elif kind == "post":
             push = PUSHES[max(0, bisect.bisect_right(PUSH_TIMES, ts) - 1)]
             interaction = r.choice(["like", "wow", "share", "comment"])

@@ -30,6 +30,8 @@ class DeadLetterOut(BaseModel):
 class StatsOut(BaseModel):
     events: int
     dead_letters: int
+    queued_events: int
+    failed_batches: int
     per_minute: list[tuple[str, int]]
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.db import utcnow
-from siyu.ingest.models import DeadLetter, Event
+from siyu.ingest.models import DeadLetter, Event, QueuedBatch, QueueStatus
 
 
 def events_per_minute(
@@ -44,8 +44,18 @@ def dead_letters(session: Session, limit: int = 100) -> Sequence[DeadLetter]:
 
 
 def totals(session: Session) -> dict[str, int]:
-    """Events stored and dead letters kept, in all."""
+    """Events stored, dead letters kept, events waiting in the ingest queue and queued batches parked as failed."""
+    queued, failed = session.execute(
+        select(
+            func.coalesce(
+                func.sum(QueuedBatch.event_count).filter(QueuedBatch.status == QueueStatus.pending), 0
+            ),
+            func.count().filter(QueuedBatch.status == QueueStatus.failed),
+        )
+    ).one()
     return {
         "events": session.execute(select(func.count()).select_from(Event)).scalar_one(),
         "dead_letters": session.execute(select(func.count()).select_from(DeadLetter)).scalar_one(),
+        "queued_events": int(queued),
+        "failed_batches": int(failed),
     }
