@@ -31,7 +31,7 @@ def run_once(settings: Settings | None = None) -> Drained:
         _count(drained)
         return drained
     # Isolate the batch that breaks the pass: the others go through, it is retried, then parked.
-    total = Drained()
+    total = Drained(failed_passes=1)
     with unit_of_work() as session:
         ids = pending_batch_ids(session, max(1, settings.ingest_process_events // 50))
     for batch_id in ids:
@@ -60,6 +60,7 @@ def drain(settings: Settings | None = None) -> Drained:
         total.events += drained.events
         total.duplicates += drained.duplicates
         total.failed += drained.failed
+        total.failed_passes += drained.failed_passes
         if drained.batches == 0:
             return total
 

@@ -197,6 +197,7 @@ class Drained:
     events: int = 0
     duplicates: int = 0
     failed: int = 0
+    failed_passes: int = 0
 
 
 def process_queue(
