@@ -72,12 +72,21 @@ def _dbapi(session: Session) -> Any:
     return session.connection().connection.driver_connection
 
 
+# Sequence names come from the schema (Alembic), so they are the same in every database of a deployment.
+_sequences: dict[str, str] = {}
+
+
 def allocate_ids(session: Session, table: str, n: int) -> list[int]:
     """n new primary keys for table, reserved for this transaction."""
     if n <= 0:
         return []
     if is_postgres(session):
-        sequence = session.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}).scalar_one()
+        sequence = _sequences.get(table)
+        if sequence is None:
+            sequence = session.execute(
+                text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
+            ).scalar_one()
+            _sequences[table] = sequence
         rows = session.execute(
             text("SELECT nextval(:s) FROM generate_series(1, :n)"), {"s": sequence, "n": n}
         )

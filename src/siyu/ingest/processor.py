@@ -45,9 +45,7 @@ def run_once(settings: Settings | None = None) -> Drained:
             total.failed += 1
             continue
         _count(drained)
-        total.batches += drained.batches
-        total.events += drained.events
-        total.duplicates += drained.duplicates
+        total.add(drained)
     return total
 
 
@@ -56,11 +54,7 @@ def drain(settings: Settings | None = None) -> Drained:
     total = Drained()
     while True:
         drained = run_once(settings)
-        total.batches += drained.batches
-        total.events += drained.events
-        total.duplicates += drained.duplicates
-        total.failed += drained.failed
-        total.failed_passes += drained.failed_passes
+        total.add(drained)
         if drained.batches == 0:
             return total
 

@@ -150,8 +150,7 @@ def ingest_batch(
         settings=settings,
     )
     result = checked.result
-    if checked.dead_rows:
-        session.execute(insert(_dead), checked.dead_rows)
+    _keep_dead_letters(session, checked.dead_rows)
     _lock(session)
     fresh = _deduplicate(session, checked.valid, result)
     if fresh:
@@ -169,8 +168,7 @@ def enqueue_batch(
     in the queue is dropped by the processor.
     """
     result = checked.result
-    if checked.dead_rows:
-        session.execute(insert(_dead), checked.dead_rows)
+    _keep_dead_letters(session, checked.dead_rows)
     fresh = _deduplicate(session, checked.valid, result)
     if fresh:
         first = fresh[0]
@@ -198,6 +196,14 @@ class Drained:
     duplicates: int = 0
     failed: int = 0
     failed_passes: int = 0
+
+    def add(self, other: Drained) -> None:
+        """Count other's work into this one."""
+        self.batches += other.batches
+        self.events += other.events
+        self.duplicates += other.duplicates
+        self.failed += other.failed
+        self.failed_passes += other.failed_passes
 
 
 def process_queue(
@@ -240,30 +246,20 @@ def process_queue(
     drained = Drained()
     if not taken:
         return drained
-    norm = normalizer(settings)
     events: list[NormalizedEvent] = []
     dead_rows: list[dict[str, Any]] = []
     for row in taken:
-        context = orjson.loads(row.batch_context) if row.batch_context else None
-        for index, raw in enumerate(orjson.loads(row.events)):
-            try:
-                ev = norm.normalize(raw, row.received_at, context)
-            except EventError as exc:  # the settings changed since the API accepted it
-                dead_rows.append(
-                    {
-                        "received_at": row.received_at,
-                        "source_key_id": row.source_key_id,
-                        "batch_index": index,
-                        "message_id": str(raw.get("messageId"))[:255] if isinstance(raw, dict) else None,
-                        "reason": str(exc),
-                        "payload": orjson.dumps(raw).decode(),
-                    }
-                )
-                continue
-            ev.source_key_id = row.source_key_id
-            events.append(ev)
-    if dead_rows:
-        session.execute(insert(_dead), dead_rows)
+        # Checked again as the API checked it: only a change of settings since then can refuse an event.
+        checked = check_batch(
+            orjson.loads(row.events),
+            source_key_id=row.source_key_id,
+            batch_context=orjson.loads(row.batch_context) if row.batch_context else None,
+            received_at=row.received_at,
+            settings=settings,
+        )
+        events += checked.valid
+        dead_rows += checked.dead_rows
+    _keep_dead_letters(session, dead_rows)
     _lock(session)
     result = BatchResult()
     fresh = _deduplicate(session, events, result)
@@ -300,6 +296,11 @@ def pending_batch_ids(session: Session, limit: int) -> list[int]:
             .limit(limit)
         ).scalars()
     )
+
+
+def _keep_dead_letters(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(_dead), rows)
 
 
 def _lock(session: Session) -> None:
