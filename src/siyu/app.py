@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +15,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from siyu import __version__
 from siyu import models as _models  # noqa: F401  (every table known to the metadata)
 from siyu.auth.api import router as apikeys_router
-from siyu.config import Settings, get_settings
+from siyu.config import Settings, get_settings, secret_key
 from siyu.console import mount as mount_console
 from siyu.db import get_read_sessionmaker
 from siyu.errors import SiyuError
@@ -27,20 +25,6 @@ from siyu.ingest import processor
 from siyu.ingest.admin_api import router as ingest_admin_router
 from siyu.ingest.api import router as ingest_router
 from siyu.profiles.api import router as profiles_router
-
-
-def secret_key(settings: Settings) -> str:
-    """SIYU_SECRET_KEY, or one generated once and kept under ./var (fine for one machine)."""
-    if settings.secret_key:
-        return settings.secret_key
-    path = Path("var") / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    path.write_text(key)
-    path.chmod(0o600)
-    return key
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

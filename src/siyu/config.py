@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
@@ -66,3 +67,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings (tests clear the cache to change them)."""
     return Settings()
+
+
+def secret_key(settings: Settings) -> str:
+    """SIYU_SECRET_KEY, or one generated once and kept under ./var (fine for one machine)."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = Path("var") / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key

@@ -1,7 +1,8 @@
 """Every table, imported in one place so Alembic and the metadata see the whole schema."""
 
 from siyu.auth.models import ApiKey, AuditLog, Role, User
-from siyu.clienteling.models import Region, Store
+from siyu.channels.models import ChannelAccount, ContactWay, WechatQrCode
+from siyu.clienteling.models import Alert, Region, Store
 from siyu.db import Base
 from siyu.identity.models import (
     BlockedLink,
@@ -16,6 +17,10 @@ from siyu.outbox.models import OutboxMessage
 from siyu.profiles.models import Profile
 
 __all__ = [
+    "Alert",
+    "ChannelAccount",
+    "ContactWay",
+    "WechatQrCode",
     "ApiKey",
     "AuditLog",
     "Base",

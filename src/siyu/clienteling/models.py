@@ -1,11 +1,14 @@
-"""The brand's organisation: regions and stores (sales associates are users)."""
+"""The brand's organisation (regions, stores; sales associates are users) and the alerts they act on."""
 
 from __future__ import annotations
 
-from sqlalchemy import ForeignKey, String
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from siyu.db import Base, BigIntPK
+from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
 
 
 class Region(Base):
@@ -28,3 +31,26 @@ class Store(Base):
     name: Mapped[str] = mapped_column(String(120))
     city: Mapped[str] = mapped_column(String(60), default="")
     region_id: Mapped[int] = mapped_column(ForeignKey("regions.id"), index=True)
+
+
+class Alert(Base):
+    """Something a sales associate or manager should act on about one customer (domain.md §6).
+
+    One row per recipient; the source event's messageId makes a replayed event raise nothing twice.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("user_id", "kind", "message_id"),
+        Index(None, "user_id", "read_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    title: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    message_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    read_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -1,0 +1,102 @@
+"""Channel accounts (Official Accounts, WeCom, Mini Programs) and the codes that attribute customers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from siyu.db import Base, BigIntPK, UTCDateTime, utcnow
+
+
+class ChannelKind(enum.StrEnum):
+    oa = "oa"
+    wecom = "wecom"
+    miniprogram = "miniprogram"
+
+
+class OaType(enum.StrEnum):
+    """Service accounts push 4 mass messages a month to each follower; subscription accounts 1 a day."""
+
+    service = "service"
+    subscription = "subscription"
+
+
+class ChannelAccount(Base):
+    """One WeChat account of the brand; its secrets are sealed (siyu.vault) and never shown again."""
+
+    __tablename__ = "channel_accounts"
+    __table_args__ = (UniqueConstraint("kind", "app_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    # The slug in callback URLs: /wechat/oa/{name}/callback.
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[ChannelKind] = mapped_column(String(16))
+    # The Official Account's or Mini Program's app id; WeCom's corp id.
+    app_id: Mapped[str] = mapped_column(String(64))
+    oa_type: Mapped[OaType | None] = mapped_column(String(16), default=None)
+    # WeCom: the agent id of the self-built app the callbacks are configured on (optional).
+    agent_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    # The app secret (WeCom: the customer-contact secret), sealed.
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    # The callback token and EncodingAESKey, sealed; a Mini Program without push has neither.
+    token_sealed: Mapped[str | None] = mapped_column(Text, default=None)
+    aes_key_sealed: Mapped[str | None] = mapped_column(Text, default=None)
+    # WeCom: the welcome message sent with each WelcomeCode (empty: none).
+    welcome_text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class QrPurpose(enum.StrEnum):
+    store = "store"
+    associate = "associate"
+    campaign = "campaign"
+    placement = "placement"
+
+
+class WechatQrCode(Base):
+    """A parametric Official Account QR code: a follow or scan through it is attributed to what it names."""
+
+    __tablename__ = "wechat_qr_codes"
+    __table_args__ = (UniqueConstraint("account_id", "scene"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    # The scene string WeChat sends back as EventKey (qrscene_<scene> on a follow).
+    scene: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(120))
+    purpose: Mapped[QrPurpose] = mapped_column(String(16))
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"), default=None)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    campaign: Mapped[str | None] = mapped_column(String(120), default=None)
+    placement: Mapped[str | None] = mapped_column(String(120), default=None)
+    # None: a permanent code; else the time a temporary code stops working.
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    ticket: Mapped[str | None] = mapped_column(String(255), default=None)
+    url: Mapped[str | None] = mapped_column(String(500), default=None)
+    scans: Mapped[int] = mapped_column(Integer, default=0)
+    follows: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ContactWay(Base):
+    """A WeCom 「联系我」 channel code; its `state` comes back on each add and attributes the customer."""
+
+    __tablename__ = "wecom_contact_ways"
+    __table_args__ = (UniqueConstraint("account_id", "state"), Index(None, "config_id"))
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    state: Mapped[str] = mapped_column(String(30))
+    name: Mapped[str] = mapped_column(String(120))
+    config_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The sales associate customers add through this code, and the store and campaign it counts for.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"), default=None)
+    campaign: Mapped[str | None] = mapped_column(String(120), default=None)
+    qr_url: Mapped[str | None] = mapped_column(String(500), default=None)
+    adds: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
