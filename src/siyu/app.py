@@ -15,6 +15,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from siyu import __version__
 from siyu import models as _models  # noqa: F401  (every table known to the metadata)
 from siyu.auth.api import router as apikeys_router
+from siyu.channels.api import callbacks as channel_callbacks
+from siyu.channels.api import router as channels_router
 from siyu.config import Settings, get_settings, secret_key
 from siyu.console import mount as mount_console
 from siyu.db import get_read_sessionmaker
@@ -96,5 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity_router)
     app.include_router(ingest_admin_router)
     app.include_router(apikeys_router)
+    app.include_router(channels_router)
+    app.include_router(channel_callbacks)
     mount_console(app)
     return app

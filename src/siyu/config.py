@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         default=2000, description="Events resolved together in one transaction by the processor"
     )
 
+    # WeChat and WeCom callbacks.
+    wechat_callback_max_age_seconds: int = Field(
+        default=300,
+        description="A callback whose timestamp is further than this from now is refused as stale",
+    )
+
     # Worker.
     worker_poll_seconds: float = 1.0
     worker_batch_size: int = 100

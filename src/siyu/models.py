@@ -1,7 +1,13 @@
 """Every table, imported in one place so Alembic and the metadata see the whole schema."""
 
 from siyu.auth.models import ApiKey, AuditLog, Role, User
-from siyu.channels.models import ChannelAccount, ContactWay, WechatQrCode
+from siyu.channels.models import (
+    ChannelAccount,
+    ContactWay,
+    MassSendReceipt,
+    OaMenuItem,
+    WechatQrCode,
+)
 from siyu.clienteling.models import Alert, Region, Store
 from siyu.db import Base
 from siyu.identity.models import (
@@ -18,24 +24,26 @@ from siyu.profiles.models import Profile
 
 __all__ = [
     "Alert",
-    "ChannelAccount",
-    "ContactWay",
-    "WechatQrCode",
     "ApiKey",
     "AuditLog",
     "Base",
     "BlockedLink",
+    "ChannelAccount",
+    "ContactWay",
     "DeadLetter",
     "Event",
     "Identifier",
     "IdentifierType",
     "IdentityLink",
     "IdentityMerge",
+    "MassSendReceipt",
     "MergeReview",
+    "OaMenuItem",
     "OutboxMessage",
     "Profile",
     "Region",
     "Role",
     "Store",
     "User",
+    "WechatQrCode",
 ]

@@ -89,7 +89,9 @@ class MessageCrypto:
         if len(body) != length:
             raise CryptoError("envelope length does not match its content")
         if receive_id.decode(errors="replace") != self.receive_id:
-            raise CryptoError(f"envelope was made for {receive_id.decode(errors='replace')!r}, not this account")
+            raise CryptoError(
+                f"envelope was made for {receive_id.decode(errors='replace')!r}, not this account"
+            )
         try:
             return body.decode()
         except UnicodeDecodeError as exc:

@@ -100,3 +100,45 @@ class ContactWay(Base):
     qr_url: Mapped[str | None] = mapped_column(String(500), default=None)
     adds: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MenuCategory(enum.StrEnum):
+    """The function categories of the WeChat Luxury Index (seed 003): 45 % / 33 % / 22 % of use."""
+
+    ecommerce = "ecommerce"
+    information = "information"
+    crm = "crm"
+
+
+class OaMenuItem(Base):
+    """An Official Account menu entry: how a CLICK or VIEW is labelled and categorised."""
+
+    __tablename__ = "oa_menu_items"
+    __table_args__ = (UniqueConstraint("account_id", "key"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    # The EventKey WeChat sends: the key of a click item, the URL of a view item.
+    key: Mapped[str] = mapped_column(String(500))
+    label: Mapped[str] = mapped_column(String(60))
+    # WeChat's button type: click, view, miniprogram, scancode_push, …
+    action_type: Mapped[str] = mapped_column(String(32), default="click")
+    category: Mapped[MenuCategory] = mapped_column(String(16))
+
+
+class MassSendReceipt(Base):
+    """WeChat's MASSSENDJOBFINISH report of one mass push: an account-level fact, not a customer's event."""
+
+    __tablename__ = "oa_mass_send_receipts"
+    __table_args__ = (UniqueConstraint("account_id", "msg_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    msg_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(64))
+    total_count: Mapped[int] = mapped_column(Integer, default=0)
+    filter_count: Mapped[int] = mapped_column(Integer, default=0)
+    sent_count: Mapped[int] = mapped_column(Integer, default=0)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -39,8 +39,29 @@ def unsubscribe(reactor: Reactor) -> None:
     _reactors[:] = [(names, r) for names, r in _reactors if r is not reactor]
 
 
+def _install_defaults() -> None:
+    """Subscribe the domains' reactors: the one list of who reacts to what."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    # Imported here: those domains import this module for StoredEvent.
+    from siyu.channels import service as channels_service
+    from siyu.clienteling import service as clienteling_service
+
+    subscribe(
+        frozenset({"Official Account Followed", "QR Code Scanned", "WeCom Contact Added"}),
+        channels_service.count_attributions,
+    )
+    subscribe(frozenset({"WeCom Contact Deleted"}), clienteling_service.raise_churn_alerts)
+
+
+_installed = False
+
+
 def dispatch(session: Session, events: Sequence[StoredEvent]) -> None:
     """Hand each subscribed reactor the events it asked for."""
+    _install_defaults()
     for names, reactor in _reactors:
         selected = events if names is None else [e for e in events if (e.event or e.type) in names]
         if selected:

@@ -1,8 +1,8 @@
 """channels and alerts
 
-Revision ID: 6b62403eaf98
+Revision ID: c9a77cb7946f
 Revises: c84a87321853
-Create Date: 2026-11-23 11:40:15.573660
+Create Date: 2026-11-23 11:41:48.834654
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import siyu.db
 
-revision: str = "6b62403eaf98"
+revision: str = "c9a77cb7946f"
 down_revision: str | None = "c84a87321853"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -38,6 +38,40 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_channel_accounts")),
         sa.UniqueConstraint("kind", "app_id", name=op.f("uq_channel_accounts_kind_app_id")),
         sa.UniqueConstraint("name", name=op.f("uq_channel_accounts_name")),
+    )
+    op.create_table(
+        "oa_mass_send_receipts",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("msg_id", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=64), nullable=False),
+        sa.Column("total_count", sa.Integer(), nullable=False),
+        sa.Column("filter_count", sa.Integer(), nullable=False),
+        sa.Column("sent_count", sa.Integer(), nullable=False),
+        sa.Column("error_count", sa.Integer(), nullable=False),
+        sa.Column("finished_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["channel_accounts.id"],
+            name=op.f("fk_oa_mass_send_receipts_account_id_channel_accounts"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_oa_mass_send_receipts")),
+        sa.UniqueConstraint("account_id", "msg_id", name=op.f("uq_oa_mass_send_receipts_account_id_msg_id")),
+    )
+    op.create_table(
+        "oa_menu_items",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("key", sa.String(length=500), nullable=False),
+        sa.Column("label", sa.String(length=60), nullable=False),
+        sa.Column("action_type", sa.String(length=32), nullable=False),
+        sa.Column("category", sa.String(length=16), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["channel_accounts.id"], name=op.f("fk_oa_menu_items_account_id_channel_accounts")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_oa_menu_items")),
+        sa.UniqueConstraint("account_id", "key", name=op.f("uq_oa_menu_items_account_id_key")),
     )
     op.create_table(
         "wechat_qr_codes",
@@ -135,5 +169,7 @@ def downgrade() -> None:
 
     op.drop_table("wecom_contact_ways")
     op.drop_table("wechat_qr_codes")
+    op.drop_table("oa_menu_items")
+    op.drop_table("oa_mass_send_receipts")
     op.drop_table("channel_accounts")
     # ### end Alembic commands ###

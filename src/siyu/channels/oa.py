@@ -1,0 +1,260 @@
+"""The Official Account callback: verify, decrypt, turn each push into an ingest event, queue it.
+
+WeChat waits 5 s and then retries (three tries in all). The push is queued durably in the request's
+transaction and answered `success`; the ingest processor stores it. A retry carries the same MsgId, or
+the same FromUserName + CreateTime + Event, from which the messageId is derived, so it is stored once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from siyu.auth.models import User
+from siyu.channels import callbacks, service, xml
+from siyu.channels.crypto import CryptoError, signature_matches
+from siyu.channels.models import ChannelAccount, MassSendReceipt, OaMenuItem, WechatQrCode
+from siyu.clienteling.models import Store
+from siyu.config import Settings
+from siyu.db import is_postgres
+from siyu.errors import Forbidden
+
+FOLLOW_SOURCES = ("search", "qr_code", "word_of_mouth", "ad", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a push became: the reply body, and the ingest event or account fact it produced."""
+
+    reply: str
+    event: dict[str, Any] | None
+    queued: bool
+
+
+def verify_url(account: ChannelAccount, query: dict[str, str], now: dt.datetime, settings: Settings) -> str:
+    """The echostr to answer the GET URL verification with, or Forbidden."""
+    creds = service.credentials(account)
+    timestamp = callbacks.query_value(query, "timestamp")
+    nonce = callbacks.query_value(query, "nonce")
+    echostr = callbacks.query_value(query, "echostr")
+    if not signature_matches(callbacks.query_value(query, "signature"), creds.token or "", timestamp, nonce):
+        raise Forbidden("signature does not match")
+    # URL verification is done once when the URL is saved in the WeChat console: no freshness
+    # check, or a server with a wrong clock could not even be configured.
+    return echostr
+
+
+def open_push(
+    account: ChannelAccount, query: dict[str, str], body: bytes, now: dt.datetime, settings: Settings
+) -> dict[str, Any]:
+    """The push's fields after the signature (and, in safe or compatible mode, decryption) checks.
+
+    Forbidden for a forged or stale request; xml.XmlError for a body that is not a WeChat message.
+    """
+    creds = service.credentials(account)
+    timestamp = callbacks.query_value(query, "timestamp")
+    nonce = callbacks.query_value(query, "nonce")
+    encrypted = query.get("encrypt_type", "raw") == "aes"
+    # Every mode signs the URL; safe and compatible modes sign the envelope as well (msg_signature).
+    if not signature_matches(callbacks.query_value(query, "signature"), creds.token or "", timestamp, nonce):
+        raise Forbidden("signature does not match")
+    callbacks.check_fresh(timestamp, now, settings)
+    fields = xml.parse(body)
+    if not encrypted:
+        return fields
+    crypto = creds.crypto()
+    if crypto is None:
+        raise Forbidden("encrypted push, but this account has no EncodingAESKey")
+    envelope = fields.get("Encrypt")
+    if not isinstance(envelope, str) or not envelope:
+        raise xml.XmlError("Encrypt: missing in an encrypted push")
+    try:
+        inner = crypto.open(callbacks.query_value(query, "msg_signature"), timestamp, nonce, envelope)
+    except CryptoError as exc:
+        raise Forbidden(f"envelope: {exc}") from exc
+    return xml.parse(inner)
+
+
+def message_id(account: ChannelAccount, msg: dict[str, Any]) -> str:
+    """The idempotency key of a push: MsgId for messages, sender + time + event (+ key) for events."""
+    if msg.get("MsgType") != "event" and msg.get("MsgId"):
+        return f"wx-oa:{account.app_id}:msg:{msg['MsgId']}"
+    parts = [msg.get("FromUserName", ""), msg.get("CreateTime", ""), msg.get("Event", "")]
+    if msg.get("EventKey"):
+        parts.append(str(msg["EventKey"])[:100])
+    if msg.get("MsgID"):
+        parts.append(str(msg["MsgID"]))
+    return f"wx-oa:{account.app_id}:" + ":".join(str(p) for p in parts)
+
+
+def _attribution(session: Session, qr: WechatQrCode) -> dict[str, Any]:
+    """The properties a QR code adds to a follow or scan: which code, store, associate, campaign."""
+    out: dict[str, Any] = {"qr_code_id": qr.id, "qr_code": qr.name, "qr_purpose": qr.purpose}
+    if qr.store_id is not None:
+        out["store"] = session.execute(select(Store.code).where(Store.id == qr.store_id)).scalar_one()
+    if qr.user_id is not None:
+        associate = session.execute(
+            select(User.wecom_userid, User.username).where(User.id == qr.user_id)
+        ).one()
+        out["associate"] = associate.wecom_userid or associate.username
+    if qr.campaign:
+        out["campaign"] = qr.campaign
+    if qr.placement:
+        out["placement"] = qr.placement
+    return out
+
+
+def to_event(
+    session: Session, account: ChannelAccount, msg: dict[str, Any], now: dt.datetime
+) -> dict[str, Any] | None:
+    """The Segment-spec track event of a push, or None for an account-level report (mass-send result)."""
+    openid = msg.get("FromUserName")
+    if not isinstance(openid, str) or not openid:
+        raise xml.XmlError("FromUserName: missing")
+    msg_type = str(msg.get("MsgType") or "")
+    name: str
+    props: dict[str, Any] = {}
+    if msg_type == "event":
+        kind = str(msg.get("Event") or "")
+        raw_key = msg.get("EventKey")
+        key = raw_key if isinstance(raw_key, str) else ""
+        lowered = kind.lower()
+        if lowered == "subscribe":
+            name = "Official Account Followed"
+            scene = key[len("qrscene_") :] if key.startswith("qrscene_") else None
+            props["source"] = "qr_code" if scene else "other"
+            if scene:
+                props["scene"] = scene
+                qr = service.get_qr_code(session, account.id, scene)
+                if qr is not None:
+                    props.update(_attribution(session, qr))
+        elif lowered == "unsubscribe":
+            name = "Official Account Unfollowed"
+        elif lowered == "scan":
+            name = "QR Code Scanned"
+            props["scene"] = key
+            qr = service.get_qr_code(session, account.id, key)
+            if qr is not None:
+                props.update(_attribution(session, qr))
+        elif lowered in ("click", "view"):
+            name = "Menu Clicked"
+            props["action"] = lowered
+            props["menu_key" if lowered == "click" else "url"] = key
+            item = session.execute(
+                select(OaMenuItem).where(OaMenuItem.account_id == account.id, OaMenuItem.key == key)
+            ).scalar_one_or_none()
+            if item is not None:
+                props.update(menu=item.label, category=item.category)
+        elif lowered == "location":
+            name = "Location Reported"
+            props.update(
+                latitude=_number(msg.get("Latitude")),
+                longitude=_number(msg.get("Longitude")),
+                precision=_number(msg.get("Precision")),
+            )
+        elif lowered == "templatesendjobfinish":
+            name = "Template Message Sent"
+            props.update(status=str(msg.get("Status") or ""), wechat_msg_id=str(msg.get("MsgID") or ""))
+        elif lowered == "masssendjobfinish":
+            _keep_mass_send_receipt(session, account, msg, now)
+            return None
+        else:
+            # An event siyu does not interpret yet is still kept on the customer's timeline.
+            name = "Official Account Event Received"
+            props["wechat_event"] = kind
+            if key:
+                props["event_key"] = key
+    else:
+        name = "Official Account Message Received"
+        props["msg_type"] = msg_type or "unknown"
+        if msg.get("MsgId"):
+            props["msg_id"] = str(msg["MsgId"])
+        if msg_type == "text":
+            props["content"] = str(msg.get("Content") or "")
+        elif msg_type == "location":
+            props.update(latitude=_number(msg.get("Location_X")), longitude=_number(msg.get("Location_Y")))
+    return {
+        "type": "track",
+        "event": name,
+        "messageId": message_id(account, msg),
+        "timestamp": callbacks.iso(msg.get("CreateTime"), now),
+        "properties": props,
+        "context": {
+            "channel": "wechat_oa",
+            "externalIds": [
+                {"id": openid, "type": "wechat_openid", "collection": "users", "encoding": "none"}
+            ],
+            "wechat": {"account": account.name, "app_id": account.app_id, "push": msg},
+        },
+    }
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _keep_mass_send_receipt(
+    session: Session, account: ChannelAccount, msg: dict[str, Any], now: dt.datetime
+) -> None:
+    values = {
+        "account_id": account.id,
+        "msg_id": str(msg.get("MsgID") or msg.get("MsgId") or ""),
+        "status": str(msg.get("Status") or "")[:64],
+        "total_count": _int(msg.get("TotalCount")),
+        "filter_count": _int(msg.get("FilterCount")),
+        "sent_count": _int(msg.get("SentCount")),
+        "error_count": _int(msg.get("ErrorCount")),
+        "finished_at": dt.datetime.fromisoformat(callbacks.iso(msg.get("CreateTime"), now)),
+        "received_at": now,
+    }
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    # WeChat's retry of the same report changes nothing.
+    session.execute(
+        insert(MassSendReceipt)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["account_id", "msg_id"])
+    )
+
+
+def receive(
+    session: Session,
+    account: ChannelAccount,
+    query: dict[str, str],
+    body: bytes,
+    now: dt.datetime,
+    settings: Settings,
+) -> Receipt:
+    """Check, read and queue one push in the caller's transaction; Forbidden or BadRequest otherwise."""
+    try:
+        msg = open_push(account, query, body, now, settings)
+    except xml.XmlError as exc:
+        raise callbacks.keep_unreadable(
+            session, body, f"Official Account {account.name}: {exc}", now
+        ) from exc
+    try:
+        event = to_event(session, account, msg, now)
+    except xml.XmlError as exc:
+        raise callbacks.keep_unreadable(
+            session, body, f"Official Account {account.name}: {exc}", now
+        ) from exc
+    queued = False
+    if event is not None:
+        result = callbacks.enqueue(session, [event], now, settings)
+        queued = result.accepted > 0
+    return Receipt(reply="success", event=event, queued=queued)

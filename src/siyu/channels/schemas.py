@@ -1,0 +1,35 @@
+"""API shapes of channel accounts: secrets go in, never come out."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, Field
+
+from siyu.channels.models import ChannelKind, OaType
+
+
+class ChannelAccountCreate(BaseModel):
+    kind: ChannelKind
+    name: str = Field(description="Slug used in the callback URL, e.g. taste-of-su-oa")
+    app_id: str = Field(description="App id of the Official Account or Mini Program; corp id for WeCom")
+    secret: str = Field(description="App secret; for WeCom the customer-contact secret")
+    token: str | None = Field(default=None, description="Callback token (Official Account, WeCom)")
+    aes_key: str | None = Field(default=None, description="EncodingAESKey, 43 characters")
+    oa_type: OaType | None = None
+    agent_id: str | None = None
+    welcome_text: str = Field(default="", description="WeCom: the welcome message sent on each add")
+
+
+class ChannelAccountOut(BaseModel):
+    id: int
+    kind: ChannelKind
+    name: str
+    app_id: str
+    oa_type: OaType | None
+    agent_id: str | None
+    has_aes_key: bool
+    callback_path: str | None
+    welcome_text: str
+    created_at: dt.datetime
+    disabled_at: dt.datetime | None

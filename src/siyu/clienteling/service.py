@@ -1,0 +1,91 @@
+"""Alerts for sales associates and their managers; flushes, never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from siyu.auth.models import Role, User
+from siyu.clienteling.models import Alert
+from siyu.db import is_postgres, utcnow
+from siyu.ingest.reactors import StoredEvent
+
+
+def add_alerts(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert alerts; one that exists for the same user, kind and source event is skipped."""
+    if not rows:
+        return
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    session.execute(
+        insert(Alert)
+        .values(list(rows))
+        .on_conflict_do_nothing(index_elements=["user_id", "kind", "message_id"])
+    )
+
+
+def raise_churn_alerts(session: Session, events: Sequence[StoredEvent]) -> None:
+    """Reactor: a customer who deleted their associate on WeCom alerts the associate and the store manager."""
+    churned = [
+        e for e in events if e.event == "WeCom Contact Deleted" and e.properties.get("by") == "customer"
+    ]
+    codes = {str(e.properties.get("associate")) for e in churned if e.properties.get("associate")}
+    if not codes:
+        return
+    associates = {
+        u.wecom_userid: u
+        for u in session.execute(select(User).where(User.wecom_userid.in_(codes), User.is_active)).scalars()
+    }
+    store_ids = {u.store_id for u in associates.values() if u.store_id is not None}
+    managers: dict[int, list[User]] = {}
+    if store_ids:
+        for m in session.execute(
+            select(User).where(User.store_id.in_(store_ids), User.role == Role.store_manager, User.is_active)
+        ).scalars():
+            managers.setdefault(m.store_id or 0, []).append(m)
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    for ev in churned:
+        sa = associates.get(str(ev.properties.get("associate")))
+        if sa is None:
+            continue
+        detail = {"associate": sa.wecom_userid, "event_id": ev.id, "at": ev.timestamp_iso}
+        sa_name = sa.display_name or sa.username
+        rows.append(
+            {
+                "user_id": sa.id,
+                "profile_id": ev.profile_id,
+                "kind": "wecom_deleted_by_customer",
+                "title": "A customer removed you on WeCom",
+                "detail": detail,
+                "message_id": ev.message_id,
+                "created_at": now,
+            }
+        )
+        for manager in managers.get(sa.store_id or 0, []):
+            rows.append(
+                {
+                    "user_id": manager.id,
+                    "profile_id": ev.profile_id,
+                    "kind": "wecom_deleted_by_customer",
+                    "title": f"A customer removed {sa_name} on WeCom",
+                    "detail": detail,
+                    "message_id": ev.message_id,
+                    "created_at": now,
+                }
+            )
+    add_alerts(session, rows)
+
+
+def list_alerts(
+    session: Session, user_id: int, *, unread_only: bool = False, limit: int = 50
+) -> Sequence[Alert]:
+    """A user's alerts, newest first."""
+    statement = select(Alert).where(Alert.user_id == user_id)
+    if unread_only:
+        statement = statement.where(Alert.read_at.is_(None))
+    return session.execute(statement.order_by(Alert.id.desc()).limit(limit)).scalars().all()
