@@ -50,3 +50,60 @@ def test_worker_once(tmp_path: Path) -> None:
     assert run("db", "upgrade", db_url=url).returncode == 0
     out = run("worker", "--once", db_url=url)
     assert out.returncode == 0 and "ran 0 job(s)" in out.stderr
+
+
+def test_channels_add_and_list(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from siyu import vault
+    from siyu.channels.models import ChannelAccount
+    from siyu.config import Settings
+
+    url = f"sqlite:///{tmp_path / 'ch.db'}"
+    assert run("db", "upgrade", db_url=url).returncode == 0
+    aes = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+    oa = run(
+        "channels",
+        "add",
+        "oa",
+        "--name",
+        "tos-oa",
+        "--app-id",
+        "wx5823bf96d3bd56c7",
+        "--type",
+        "service",
+        "--token",
+        "AAAAA",
+        "--aes-key",
+        aes,
+        "--secret",
+        "app-s3cret",
+        db_url=url,
+    )
+    assert oa.returncode == 0, oa.stderr
+    assert "/wechat/oa/tos-oa/callback" in oa.stderr
+    bad = run(
+        "channels",
+        "add",
+        "wecom",
+        "--name",
+        "tos-wecom",
+        "--corp-id",
+        "ww1",
+        "--token",
+        "abc",
+        "--aes-key",
+        "short",
+        "--secret",
+        "x",
+        db_url=url,
+    )
+    assert bad.returncode == 1 and "aes_key: EncodingAESKey must be 43 characters" in bad.stderr
+    listed = run("channels", "list", db_url=url)
+    assert listed.returncode == 0 and "tos-oa" in listed.stdout and "app-s3cret" not in listed.stdout
+    engine = create_db_engine(url)
+    with Session(engine) as session:
+        account = session.execute(select(ChannelAccount)).scalar_one()
+        assert "app-s3cret" not in account.secret_sealed
+        assert vault.unseal(account.secret_sealed, Settings(secret_key="cli-test")) == "app-s3cret"
+    engine.dispose()

@@ -1,11 +1,11 @@
-"""The `siyu` command line: serve, worker, db, demo, apikeys, users."""
+"""The `siyu` command line: serve, worker, db, demo, apikeys, users, channels."""
 
 from __future__ import annotations
 
 import getpass
 import secrets
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -16,6 +16,7 @@ from siyu import migrate
 from siyu import models as _models  # noqa: F401  (every table known to the metadata)
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role
+from siyu.channels.models import ChannelKind, OaType
 from siyu.config import get_settings
 from siyu.db import get_sessionmaker, unit_of_work
 from siyu.errors import SiyuError
@@ -28,6 +29,14 @@ keys_app = typer.Typer(
     help="API keys (write keys for sources, bearer keys for the API)", no_args_is_help=True
 )
 users_app = typer.Typer(help="Console users", no_args_is_help=True)
+channels_app = typer.Typer(
+    help="WeChat channel accounts: Official Accounts, WeCom, Mini Programs", no_args_is_help=True
+)
+channels_add = typer.Typer(
+    help="Configure a channel account (secrets are encrypted and never shown again)", no_args_is_help=True
+)
+channels_app.add_typer(channels_add, name="add")
+app.add_typer(channels_app, name="channels")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="apikeys")
 app.add_typer(users_app, name="users")
@@ -121,6 +130,101 @@ def users_create(
     console.print(f"created user #{user_id} {username} ({role})")
     if generate:
         print(password)
+
+
+def _secret(value: str | None, what: str) -> str:
+    """The secret given, else asked for without echo (so it stays out of the shell history)."""
+    return value if value is not None else getpass.getpass(f"{what}: ")
+
+
+def _add_channel(**fields: Any) -> None:
+    from siyu.channels import service as channels_service
+    from siyu.channels.api import callback_path
+
+    try:
+        with unit_of_work() as session:
+            account = channels_service.create_account(session, **fields)
+            path = callback_path(account)
+            label = f"{account.kind} account #{account.id} {account.name!r} ({account.app_id})"
+    except SiyuError as exc:
+        _fail(exc.message)
+    console.print(f"configured {label}; its secrets are stored encrypted")
+    if path:
+        console.print(f"callback URL: https://<your siyu host>{path}")
+
+
+SecretOpt = Annotated[str | None, typer.Option(help="Asked for without echo when omitted")]
+
+
+@channels_add.command("oa")
+def channels_add_oa(
+    name: Annotated[str, typer.Option(help="Slug for the callback URL, e.g. tos-oa")],
+    app_id: Annotated[str, typer.Option(help="AppID")],
+    oa_type: Annotated[OaType, typer.Option("--type", help="service or subscription")],
+    token: Annotated[str, typer.Option(help="The callback Token set in the WeChat console")],
+    aes_key: Annotated[str | None, typer.Option(help="EncodingAESKey (43 characters), for safe mode")] = None,
+    secret: SecretOpt = None,
+) -> None:
+    """Configure an Official Account."""
+    _add_channel(
+        kind=ChannelKind.oa,
+        name=name,
+        app_id=app_id,
+        oa_type=oa_type,
+        token=token,
+        aes_key_text=aes_key,
+        secret=_secret(secret, "AppSecret"),
+    )
+
+
+@channels_add.command("wecom")
+def channels_add_wecom(
+    name: Annotated[str, typer.Option(help="Slug for the callback URL, e.g. tos-wecom")],
+    corp_id: Annotated[str, typer.Option(help="CorpID")],
+    token: Annotated[str, typer.Option(help="The callback Token")],
+    aes_key: Annotated[str, typer.Option(help="EncodingAESKey (43 characters)")],
+    agent_id: Annotated[str | None, typer.Option(help="AgentId of the self-built app")] = None,
+    welcome_text: Annotated[
+        str, typer.Option(help="Welcome message sent when a customer adds an associate")
+    ] = "",
+    secret: SecretOpt = None,
+) -> None:
+    """Configure a WeCom corp (customer contact)."""
+    _add_channel(
+        kind=ChannelKind.wecom,
+        name=name,
+        app_id=corp_id,
+        token=token,
+        aes_key_text=aes_key,
+        agent_id=agent_id,
+        welcome_text=welcome_text,
+        secret=_secret(secret, "customer-contact Secret"),
+    )
+
+
+@channels_add.command("miniprogram")
+def channels_add_miniprogram(
+    name: Annotated[str, typer.Option(help="Slug, e.g. tos-mp")],
+    app_id: Annotated[str, typer.Option(help="AppID")],
+    secret: SecretOpt = None,
+) -> None:
+    """Configure a Mini Program."""
+    _add_channel(kind=ChannelKind.miniprogram, name=name, app_id=app_id, secret=_secret(secret, "AppSecret"))
+
+
+@channels_app.command("list")
+def channels_list() -> None:
+    """The configured channel accounts (never their secrets)."""
+    from rich.table import Table
+
+    from siyu.channels import service as channels_service
+    from siyu.channels.api import callback_path
+
+    table = Table("id", "kind", "name", "app id", "type", "callback path")
+    with unit_of_work() as session:
+        for a in channels_service.list_accounts(session):
+            table.add_row(str(a.id), a.kind, a.name, a.app_id, a.oa_type or "", callback_path(a) or "")
+    Console().print(table)
 
 
 @app.command()
