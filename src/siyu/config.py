@@ -64,6 +64,15 @@ class Settings(BaseSettings):
         description="A callback whose timestamp is further than this from now is refused as stale",
     )
 
+    # Outbound WeChat / WeCom API (point these at a local fake in tests and in the demo).
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wecom_api_base: str = "https://qyapi.weixin.qq.com"
+    wechat_http_timeout_seconds: float = 5.0
+    wechat_max_attempts: int = Field(
+        default=3, description="Tries of a call answered -1 (busy) or rate-limited"
+    )
+    wechat_retry_backoff_seconds: float = Field(default=0.5, description="First back-off; doubles per try")
+
     # Worker.
     worker_poll_seconds: float = 1.0
     worker_batch_size: int = 100

@@ -3,6 +3,7 @@
 from siyu.auth.models import ApiKey, AuditLog, Role, User
 from siyu.channels.models import (
     ChannelAccount,
+    ChannelCall,
     ContactWay,
     MassSendReceipt,
     OaMenuItem,
@@ -29,6 +30,7 @@ __all__ = [
     "Base",
     "BlockedLink",
     "ChannelAccount",
+    "ChannelCall",
     "ContactWay",
     "DeadLetter",
     "Event",

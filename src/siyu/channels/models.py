@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from siyu.db import Base, BigIntPK, UTCDateTime, utcnow
+from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
 
 
 class ChannelKind(enum.StrEnum):
@@ -46,6 +47,9 @@ class ChannelAccount(Base):
     aes_key_sealed: Mapped[str | None] = mapped_column(Text, default=None)
     # WeCom: the welcome message sent with each WelcomeCode (empty: none).
     welcome_text: Mapped[str] = mapped_column(Text, default="")
+    # The access token, shared by every process (WeChat invalidates the old one on each refresh).
+    access_token_sealed: Mapped[str | None] = mapped_column(Text, default=None)
+    access_token_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
 
@@ -142,3 +146,23 @@ class MassSendReceipt(Base):
     error_count: Mapped[int] = mapped_column(Integer, default=0)
     finished_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ChannelCall(Base):
+    """One outbound WeChat / WeCom API call and its result; a repeated idempotency key is not sent again."""
+
+    __tablename__ = "channel_calls"
+    __table_args__ = (Index(None, "account_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    api: Mapped[str] = mapped_column(String(120))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+    # The request body and query without the access token; the response as WeChat sent it.
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
+    errcode: Mapped[int] = mapped_column(Integer, default=0)
+    ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -17,13 +17,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from siyu.auth.models import User
-from siyu.channels import callbacks, service, xml
+from siyu.channels import callbacks, service, tasks, xml
 from siyu.channels.crypto import CryptoError, signature_matches
 from siyu.channels.models import ChannelAccount, MassSendReceipt, OaMenuItem, WechatQrCode
 from siyu.clienteling.models import Store
 from siyu.config import Settings
 from siyu.db import is_postgres
 from siyu.errors import Forbidden
+from siyu.outbox import service as outbox
 
 FOLLOW_SOURCES = ("search", "qr_code", "word_of_mouth", "ad", "other")
 
@@ -257,4 +258,12 @@ def receive(
     if event is not None:
         result = callbacks.enqueue(session, [event], now, settings)
         queued = result.accepted > 0
+        if event["event"] == "Official Account Followed":
+            # The follower's unionid and follow source come from user/info, asked by the worker.
+            outbox.enqueue(
+                session,
+                tasks.OA_USER_INFO,
+                {"account_id": account.id, "openid": msg["FromUserName"]},
+                idempotency_key=f"{tasks.OA_USER_INFO}:{event['messageId']}",
+            )
     return Receipt(reply="success", event=event, queued=queued)

@@ -13,13 +13,14 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from siyu.channels import callbacks, service, xml
+from siyu.channels import callbacks, service, tasks, xml
 from siyu.channels.crypto import CryptoError
 from siyu.channels.models import ChannelAccount
 from siyu.channels.oa import Receipt
 from siyu.clienteling.models import Store
 from siyu.config import Settings
 from siyu.errors import BadRequest, Forbidden
+from siyu.outbox import service as outbox
 
 CHANGE_EVENTS = {
     "add_external_contact": "WeCom Contact Added",
@@ -164,4 +165,25 @@ def receive(
         callbacks.keep_unreadable(session, orjson.dumps(msg), f"WeCom {account.name}: {exc}", now)
         return Receipt(reply="success", event=None, queued=False)
     result = callbacks.enqueue(session, [event], now, settings)
+    if event["event"] == "WeCom Contact Added":
+        key = event["messageId"]
+        outbox.enqueue(
+            session,
+            tasks.WECOM_CONTACT,
+            {
+                "account_id": account.id,
+                "external_userid": msg["ExternalUserID"],
+                "associate": msg.get("UserID"),
+                "create_time": msg.get("CreateTime"),
+            },
+            idempotency_key=f"{tasks.WECOM_CONTACT}:{key}",
+        )
+        if msg.get("WelcomeCode") and account.welcome_text:
+            # Written with the push, so the worker can send it well inside WeCom's 20 s.
+            outbox.enqueue(
+                session,
+                tasks.WECOM_WELCOME,
+                {"account_id": account.id, "welcome_code": msg["WelcomeCode"], "text": account.welcome_text},
+                idempotency_key=f"{tasks.WECOM_WELCOME}:{key}",
+            )
     return Receipt(reply="success", event=event, queued=result.accepted > 0)

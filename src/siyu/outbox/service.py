@@ -62,8 +62,14 @@ def claim(session: Session, limit: int) -> list[OutboxMessage]:
     return list(session.execute(statement).scalars())
 
 
+def _install_defaults() -> None:
+    """Import the domains' task modules, which register their handlers: the one list of job kinds."""
+    from siyu.channels import tasks  # noqa: F401
+
+
 def run_once(factory: sessionmaker[Session], limit: int = 100) -> int:
     """Claim and perform up to limit messages, each in its own transaction; returns how many ran."""
+    _install_defaults()
     with factory() as session:
         ids = [m.id for m in claim(session, limit)]
         session.rollback()

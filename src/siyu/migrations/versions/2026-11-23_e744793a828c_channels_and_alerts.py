@@ -1,8 +1,8 @@
 """channels and alerts
 
-Revision ID: c9a77cb7946f
+Revision ID: e744793a828c
 Revises: c84a87321853
-Create Date: 2026-11-23 11:41:48.834654
+Create Date: 2026-11-23 11:47:16.718445
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import siyu.db
 
-revision: str = "c9a77cb7946f"
+revision: str = "e744793a828c"
 down_revision: str | None = "c84a87321853"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -33,12 +33,48 @@ def upgrade() -> None:
         sa.Column("token_sealed", sa.Text(), nullable=True),
         sa.Column("aes_key_sealed", sa.Text(), nullable=True),
         sa.Column("welcome_text", sa.Text(), nullable=False),
+        sa.Column("access_token_sealed", sa.Text(), nullable=True),
+        sa.Column("access_token_expires_at", siyu.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("disabled_at", siyu.db.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_channel_accounts")),
         sa.UniqueConstraint("kind", "app_id", name=op.f("uq_channel_accounts_kind_app_id")),
         sa.UniqueConstraint("name", name=op.f("uq_channel_accounts_name")),
     )
+    op.create_table(
+        "channel_calls",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("api", sa.String(length=120), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=255), nullable=True),
+        sa.Column(
+            "request",
+            sa.JSON(none_as_null=True).with_variant(
+                postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"
+            ),
+            nullable=False,
+        ),
+        sa.Column(
+            "response",
+            sa.JSON(none_as_null=True).with_variant(
+                postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"
+            ),
+            nullable=True,
+        ),
+        sa.Column("errcode", sa.Integer(), nullable=False),
+        sa.Column("ok", sa.Boolean(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.Column("created_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["channel_accounts.id"], name=op.f("fk_channel_calls_account_id_channel_accounts")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_channel_calls")),
+        sa.UniqueConstraint("idempotency_key", name=op.f("uq_channel_calls_idempotency_key")),
+    )
+    with op.batch_alter_table("channel_calls", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_channel_calls_account_id"), ["account_id", "id"], unique=False)
+
     op.create_table(
         "oa_mass_send_receipts",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -171,5 +207,9 @@ def downgrade() -> None:
     op.drop_table("wechat_qr_codes")
     op.drop_table("oa_menu_items")
     op.drop_table("oa_mass_send_receipts")
+    with op.batch_alter_table("channel_calls", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_channel_calls_account_id"))
+
+    op.drop_table("channel_calls")
     op.drop_table("channel_accounts")
     # ### end Alembic commands ###

@@ -1,0 +1,188 @@
+"""A local stand-in for api.weixin.qq.com and qyapi.weixin.qq.com, for the tests and `siyu demo`.
+
+No WeChat host is reachable from a test machine, so the outbound clients are tested against this: an
+ASGI app that answers the documented request shapes with the documented answer shapes and error codes
+(wechat-protocol.md §2 to §3). It is a fake, and says so: it keeps its state in memory, knows only the
+accounts registered with it, and delivers nothing. Switches let a test expire every token, answer the
+next calls with -1 (busy) or a rate limit, and inspect what was "sent".
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+@dataclass
+class FakeState:
+    """Everything the fake knows and every call it answered."""
+
+    apps: dict[str, str] = field(default_factory=dict)  # app id or corp id -> secret
+    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> (app id, expires at)
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)  # OA openid -> user/info answer
+    contacts: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # external_userid -> externalcontact/get
+    welcome_codes: set[str] = field(default_factory=set)  # codes still usable
+    sent: list[tuple[str, dict[str, Any]]] = field(
+        default_factory=list
+    )  # (api, body) of what was "delivered"
+    calls: list[str] = field(default_factory=list)
+    fail_next: list[tuple[int, str]] = field(default_factory=list)  # errcodes to answer next, in order
+    token_lifetime: int = 7200
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def register(self, app_id: str, secret: str) -> None:
+        self.apps[app_id] = secret
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far now answers 42001, as after WeChat's 2 hours."""
+        with self.lock:
+            self.tokens = {t: (app, 0.0) for t, (app, _) in self.tokens.items()}
+
+    def fail(self, errcode: int, errmsg: str, times: int = 1) -> None:
+        """Answer the next `times` API calls (not token fetches) with errcode."""
+        with self.lock:
+            self.fail_next.extend([(errcode, errmsg)] * times)
+
+
+ERRMSG = {
+    40001: "invalid credential, access_token is invalid or not latest",
+    42001: "access_token expired",
+    40013: "invalid appid",
+    40125: "invalid appsecret",
+    40003: "invalid openid",
+    84061: "not external contact",
+}
+
+
+def _err(errcode: int, errmsg: str | None = None) -> JSONResponse:
+    return JSONResponse({"errcode": errcode, "errmsg": errmsg or ERRMSG.get(errcode, "error")})
+
+
+def create_fake_app(state: FakeState | None = None) -> FastAPI:
+    """The fake's ASGI app; its state is `app.state.fake`."""
+    fake = state or FakeState()
+    app = FastAPI(title="fake WeChat API (siyu tests and demo)")
+    app.state.fake = fake
+
+    def issue(app_id: str) -> JSONResponse:
+        token = "FAKE_" + secrets.token_hex(16)
+        with fake.lock:
+            fake.tokens[token] = (app_id, time.time() + fake.token_lifetime)
+        return JSONResponse({"access_token": token, "expires_in": fake.token_lifetime})
+
+    @app.get("/cgi-bin/token")
+    def oa_token(appid: str = "", secret: str = "", grant_type: str = "") -> JSONResponse:
+        fake.calls.append("token")
+        if grant_type != "client_credential":
+            return _err(40002, "invalid grant_type")
+        if appid not in fake.apps:
+            return _err(40013)
+        if fake.apps[appid] != secret:
+            return _err(40125)
+        return issue(appid)
+
+    @app.get("/cgi-bin/gettoken")
+    def wecom_token(corpid: str = "", corpsecret: str = "") -> JSONResponse:
+        fake.calls.append("gettoken")
+        if corpid not in fake.apps:
+            return _err(40013, "invalid corpid")
+        if fake.apps[corpid] != corpsecret:
+            return _err(40001, "invalid secret")
+        return issue(corpid)
+
+    def check(request: Request, api: str) -> JSONResponse | None:
+        fake.calls.append(api)
+        with fake.lock:
+            if fake.fail_next:
+                errcode, errmsg = fake.fail_next.pop(0)
+                return _err(errcode, errmsg)
+            entry = fake.tokens.get(request.query_params.get("access_token", ""))
+        if entry is None:
+            return _err(40001)
+        if entry[1] < time.time():
+            return _err(42001)
+        return None
+
+    @app.get("/cgi-bin/user/info")
+    def user_info(request: Request, openid: str = "") -> JSONResponse:
+        if (denied := check(request, "user/info")) is not None:
+            return denied
+        user = fake.users.get(openid)
+        if user is None:
+            return _err(40003)
+        return JSONResponse({"subscribe": 1, "openid": openid, "language": "zh_CN", **user})
+
+    @app.post("/cgi-bin/qrcode/create")
+    async def qrcode_create(request: Request) -> JSONResponse:
+        if (denied := check(request, "qrcode/create")) is not None:
+            return denied
+        body = await request.json()
+        scene = body.get("action_info", {}).get("scene", {})
+        if not (scene.get("scene_str") or scene.get("scene_id")):
+            return _err(40053, "invalid action info")
+        ticket = "gQH47joAAAAAAAAAASxodHRwOi8vd2VpeGluLnFxLmNvbS9xL" + secrets.token_hex(8)
+        answer: dict[str, Any] = {"ticket": ticket, "url": f"http://weixin.qq.com/q/{secrets.token_hex(10)}"}
+        if body.get("action_name") in ("QR_SCENE", "QR_STR_SCENE"):
+            answer["expire_seconds"] = int(body.get("expire_seconds") or 60)
+        fake.sent.append(("qrcode/create", body))
+        return JSONResponse(answer)
+
+    @app.post("/cgi-bin/message/template/send")
+    async def template_send(request: Request) -> JSONResponse:
+        if (denied := check(request, "message/template/send")) is not None:
+            return denied
+        body = await request.json()
+        if body.get("touser") not in fake.users:
+            return _err(40003)
+        fake.sent.append(("message/template/send", body))
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": 200000000 + len(fake.sent)})
+
+    @app.get("/cgi-bin/externalcontact/get")
+    def external_get(request: Request, external_userid: str = "") -> JSONResponse:
+        if (denied := check(request, "externalcontact/get")) is not None:
+            return denied
+        contact = fake.contacts.get(external_userid)
+        if contact is None:
+            return _err(84061)
+        return JSONResponse({"errcode": 0, "errmsg": "ok", **contact, "next_cursor": ""})
+
+    @app.post("/cgi-bin/externalcontact/send_welcome_msg")
+    async def send_welcome(request: Request) -> JSONResponse:
+        if (denied := check(request, "externalcontact/send_welcome_msg")) is not None:
+            return denied
+        body = await request.json()
+        code = body.get("welcome_code")
+        with fake.lock:
+            if code not in fake.welcome_codes:
+                # A WelcomeCode works once and for 20 s; after that WeCom refuses it.
+                return _err(41051, "externaluser has started chatting")
+            fake.welcome_codes.discard(code)
+        fake.sent.append(("externalcontact/send_welcome_msg", body))
+        return JSONResponse({"errcode": 0, "errmsg": "ok"})
+
+    @app.post("/cgi-bin/externalcontact/add_contact_way")
+    async def add_contact_way(request: Request) -> JSONResponse:
+        if (denied := check(request, "externalcontact/add_contact_way")) is not None:
+            return denied
+        body = await request.json()
+        if not body.get("user") or len(str(body.get("state", ""))) > 30:
+            return _err(40058, "invalid parameter: user or state")
+        fake.sent.append(("externalcontact/add_contact_way", body))
+        return JSONResponse(
+            {
+                "errcode": 0,
+                "errmsg": "ok",
+                "config_id": secrets.token_hex(16),
+                "qr_code": f"http://p.qpic.cn/wwhead/{secrets.token_hex(12)}",
+            }
+        )
+
+    return app

@@ -1,0 +1,1 @@
+"""Outbound WeChat, WeCom and Mini Program API clients: one module per platform over one base."""

@@ -1,0 +1,220 @@
+"""Outbound calls against the local fake WeChat server (real HTTP; no WeChat host is reachable here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from siyu import db
+from siyu.auth.models import Role
+from siyu.channels.fake import FakeState
+from siyu.channels.models import ChannelCall
+from siyu.channels.outbound.base import WeChatError
+from siyu.channels.outbound.oa import OaClient
+from siyu.config import get_settings
+from siyu.identity.models import Identifier
+from siyu.ingest import processor
+from siyu.outbox import service as outbox
+from siyu.outbox.models import OutboxMessage
+from siyu.profiles.models import Profile
+from tests import factories
+from tests.channels.fake_server import serve_fake
+from tests.channels.wechat import (
+    OA_APP_ID,
+    WECOM_CORP_ID,
+    OaPusher,
+    WeComPusher,
+    oa_account,
+    oa_event,
+    wecom_account,
+    wecom_change,
+)
+
+
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[tuple[str, FakeState]]:
+    with serve_fake() as served:
+        yield served
+
+
+@pytest.fixture
+def fake(fake_server: tuple[str, FakeState], monkeypatch: pytest.MonkeyPatch) -> FakeState:
+    base, state = fake_server
+    state.__init__()  # type: ignore[misc]  # a clean fake per test
+    state.register(OA_APP_ID, "oa-app-secret")
+    state.register(WECOM_CORP_ID, "wecom-contact-secret")
+    monkeypatch.setenv("SIYU_WECHAT_API_BASE", base)
+    monkeypatch.setenv("SIYU_WECOM_API_BASE", base)
+    monkeypatch.setenv("SIYU_WECHAT_RETRY_BACKOFF_SECONDS", "0")
+    get_settings.cache_clear()
+    return state
+
+
+def calls(session: Session) -> list[ChannelCall]:
+    return list(session.execute(select(ChannelCall).order_by(ChannelCall.id)).scalars())
+
+
+class TestClientBehaviour:
+    def test_token_is_fetched_once_and_stored_sealed(self, fake: FakeState, session: Session) -> None:
+        account = oa_account(session)
+        fake.users["o1"] = {"unionid": "u1", "subscribe_scene": "ADD_SCENE_SEARCH"}
+        with OaClient(session, account) as client:
+            assert client.user_info("o1")["unionid"] == "u1"
+            assert client.user_info("o1")["subscribe_scene"] == "ADD_SCENE_SEARCH"
+        assert fake.calls == ["token", "user/info", "user/info"]
+        assert account.access_token_sealed and "FAKE_" not in account.access_token_sealed
+        assert [(c.api, c.ok, c.errcode) for c in calls(session)] == [("/cgi-bin/user/info", True, 0)] * 2
+        assert "access_token" not in calls(session)[0].request["params"]
+
+    def test_expired_token_is_refreshed(self, fake: FakeState, session: Session) -> None:
+        account = oa_account(session)
+        fake.users["o1"] = {}
+        with OaClient(session, account) as client:
+            client.user_info("o1")
+            fake.expire_tokens()
+            client.user_info("o1")
+        assert fake.calls == ["token", "user/info", "user/info", "token", "user/info"]
+
+    def test_busy_is_retried_with_backoff(self, fake: FakeState, session: Session) -> None:
+        account = oa_account(session)
+        fake.users["o1"] = {}
+        fake.fail(-1, "system error", times=2)
+        waits: list[float] = []
+        with OaClient(session, account, sleep=waits.append) as client:
+            client.user_info("o1")
+        assert fake.calls.count("user/info") == 3
+        assert len(waits) == 2 and waits[0] <= waits[1]
+        assert calls(session)[-1].attempts == 3
+
+    def test_rate_limit_beyond_the_attempts_is_an_error_and_recorded(
+        self, fake: FakeState, session: Session
+    ) -> None:
+        account = oa_account(session)
+        fake.fail(45009, "reach max api daily quota limit", times=5)
+        with OaClient(session, account, sleep=lambda _s: None) as client, pytest.raises(WeChatError) as err:
+            client.user_info("o1")
+        assert err.value.errcode == 45009
+        [call] = calls(session)
+        assert (call.ok, call.errcode, call.attempts) == (False, 45009, 3)
+
+    def test_other_errors_are_not_retried(self, fake: FakeState, session: Session) -> None:
+        account = oa_account(session)
+        with OaClient(session, account) as client, pytest.raises(WeChatError, match="errcode 40003"):
+            client.user_info("o-unknown")
+        assert fake.calls.count("user/info") == 1
+
+    def test_wrong_secret(self, fake: FakeState, session: Session) -> None:
+        fake.register(OA_APP_ID, "rotated")
+        account = oa_account(session)
+        with OaClient(session, account) as client, pytest.raises(WeChatError, match="40125"):
+            client.user_info("o1")
+
+    def test_idempotency_key_sends_once(self, fake: FakeState, session: Session) -> None:
+        account = oa_account(session)
+        fake.users["o1"] = {}
+        with OaClient(session, account) as client:
+            first = client.send_template(
+                "o1", "TPL1", {"first": "Thank you"}, idempotency_key="order-1:thanks"
+            )
+            second = client.send_template(
+                "o1", "TPL1", {"first": "Thank you"}, idempotency_key="order-1:thanks"
+            )
+        assert first == second and first["msgid"]
+        assert [api for api, _ in fake.sent] == ["message/template/send"]
+        assert fake.sent[0][1]["data"] == {"first": {"value": "Thank you"}}
+
+
+class TestEnrichmentAndWelcome:
+    def _run_worker(self) -> None:
+        """What `siyu worker` does: store queued events, run due jobs, store what they ingested."""
+        processor.drain()
+        outbox.run_once(db.get_sessionmaker())
+        processor.drain()
+
+    def test_unionid_stitches_the_follower_and_the_wecom_contact(
+        self, fake: FakeState, client: TestClient, session: Session
+    ) -> None:
+        oa_account(session)
+        wecom_account(session, welcome_text="欢迎来到苏韵 Taste of Su!")
+        factories.user(session, Role.sales_associate, wecom_userid="zhangsan")
+        fake.users["o-nancy"] = {
+            "unionid": "u-nancy",
+            "subscribe_scene": "ADD_SCENE_QR_CODE",
+            "subscribe_time": 1700000000,
+        }
+        fake.contacts["wm-nancy"] = {
+            "external_contact": {
+                "external_userid": "wm-nancy",
+                "name": "Nancy",
+                "type": 1,
+                "gender": 2,
+                "unionid": "u-nancy",
+            },
+            "follow_user": [
+                {"userid": "zhangsan", "remark": "VIP", "createtime": 1700000100, "add_way": 1, "state": "s1"}
+            ],
+        }
+        fake.welcome_codes.add("WELCOME-1")
+        OaPusher(client).push(oa_event("subscribe", openid="o-nancy", create_time=1700000000))
+        body = wecom_change(
+            "add_external_contact", "wm-nancy", create_time=1700000100, WelcomeCode="WELCOME-1"
+        )
+        WeComPusher(client).push(body)
+        WeComPusher(client).push(body)  # WeCom's retry: one welcome, one enrichment
+        self._run_worker()
+        session.expire_all()
+        owners = dict(
+            session.execute(
+                select(Identifier.value, Identifier.profile_id).where(
+                    Identifier.value.in_(["o-nancy", "wm-nancy", "u-nancy"])
+                )
+            ).all()
+        )
+        assert len(set(owners.values())) == 1, owners
+        profile = session.get(Profile, owners["o-nancy"])
+        assert profile is not None
+        assert profile.traits["oa_follow_source"] == "qr_code"
+        assert profile.traits["gender"] == "female" and profile.traits["wecom_remark"] == "VIP"
+        assert [api for api, _ in fake.sent] == ["externalcontact/send_welcome_msg"]
+        assert fake.sent[0][1] == {
+            "welcome_code": "WELCOME-1",
+            "text": {"content": "欢迎来到苏韵 Taste of Su!"},
+        }
+        statuses = session.execute(select(OutboxMessage.topic, OutboxMessage.status)).all()
+        assert sorted(statuses) == sorted(
+            [
+                ("wechat.oa.user_info", "done"),
+                ("wechat.wecom.contact", "done"),
+                ("wechat.wecom.welcome", "done"),
+            ]
+        )
+
+    def test_a_used_welcome_code_fails_visibly(
+        self, fake: FakeState, client: TestClient, session: Session
+    ) -> None:
+        wecom_account(session, welcome_text="hi")
+        fake.contacts["wm-1"] = {
+            "external_contact": {"external_userid": "wm-1", "type": 2},
+            "follow_user": [],
+        }
+        WeComPusher(client).push(wecom_change("add_external_contact", "wm-1", WelcomeCode="EXPIRED"))
+        self._run_worker()
+        session.expire_all()
+        job = session.execute(
+            select(OutboxMessage).where(OutboxMessage.topic == "wechat.wecom.welcome")
+        ).scalar_one()
+        assert job.status == "pending" and job.attempts == 1
+        assert job.last_error is not None and "41051" in job.last_error
+
+    def test_no_welcome_text_no_welcome_job(
+        self, fake: FakeState, client: TestClient, session: Session
+    ) -> None:
+        wecom_account(session)
+        WeComPusher(client).push(wecom_change("add_external_contact", "wm-2", WelcomeCode="W2"))
+        topics: list[Any] = list(session.execute(select(OutboxMessage.topic)).scalars())
+        assert topics == ["wechat.wecom.contact"]
