@@ -6,6 +6,7 @@ from siyu.channels.models import (
     ChannelCall,
     ContactWay,
     MassSendReceipt,
+    MpSession,
     OaMenuItem,
     WechatQrCode,
 )
@@ -21,7 +22,7 @@ from siyu.identity.models import (
 )
 from siyu.ingest.models import DeadLetter, Event
 from siyu.outbox.models import OutboxMessage
-from siyu.profiles.models import Profile
+from siyu.profiles.models import Consent, Profile
 
 __all__ = [
     "Alert",
@@ -31,6 +32,7 @@ __all__ = [
     "BlockedLink",
     "ChannelAccount",
     "ChannelCall",
+    "Consent",
     "ContactWay",
     "DeadLetter",
     "Event",
@@ -40,6 +42,7 @@ __all__ = [
     "IdentityMerge",
     "MassSendReceipt",
     "MergeReview",
+    "MpSession",
     "OaMenuItem",
     "OutboxMessage",
     "Profile",

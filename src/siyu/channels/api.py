@@ -10,13 +10,20 @@ from fastapi.responses import PlainTextResponse
 
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
-from siyu.channels import oa, service, wecom
+from siyu.channels import miniprogram, oa, service, wecom
 from siyu.channels.models import ChannelAccount, ChannelKind
-from siyu.channels.schemas import ChannelAccountCreate, ChannelAccountOut
+from siyu.channels.schemas import (
+    ChannelAccountCreate,
+    ChannelAccountOut,
+    PhoneIn,
+    PhoneOut,
+    SessionIn,
+    SessionOut,
+)
 from siyu.config import get_settings
 from siyu.db import unit_of_work, utcnow
-from siyu.deps import ReaderDep, SessionDep
-from siyu.errors import BadRequest, Forbidden, NotFound
+from siyu.deps import ReaderDep, SessionDep, principal_from_request
+from siyu.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from siyu.ingest import processor
 
 callbacks = APIRouter(tags=["wechat callbacks"], include_in_schema=True)
@@ -95,6 +102,54 @@ async def wecom_push(name: str, request: Request) -> PlainTextResponse:
     """Customer-contact changes of a WeCom corp (always encrypted)."""
     body = await request.body()
     return await run_in_threadpool(_receive, ChannelKind.wecom, name, dict(request.query_params), body)
+
+
+mp = APIRouter(prefix="/mp/v1", tags=["mini program"])
+
+
+def require_writer(request: Request, session: SessionDep) -> Principal:
+    """The Mini Program's write key (a `source` key, as its tracking uses), or an admin key."""
+    principal = principal_from_request(request, session)
+    if principal is None:
+        raise Unauthorized(
+            "missing or invalid write key: send it as the HTTP Basic username or a Bearer token"
+        )
+    if principal.role not in (Role.source, Role.admin):
+        raise Forbidden(f"a {principal.role} key cannot call the Mini Program API: use a source write key")
+    return principal
+
+
+WriterDep = Annotated[Principal, Depends(require_writer)]
+
+
+@mp.post("/session", response_model=SessionOut, summary="Sign in with wx.login()")
+def mp_session(body: SessionIn, _writer: WriterDep, session: SessionDep) -> SessionOut:
+    """code2session on the server; links the openid to the unionid on the customer's profile."""
+    account = miniprogram.pick_account(session, body.account)
+    login = miniprogram.login(session, account, body.code, now=utcnow(), settings=get_settings())
+    _wake()
+    return SessionOut(
+        session=login.session, openid=login.openid, unionid=login.unionid, expires_at=login.expires_at
+    )
+
+
+@mp.post("/phone", response_model=PhoneOut, summary="Phone number authorisation")
+def mp_phone(body: PhoneIn, _writer: WriterDep, session: SessionDep) -> PhoneOut:
+    """getuserphonenumber; the phone goes on the profile with a recorded consent (PIPL)."""
+    now = utcnow()
+    account = miniprogram.pick_account(session, body.account)
+    mp_session_row = miniprogram.get_session_or_raise(session, account, body.session, now)
+    masked = miniprogram.authorize_phone(
+        session, account, mp_session_row, body.code, now=now, settings=get_settings()
+    )
+    _wake()
+    return PhoneOut(phone=masked)
+
+
+def _wake() -> None:
+    running = processor.current()
+    if running is not None:
+        running.wake()
 
 
 def require_admin(principal: ReaderDep) -> Principal:

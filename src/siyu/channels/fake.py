@@ -30,6 +30,9 @@ class FakeState:
         default_factory=dict
     )  # external_userid -> externalcontact/get
     welcome_codes: set[str] = field(default_factory=set)  # codes still usable
+    login_codes: dict[str, dict[str, str]] = field(default_factory=dict)  # wx.login code -> openid, unionid
+    phone_codes: dict[str, str] = field(default_factory=dict)  # getPhoneNumber code -> mainland phone
+    subscriptions: set[tuple[str, str]] = field(default_factory=set)  # (openid, template id) accepted once
     sent: list[tuple[str, dict[str, Any]]] = field(
         default_factory=list
     )  # (api, body) of what was "delivered"
@@ -184,5 +187,59 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
                 "qr_code": f"http://p.qpic.cn/wwhead/{secrets.token_hex(12)}",
             }
         )
+
+    @app.get("/sns/jscode2session")
+    def jscode2session(
+        appid: str = "", secret: str = "", js_code: str = "", grant_type: str = ""
+    ) -> JSONResponse:
+        fake.calls.append("jscode2session")
+        with fake.lock:
+            if fake.fail_next:
+                errcode, errmsg = fake.fail_next.pop(0)
+                return _err(errcode, errmsg)
+            if fake.apps.get(appid) != secret or grant_type != "authorization_code":
+                return _err(40125 if appid in fake.apps else 40013)
+            # A login code works once (and for 5 minutes).
+            user = fake.login_codes.pop(js_code, None)
+        if user is None:
+            return _err(40029, "invalid code")
+        return JSONResponse({"session_key": secrets.token_urlsafe(16), "expires_in": 7200, **user})
+
+    @app.post("/wxa/business/getuserphonenumber")
+    async def phone_number(request: Request) -> JSONResponse:
+        if (denied := check(request, "getuserphonenumber")) is not None:
+            return denied
+        body = await request.json()
+        with fake.lock:
+            phone = fake.phone_codes.pop(str(body.get("code", "")), None)
+        if phone is None:
+            return _err(40029, "invalid code")
+        return JSONResponse(
+            {
+                "errcode": 0,
+                "errmsg": "ok",
+                "phone_info": {
+                    "phoneNumber": phone,
+                    "purePhoneNumber": phone,
+                    # WeChat has sent it both as a number and as a string.
+                    "countryCode": "86",
+                    "watermark": {"timestamp": int(time.time()), "appid": ""},
+                },
+            }
+        )
+
+    @app.post("/cgi-bin/message/subscribe/send")
+    async def subscribe_send(request: Request) -> JSONResponse:
+        if (denied := check(request, "message/subscribe/send")) is not None:
+            return denied
+        body = await request.json()
+        key = (str(body.get("touser")), str(body.get("template_id")))
+        with fake.lock:
+            if key not in fake.subscriptions:
+                return _err(43101, "user refuse to accept the msg")
+            # Each acceptance of a one-time subscription allows one message.
+            fake.subscriptions.discard(key)
+        fake.sent.append(("message/subscribe/send", body))
+        return JSONResponse({"errcode": 0, "errmsg": "ok"})
 
     return app

@@ -166,3 +166,18 @@ class ChannelCall(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MpSession(Base):
+    """A Mini Program login: the session_key stays here (sealed); the app holds only an opaque token."""
+
+    __tablename__ = "mp_sessions"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    openid: Mapped[str] = mapped_column(String(64), index=True)
+    unionid: Mapped[str | None] = mapped_column(String(64), default=None)
+    session_key_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

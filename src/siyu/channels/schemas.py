@@ -33,3 +33,28 @@ class ChannelAccountOut(BaseModel):
     welcome_text: str
     created_at: dt.datetime
     disabled_at: dt.datetime | None
+
+
+class SessionIn(BaseModel):
+    code: str = Field(description="The code from wx.login()")
+    account: str | None = Field(default=None, description="Mini Program account name; optional with one")
+
+
+class SessionOut(BaseModel):
+    session: str = Field(
+        description="Opaque token for /mp/v1/phone; WeChat's session_key stays on the server"
+    )
+    openid: str
+    unionid: str | None
+    expires_at: dt.datetime
+
+
+class PhoneIn(BaseModel):
+    session: str
+    code: str = Field(description="The code from the getPhoneNumber button")
+    account: str | None = None
+
+
+class PhoneOut(BaseModel):
+    phone: str = Field(description="The phone, masked")
+    consent: str = "recorded"

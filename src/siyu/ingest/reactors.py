@@ -48,12 +48,14 @@ def _install_defaults() -> None:
     # Imported here: those domains import this module for StoredEvent.
     from siyu.channels import service as channels_service
     from siyu.clienteling import service as clienteling_service
+    from siyu.profiles import service as profiles_service
 
     subscribe(
         frozenset({"Official Account Followed", "QR Code Scanned", "WeCom Contact Added"}),
         channels_service.count_attributions,
     )
     subscribe(frozenset({"WeCom Contact Deleted"}), clienteling_service.raise_churn_alerts)
+    subscribe(profiles_service.CONSENT_EVENTS, profiles_service.record_consents)
 
 
 _installed = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
@@ -37,3 +37,22 @@ class Profile(Base):
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     first_order_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     last_order_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class Consent(Base):
+    """A person's consent (PIPL basis) for one purpose, with where and when it was given or withdrawn."""
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("profile_id", "purpose", "message_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
+    # What it covers: phone_number (collection of the phone), marketing_wechat, marketing_sms, …
+    purpose: Mapped[str] = mapped_column(String(40))
+    granted: Mapped[bool] = mapped_column(Boolean)
+    # Where: e.g. "miniprogram:wx…" for WeChat's phone-number authorisation.
+    source: Mapped[str] = mapped_column(String(120))
+    # The event that carried it: the evidence.
+    message_id: Mapped[str] = mapped_column(String(255))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, case, false, func, or_, select
+from sqlalchemy import Select, and_, case, false, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -21,7 +21,8 @@ from siyu.db import is_postgres, utcnow
 from siyu.errors import NotFound
 from siyu.identity.models import Identifier, IdentityMerge
 from siyu.ingest.models import Event
-from siyu.profiles.models import Profile
+from siyu.ingest.reactors import StoredEvent
+from siyu.profiles.models import Consent, Profile
 from siyu.profiles.traits import OrgDirectory, ProfileState
 
 ORDER_COMPLETED = "Order Completed"
@@ -310,3 +311,38 @@ def _aware(value: Any) -> Any:
 def _chunks(ids: Sequence[int], size: int = 10_000) -> Iterable[Sequence[int]]:
     for i in range(0, len(ids), size):
         yield ids[i : i + size]
+
+
+CONSENT_EVENTS = frozenset({"Phone Number Authorized", "Consent Granted", "Consent Withdrawn"})
+
+
+def record_consents(session: Session, events: Sequence[StoredEvent]) -> None:
+    """Reactor: a consent given or withdrawn (with its purpose and source) becomes a Consent row."""
+    rows = [
+        {
+            "profile_id": ev.profile_id,
+            "purpose": str(ev.properties.get("purpose") or "unspecified")[:40],
+            "granted": ev.event != "Consent Withdrawn",
+            "source": str(ev.properties.get("source") or "api")[:120],
+            "message_id": ev.message_id,
+            "at": dt.datetime.fromisoformat(ev.timestamp_iso),
+            "recorded_at": utcnow(),
+        }
+        for ev in events
+    ]
+    if rows:
+        session.execute(insert(Consent), rows)
+
+
+def consents(session: Session, profile_id: int) -> Sequence[Consent]:
+    """The consents of a profile, newest first; found through their events, so they follow merges and unmerges."""
+    return (
+        session.execute(
+            select(Consent)
+            .join(Event, Event.message_id == Consent.message_id)
+            .where(Event.profile_id == profile_id)
+            .order_by(Consent.at.desc(), Consent.id.desc())
+        )
+        .scalars()
+        .all()
+    )

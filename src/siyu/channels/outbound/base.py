@@ -29,8 +29,30 @@ from siyu.errors import SiyuError
 log = structlog.get_logger()
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
 RETRY_ERRORS = frozenset({-1, 45009, 45011, 45033})
+# Never written to the call log: credentials, single-use codes, session keys, phone numbers.
+REDACTED = frozenset(
+    {
+        "secret",
+        "corpsecret",
+        "js_code",
+        "code",
+        "session_key",
+        "access_token",
+        "phoneNumber",
+        "purePhoneNumber",
+    }
+)
 # Refresh a little before WeChat's stated expiry, so a token never dies mid-call.
 TOKEN_MARGIN = dt.timedelta(seconds=300)
+
+
+def redact(value: Any) -> Any:
+    """value with the REDACTED keys' values replaced, at any depth."""
+    if isinstance(value, dict):
+        return {k: "***" if k in REDACTED else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
 
 
 class WeChatError(SiyuError):
@@ -182,8 +204,8 @@ class ApiClient:
                 account_id=self.account.id,
                 api=path,
                 idempotency_key=idempotency_key if errcode == 0 else None,
-                request={"params": params or {}, "json": json},
-                response=body,
+                request={"params": redact(params or {}), "json": redact(json)},
+                response=redact(body),
                 errcode=errcode,
                 ok=errcode == 0,
                 attempts=attempts,
