@@ -17,6 +17,7 @@ from siyu import models as _models  # noqa: F401  (every table known to the meta
 from siyu.auth.api import router as apikeys_router
 from siyu.channels.api import callbacks as channel_callbacks
 from siyu.channels.api import mp as mp_router
+from siyu.channels.api import qr_images as qr_images_router
 from siyu.channels.api import router as channels_router
 from siyu.config import Settings, get_settings, secret_key
 from siyu.console import mount as mount_console
@@ -102,5 +103,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(channels_router)
     app.include_router(channel_callbacks)
     app.include_router(mp_router)
+    app.include_router(qr_images_router)
     mount_console(app)
     return app

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -15,31 +13,11 @@ from siyu.channels.fake import FakeState
 from siyu.channels.models import ChannelCall, ChannelKind, MpSession
 from siyu.channels.outbound.base import WeChatError
 from siyu.channels.outbound.miniprogram import MiniProgramClient
-from siyu.config import get_settings
 from siyu.identity.models import Identifier
 from siyu.ingest import processor
 from siyu.profiles import service as profiles_service
 from tests import factories
-from tests.channels.fake_server import serve_fake
-
-MP_APP_ID = "wx4f4bc4dec97d474b"
-
-
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[tuple[str, FakeState]]:
-    with serve_fake() as served:
-        yield served
-
-
-@pytest.fixture
-def fake(fake_server: tuple[str, FakeState], monkeypatch: pytest.MonkeyPatch) -> FakeState:
-    base, state = fake_server
-    state.__init__()  # type: ignore[misc]
-    state.register(MP_APP_ID, "mp-secret")
-    monkeypatch.setenv("SIYU_WECHAT_API_BASE", base)
-    monkeypatch.setenv("SIYU_WECHAT_RETRY_BACKOFF_SECONDS", "0")
-    get_settings.cache_clear()
-    return state
+from tests.channels.wechat import MP_APP_ID
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,17 +15,14 @@ from siyu.channels.fake import FakeState
 from siyu.channels.models import ChannelCall
 from siyu.channels.outbound.base import WeChatError
 from siyu.channels.outbound.oa import OaClient
-from siyu.config import get_settings
 from siyu.identity.models import Identifier
 from siyu.ingest import processor
 from siyu.outbox import service as outbox
 from siyu.outbox.models import OutboxMessage
 from siyu.profiles.models import Profile
 from tests import factories
-from tests.channels.fake_server import serve_fake
 from tests.channels.wechat import (
     OA_APP_ID,
-    WECOM_CORP_ID,
     OaPusher,
     WeComPusher,
     oa_account,
@@ -34,25 +30,6 @@ from tests.channels.wechat import (
     wecom_account,
     wecom_change,
 )
-
-
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[tuple[str, FakeState]]:
-    with serve_fake() as served:
-        yield served
-
-
-@pytest.fixture
-def fake(fake_server: tuple[str, FakeState], monkeypatch: pytest.MonkeyPatch) -> FakeState:
-    base, state = fake_server
-    state.__init__()  # type: ignore[misc]  # a clean fake per test
-    state.register(OA_APP_ID, "oa-app-secret")
-    state.register(WECOM_CORP_ID, "wecom-contact-secret")
-    monkeypatch.setenv("SIYU_WECHAT_API_BASE", base)
-    monkeypatch.setenv("SIYU_WECOM_API_BASE", base)
-    monkeypatch.setenv("SIYU_WECHAT_RETRY_BACKOFF_SECONDS", "0")
-    get_settings.cache_clear()
-    return state
 
 
 def calls(session: Session) -> list[ChannelCall]:
@@ -181,6 +158,8 @@ class TestEnrichmentAndWelcome:
         assert profile.traits["oa_follow_source"] == "qr_code"
         assert profile.traits["gender"] == "female" and profile.traits["wecom_remark"] == "VIP"
         assert [api for api, _ in fake.sent] == ["externalcontact/send_welcome_msg"]
+        # Each platform's own token endpoint, fetched once per account by the worker.
+        assert (fake.calls.count("token"), fake.calls.count("gettoken")) == (1, 1)
         assert fake.sent[0][1] == {
             "welcome_code": "WELCOME-1",
             "text": {"content": "欢迎来到苏韵 Taste of Su!"},

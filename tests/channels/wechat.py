@@ -22,6 +22,7 @@ OA_AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
 WECOM_TOKEN = "123456"
 WECOM_AES_KEY = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
 WECOM_CORP_ID = "wx49f0ab532d5d035a"
+MP_APP_ID = "wx4f4bc4dec97d474b"
 
 
 def oa_account(session: Session, name: str = "tos-oa", *, aes: bool = True) -> ChannelAccount:

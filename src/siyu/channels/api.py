@@ -6,17 +6,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
-from siyu.channels import miniprogram, oa, service, wecom
-from siyu.channels.models import ChannelAccount, ChannelKind
+from siyu.channels import codes, miniprogram, oa, service, wecom
+from siyu.channels.models import ChannelAccount, ChannelKind, ContactWay, WechatQrCode
 from siyu.channels.schemas import (
     ChannelAccountCreate,
     ChannelAccountOut,
+    ContactWayCreate,
+    ContactWayOut,
     PhoneIn,
     PhoneOut,
+    QrCodeCreate,
+    QrCodeOut,
     SessionIn,
     SessionOut,
 )
@@ -32,7 +36,7 @@ router = APIRouter(prefix="/api/v1/channels", tags=["channels"])
 
 def callback_path(account: ChannelAccount) -> str | None:
     """The path WeChat must be configured to push to, for accounts that receive pushes."""
-    if account.kind is ChannelKind.miniprogram:
+    if account.kind == ChannelKind.miniprogram:
         return None
     return f"/wechat/{account.kind}/{account.name}/callback"
 
@@ -48,7 +52,7 @@ def _account(kind: ChannelKind, name: str) -> ChannelAccount:
 
 def _verify(kind: ChannelKind, name: str, query: dict[str, str]) -> str:
     account = _account(kind, name)
-    if kind is ChannelKind.oa:
+    if kind == ChannelKind.oa:
         return oa.verify_url(account, query, utcnow(), get_settings())
     return wecom.verify_url(account, query)
 
@@ -60,7 +64,7 @@ def _receive(kind: ChannelKind, name: str, query: dict[str, str], body: bytes) -
         account = service.get_account(session, kind, name)
         if account is None:
             raise NotFound(f"no {kind} channel account named {name!r}")
-        receive = oa.receive if kind is ChannelKind.oa else wecom.receive
+        receive = oa.receive if kind == ChannelKind.oa else wecom.receive
         try:
             receipt = receive(session, account, query, body, now, settings)
         except BadRequest as exc:
@@ -199,3 +203,90 @@ def create_account(body: ChannelAccountCreate, _admin: AdminDep, session: Sessio
 @router.get("", response_model=list[ChannelAccountOut], summary="Channel accounts")
 def list_accounts(_admin: AdminDep, session: SessionDep) -> list[ChannelAccountOut]:
     return [account_out(a) for a in service.list_accounts(session)]
+
+
+MARKETING_ROLES = frozenset({Role.admin, Role.hq, Role.marketer})
+
+
+def require_marketing(principal: ReaderDep) -> Principal:
+    """Attribution codes are made by HQ and marketing."""
+    if principal.role not in MARKETING_ROLES:
+        raise Forbidden("QR and contact codes are managed by admin, hq and marketer")
+    return principal
+
+
+MarketingDep = Annotated[Principal, Depends(require_marketing)]
+
+
+def qr_out(qr: WechatQrCode) -> QrCodeOut:
+    """A QR code with the links to its image."""
+    return QrCodeOut(
+        id=qr.id,
+        scene=qr.scene,
+        name=qr.name,
+        purpose=qr.purpose,
+        store_id=qr.store_id,
+        user_id=qr.user_id,
+        campaign=qr.campaign,
+        placement=qr.placement,
+        url=qr.url,
+        expires_at=qr.expires_at,
+        scans=qr.scans,
+        follows=qr.follows,
+        image_svg=f"/api/v1/qr-codes/{qr.id}/image.svg",
+        image_png=f"/api/v1/qr-codes/{qr.id}/image.png",
+    )
+
+
+@router.post(
+    "/{name}/qr-codes", response_model=QrCodeOut, status_code=201, summary="Create a parametric QR code"
+)
+def create_qr_code(name: str, body: QrCodeCreate, _who: MarketingDep, session: SessionDep) -> QrCodeOut:
+    account = service.get_account_or_raise(session, ChannelKind.oa, name)
+    qr = codes.create_qr_code(session, account, **body.model_dump())
+    return qr_out(qr)
+
+
+@router.get("/{name}/qr-codes", response_model=list[QrCodeOut], summary="QR codes with scans and follows")
+def list_qr_codes(name: str, _who: MarketingDep, session: SessionDep) -> list[QrCodeOut]:
+    account = service.get_account_or_raise(session, ChannelKind.oa, name)
+    return [qr_out(qr) for qr in codes.list_qr_codes(session, account.id)]
+
+
+qr_images = APIRouter(prefix="/api/v1/qr-codes", tags=["channels"])
+
+
+@qr_images.get("/{qr_id}/image.{fmt}", summary="The QR code as an SVG or PNG image")
+def qr_image(
+    qr_id: int, fmt: str, _who: MarketingDep, session: SessionDep, download: bool = False
+) -> Response:
+    qr = codes.get_qr_code_or_raise(session, qr_id)
+    if not qr.url:
+        raise NotFound("this QR code has no URL")
+    media = {"svg": "image/svg+xml", "png": "image/png"}.get(fmt)
+    if media is None:
+        raise BadRequest("format: svg or png")
+    headers = {"Content-Disposition": f'attachment; filename="qr-{qr.scene}.{fmt}"'} if download else None
+    return Response(codes.qr_image(qr.url, fmt), media_type=media, headers=headers)
+
+
+def way_out(way: ContactWay) -> ContactWayOut:
+    return ContactWayOut.model_validate(way, from_attributes=True)
+
+
+@router.post(
+    "/{name}/contact-ways", response_model=ContactWayOut, status_code=201, summary="Create a 「联系我」 code"
+)
+def create_contact_way(
+    name: str, body: ContactWayCreate, _who: MarketingDep, session: SessionDep
+) -> ContactWayOut:
+    account = service.get_account_or_raise(session, ChannelKind.wecom, name)
+    return way_out(codes.create_contact_way(session, account, **body.model_dump()))
+
+
+@router.get(
+    "/{name}/contact-ways", response_model=list[ContactWayOut], summary="「联系我」 codes with their adds"
+)
+def list_contact_ways(name: str, _who: MarketingDep, session: SessionDep) -> list[ContactWayOut]:
+    account = service.get_account_or_raise(session, ChannelKind.wecom, name)
+    return [way_out(w) for w in codes.list_contact_ways(session, account.id)]

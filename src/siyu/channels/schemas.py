@@ -6,7 +6,7 @@ import datetime as dt
 
 from pydantic import BaseModel, Field
 
-from siyu.channels.models import ChannelKind, OaType
+from siyu.channels.models import ChannelKind, OaType, QrPurpose
 
 
 class ChannelAccountCreate(BaseModel):
@@ -58,3 +58,55 @@ class PhoneIn(BaseModel):
 class PhoneOut(BaseModel):
     phone: str = Field(description="The phone, masked")
     consent: str = "recorded"
+
+
+class QrCodeCreate(BaseModel):
+    name: str = Field(description="What the code is for, e.g. 'Nanjing Road counter card'")
+    purpose: QrPurpose
+    scene: str | None = Field(default=None, description="Scene string (generated when omitted)")
+    store: str | None = Field(default=None, description="Store code (purpose store)")
+    associate: str | None = Field(
+        default=None, description="Sales associate's WeCom UserID (purpose associate)"
+    )
+    campaign: str | None = None
+    placement: str | None = Field(default=None, description="Ad placement (purpose placement)")
+    expire_seconds: int | None = Field(
+        default=None, description="Temporary code lifetime; permanent when omitted"
+    )
+
+
+class QrCodeOut(BaseModel):
+    id: int
+    scene: str
+    name: str
+    purpose: QrPurpose
+    store_id: int | None
+    user_id: int | None
+    campaign: str | None
+    placement: str | None
+    url: str | None
+    expires_at: dt.datetime | None
+    scans: int
+    follows: int
+    image_svg: str
+    image_png: str
+
+
+class ContactWayCreate(BaseModel):
+    name: str
+    associate: str = Field(description="The sales associate's WeCom UserID")
+    store: str | None = Field(default=None, description="Store code; the associate's store when omitted")
+    campaign: str | None = None
+    state: str | None = Field(default=None, description="Up to 30 characters (generated when omitted)")
+
+
+class ContactWayOut(BaseModel):
+    id: int
+    state: str
+    name: str
+    config_id: str | None
+    user_id: int | None
+    store_id: int | None
+    campaign: str | None
+    qr_url: str | None
+    adds: int

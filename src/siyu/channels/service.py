@@ -55,13 +55,13 @@ def create_account(
         raise BadRequest("app_id: required (the app id, or WeCom's corp id)")
     if not secret:
         raise BadRequest("secret: required")
-    if kind is ChannelKind.oa and oa_type is None:
+    if kind == ChannelKind.oa and oa_type is None:
         raise BadRequest("oa_type: service or subscription (it decides the mass-send limits)")
-    if kind is not ChannelKind.oa and oa_type is not None:
+    if kind != ChannelKind.oa and oa_type is not None:
         raise BadRequest("oa_type: only for an Official Account")
     if kind in (ChannelKind.oa, ChannelKind.wecom) and not token:
         raise BadRequest("token: required, the callback token set in the WeChat console")
-    if kind is ChannelKind.wecom and not aes_key_text:
+    if kind == ChannelKind.wecom and not aes_key_text:
         raise BadRequest("aes_key: required, WeCom callbacks are always encrypted")
     if token is not None and not re.fullmatch(r"[A-Za-z0-9]{3,32}", token):
         raise BadRequest("token: 3 to 32 letters or digits, as WeChat requires")
@@ -106,6 +106,16 @@ def get_account_or_raise(session: Session, kind: ChannelKind, name: str) -> Chan
     account = get_account(session, kind, name)
     if account is None:
         raise NotFound(f"no {kind} channel account named {name!r}")
+    return account
+
+
+def get_account_by_name_or_raise(session: Session, name: str) -> ChannelAccount:
+    """The enabled account with that name, whatever its kind, or NotFound."""
+    account = session.execute(
+        select(ChannelAccount).where(ChannelAccount.name == name, ChannelAccount.disabled_at.is_(None))
+    ).scalar_one_or_none()
+    if account is None:
+        raise NotFound(f"no channel account named {name!r}")
     return account
 
 

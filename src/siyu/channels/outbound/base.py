@@ -84,7 +84,7 @@ class ApiClient:
         self.settings = settings or get_settings()
         base = (
             self.settings.wecom_api_base
-            if account.kind is ChannelKind.wecom
+            if account.kind == ChannelKind.wecom
             else self.settings.wechat_api_base
         )
         self.http = http or httpx.Client(base_url=base, timeout=self.settings.wechat_http_timeout_seconds)
@@ -112,7 +112,7 @@ class ApiClient:
         ):
             return vault.unseal(account.access_token_sealed)
         creds = service.credentials(account)
-        if account.kind is ChannelKind.wecom:
+        if account.kind == ChannelKind.wecom:
             params = {"corpid": creds.app_id, "corpsecret": creds.secret}
             path = "/cgi-bin/gettoken"
         else:
