@@ -107,3 +107,25 @@ def test_channels_add_and_list(tmp_path: Path) -> None:
         assert "app-s3cret" not in account.secret_sealed
         assert vault.unseal(account.secret_sealed, Settings(secret_key="cli-test")) == "app-s3cret"
     engine.dispose()
+
+
+def test_import_orders(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'imp.db'}"
+    assert run("db", "upgrade", db_url=url).returncode == 0
+    orders = tmp_path / "pos.csv"
+    orders.write_text(
+        "order_id,member_card,amount,time,status\n"
+        "P1,C1,100,2026-11-01 10:00:00,paid\n"
+        "P2,C2,not-money,2026-11-01 10:00:00,paid\n",
+        encoding="utf-8",
+    )
+    first = run("import", "orders", str(orders), "--source", "pos", db_url=url)
+    assert first.returncode == 0, first.stderr
+    said = " ".join(first.stderr.split())  # Rich wraps long lines
+    assert "2 rows read, 1 imported, 0 already there, 0 skipped (not orders), 1 refused" in said
+    assert "row 3, column amount (C): 'not-money' is not an amount" in said
+    assert (tmp_path / "pos.csv.errors.csv").exists()
+    again = run("import", "orders", str(orders), "--source", "pos", db_url=url)
+    assert "1 already there" in " ".join(again.stderr.split())
+    wrong = run("import", "orders", str(orders), "--source", "tmall", db_url=url)
+    assert wrong.returncode == 1 and "has no column '订单编号'" in " ".join(wrong.stderr.split())

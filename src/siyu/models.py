@@ -1,6 +1,7 @@
 """Every table, imported in one place so Alembic and the metadata see the whole schema."""
 
 from siyu.auth.models import ApiKey, AuditLog, Role, User
+from siyu.channels.imports.models import FileImport
 from siyu.channels.models import (
     ChannelAccount,
     ChannelCall,
@@ -36,6 +37,7 @@ __all__ = [
     "ContactWay",
     "DeadLetter",
     "Event",
+    "FileImport",
     "Identifier",
     "IdentifierType",
     "IdentityLink",

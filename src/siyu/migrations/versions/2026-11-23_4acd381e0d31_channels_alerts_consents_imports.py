@@ -1,8 +1,8 @@
-"""channels and alerts
+"""channels alerts consents imports
 
-Revision ID: 140949665c06
+Revision ID: 4acd381e0d31
 Revises: c84a87321853
-Create Date: 2026-11-23 11:53:16.555428
+Create Date: 2026-11-23 11:58:18.957124
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import siyu.db
 
-revision: str = "140949665c06"
+revision: str = "4acd381e0d31"
 down_revision: str | None = "c84a87321853"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -41,6 +41,29 @@ def upgrade() -> None:
         sa.UniqueConstraint("kind", "app_id", name=op.f("uq_channel_accounts_kind_app_id")),
         sa.UniqueConstraint("name", name=op.f("uq_channel_accounts_name")),
     )
+    op.create_table(
+        "file_imports",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("filename", sa.String(length=255), nullable=False),
+        sa.Column("file_sha256", sa.String(length=64), nullable=False),
+        sa.Column("actor", sa.String(length=120), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("rows_read", sa.Integer(), nullable=False),
+        sa.Column("rows_imported", sa.Integer(), nullable=False),
+        sa.Column("rows_duplicate", sa.Integer(), nullable=False),
+        sa.Column("rows_skipped", sa.Integer(), nullable=False),
+        sa.Column("rows_failed", sa.Integer(), nullable=False),
+        sa.Column("error_report", sa.Text(), nullable=True),
+        sa.Column("message", sa.Text(), nullable=True),
+        sa.Column("started_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", siyu.db.UTCDateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_file_imports")),
+    )
+    with op.batch_alter_table("file_imports", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_file_imports_file_sha256"), ["file_sha256"], unique=False)
+
     op.create_table(
         "channel_calls",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -259,5 +282,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_channel_calls_account_id"))
 
     op.drop_table("channel_calls")
+    with op.batch_alter_table("file_imports", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_file_imports_file_sha256"))
+
+    op.drop_table("file_imports")
     op.drop_table("channel_accounts")
     # ### end Alembic commands ###

@@ -1,0 +1,228 @@
+"""File imports: Tmall, JD and POS exports in CSV (UTF-8, GBK) and Excel, bad rows reported, re-runs no-ops."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from openpyxl import Workbook
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from siyu.channels.imports import mappings
+from siyu.channels.imports.models import FileImport
+from siyu.channels.imports.service import run_import
+from siyu.errors import BadRequest
+from siyu.identity.models import Identifier
+from siyu.ingest.models import Event
+from siyu.profiles.models import Profile
+from tests import factories
+
+TMALL_HEADER = [
+    "订单编号",
+    "买家会员名",
+    "收货人手机号",
+    "买家实际支付金额",
+    "退款金额",
+    "订单付款时间",
+    "订单状态",
+]
+TMALL_ROWS = [
+    ["T1", "nancy_tb", "13812345678", "899.00", "0", "2026-11-01 10:00:00", "交易成功"],
+    ["T2", "lizzy_tb", "138****5678", "1,299.00", "300.00", "2026/11/02 11:30", "交易成功"],
+    ["T3", "x_tb", "", "59", "0", "2026-11-03 09:00:00", "交易关闭"],
+    ["T4", "y_tb", "", "abc", "0", "2026-11-03 09:00:00", "交易成功"],
+    ["T5", "", "", "100", "0", "2026-11-03 09:00:00", "交易成功"],
+    ["T6", "z_tb", "12345", "100", "0", "2026-11-03 09:00:00", "交易成功"],
+]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]], encoding: str = "utf-8") -> Path:
+    with path.open("w", encoding=encoding, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def profile_of(session: Session, id_type: str, value: str) -> Profile:
+    session.expire_all()
+    return session.execute(
+        select(Profile)
+        .join(Identifier, Identifier.profile_id == Profile.id)
+        .where(Identifier.type == id_type, Identifier.value == value)
+    ).scalar_one()
+
+
+def events(session: Session) -> int:
+    return session.execute(select(func.count()).select_from(Event)).scalar_one()
+
+
+def test_tmall_gbk_export(session: Session, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "tmall.csv", TMALL_HEADER, TMALL_ROWS, encoding="gbk")
+    result = run_import(path, kind="orders", source="tmall", mapping=mappings.load("orders", "tmall"))
+    assert (result.rows_read, result.rows_imported, result.rows_skipped, result.rows_failed) == (6, 2, 1, 3)
+    refused = {(f.row, f.column): f.reason for f in result.failures}
+    assert refused[(5, "买家实际支付金额 (D)")] == "'abc' is not an amount"
+    assert "names nobody" in refused[(6, "买家会员名 (B)")]
+    assert refused[(7, "收货人手机号 (C)")] == "'12345' is not a valid phone number"
+    assert result.error_report is not None
+    with result.error_report.open(encoding="utf-8-sig") as f:
+        report = list(csv.reader(f))
+    assert report[0] == ["row", "column", "value", "reason"] and [r[0] for r in report[1:]] == ["5", "6", "7"]
+
+    nancy = profile_of(session, "tmall_buyer_id", "nancy_tb")
+    assert (nancy.orders_count, nancy.revenue_fen) == (1, 89900)
+    assert profile_of(session, "phone", "+8613812345678").id == nancy.id
+    lizzy = profile_of(session, "tmall_buyer_id", "lizzy_tb")
+    assert (lizzy.orders_count, lizzy.revenue_fen, lizzy.refunded_fen) == (1, 129900, 30000)
+    order = session.execute(select(Event).where(Event.message_id == "import:tmall:order:T1")).scalar_one()
+    assert order.timestamp == dt.datetime(2026, 11, 1, 2, 0, tzinfo=dt.UTC)  # 10:00 in Shanghai
+    assert order.properties["channel"] == "tmall"
+
+    stored = events(session)
+    again = run_import(path, kind="orders", source="tmall", mapping=mappings.load("orders", "tmall"))
+    assert (again.rows_imported, again.rows_duplicate, again.rows_failed) == (0, 2, 3)
+    assert events(session) == stored
+    records = session.execute(select(FileImport).order_by(FileImport.id)).scalars().all()
+    assert [(r.status, r.rows_imported, r.rows_duplicate) for r in records] == [
+        ("done", 2, 0),
+        ("done", 0, 2),
+    ]
+
+
+def test_pos_excel_with_refund_and_store(session: Session, tmp_path: Path) -> None:
+    store = factories.store(session, code="SH01")
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(
+        ["order_id", "member_card", "phone", "amount", "time", "store", "associate", "status", "skus"]
+    )
+    sheet.append(
+        [
+            "P1",
+            880001,
+            13900001111,
+            1580.0,
+            dt.datetime(2026, 11, 5, 15, 30),
+            "SH01",
+            "zhangsan",
+            "paid",
+            "QP-001,QP-002",
+        ]
+    )
+    sheet.append(
+        ["P2", 880001, None, 420.5, dt.datetime(2026, 11, 6, 12, 0), "SH01", "zhangsan", "refunded", "QP-003"]
+    )
+    path = tmp_path / "pos.xlsx"
+    book.save(path)
+    result = run_import(path, kind="orders", source="pos", mapping=mappings.load("orders", "pos"))
+    assert (result.rows_imported, result.rows_failed) == (2, 0)
+    customer = profile_of(session, "pos_card", "880001")
+    assert (customer.orders_count, customer.revenue_fen, customer.refunded_fen) == (2, 200050, 42050)
+    p1 = session.execute(select(Event).where(Event.message_id == "import:pos:order:P1")).scalar_one()
+    assert p1.properties["store"] == "SH01" and p1.properties["associate"] == "zhangsan"
+    assert p1.properties["products"] == [{"sku": "QP-001"}, {"sku": "QP-002"}]
+    assert store.id  # the store exists: attribution by code
+
+
+def test_killed_import_resumes_without_duplicates(session: Session, tmp_path: Path) -> None:
+    rows = [[f"J{i}", f"buyer{i}", "", "10", "0", "2026-11-01 10:00:00", "完成"] for i in range(7)]
+    header = ["订单号", "下单帐号", "联系电话", "应付金额", "退款金额", "下单时间", "订单状态"]
+    path = write_csv(tmp_path / "jd.csv", header, rows)
+    chunks: list[int] = []
+
+    def die_after_two_chunks(n: int) -> None:
+        chunks.append(n)
+        if len(chunks) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_import(
+            path,
+            kind="orders",
+            source="jd",
+            mapping=mappings.load("orders", "jd"),
+            chunk_rows=3,
+            progress=die_after_two_chunks,
+        )
+    assert events(session) == 6
+    killed = session.execute(select(FileImport)).scalar_one()
+    assert (killed.status, killed.rows_imported) == ("failed", 6)
+    resumed = run_import(
+        path, kind="orders", source="jd", mapping=mappings.load("orders", "jd"), chunk_rows=3
+    )
+    assert (resumed.rows_imported, resumed.rows_duplicate) == (1, 6)
+    assert events(session) == 7
+
+
+def test_members(session: Session, tmp_path: Path) -> None:
+    store = factories.store(session, code="BJ01")
+    path = write_csv(
+        tmp_path / "members.csv",
+        ["member_id", "phone", "name", "tier", "store", "joined_at"],
+        [["M1001", "13812345678", "Nancy", "Gold", "BJ01", "2025-03-01"], ["M1002", "", "Lizzy", "", "", ""]],
+    )
+    result = run_import(path, kind="members", source="generic", mapping=mappings.load("members", "generic"))
+    assert (result.rows_imported, result.rows_failed) == (2, 0)
+    nancy = profile_of(session, "member_id", "M1001")
+    assert nancy.name == "Nancy" and nancy.store_id == store.id and nancy.traits["tier"] == "Gold"
+    assert (
+        run_import(
+            path, kind="members", source="generic", mapping=mappings.load("members", "generic")
+        ).rows_duplicate
+        == 2
+    )
+
+
+def test_missing_columns_write_nothing(session: Session, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "wrong.csv", ["id", "who"], [["1", "x"]])
+    with pytest.raises(BadRequest, match="has no column '订单编号', '买家实际支付金额', '订单付款时间'"):
+        run_import(path, kind="orders", source="tmall", mapping=mappings.load("orders", "tmall"))
+    assert session.execute(select(func.count()).select_from(FileImport)).scalar_one() == 0
+
+
+def test_custom_mapping(session: Session, tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "shop.csv",
+        ["单号", "会员卡", "金额", "时间"],
+        [["S1", "C9", "12.5", "2026-11-01T08:00:00+08:00"]],
+    )
+    custom = tmp_path / "mapping.json"
+    custom.write_text(
+        json.dumps(
+            {
+                "order_id": "单号",
+                "identifiers": {"pos_card": "会员卡"},
+                "amount": "金额",
+                "time": "时间",
+                "status": "",
+            }
+        )
+    )
+    result = run_import(path, kind="orders", source="pos", mapping=mappings.load("orders", "pos", custom))
+    assert result.rows_imported == 1
+    assert profile_of(session, "pos_card", "C9").revenue_fen == 1250
+    custom.write_text(json.dumps({"order_key": "单号"}))
+    with pytest.raises(BadRequest, match="unknown key 'order_key'"):
+        mappings.load("orders", "pos", custom)
+    custom.write_text(json.dumps({"status_map": {"ok": "done"}}))
+    with pytest.raises(BadRequest, match="status_map"):
+        mappings.load("orders", "pos", custom)
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(BadRequest, match="does not exist"):
+        run_import(tmp_path / "nope.csv", kind="orders", source="pos", mapping=mappings.load("orders", "pos"))
+    bad = tmp_path / "bad.xlsx"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(BadRequest, match=r"not a readable \.xlsx"):
+        run_import(bad, kind="orders", source="pos", mapping=mappings.load("orders", "pos"))
+    pdf = tmp_path / "orders.pdf"
+    pdf.write_bytes(b"%PDF")
+    with pytest.raises(BadRequest, match=r"use a \.csv or \.xlsx"):
+        run_import(pdf, kind="orders", source="pos", mapping=mappings.load("orders", "pos"))
