@@ -58,7 +58,7 @@ from siyu.channels.crypto import MessageCrypto, signature, signature_matches
 
 
 def _sibling(name: str) -> ModuleType:
-    """bench/<name>.py as a module, however this script is started (bench/ is not on the import path)."""
+    """bench/<name>.py as a module, whether this file runs as a script or as bench.callbacks."""
     path = Path(__file__).resolve().with_name(f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"siyu_bench_{name}", path)
     if spec is None or spec.loader is None:
