@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from siyu import db
@@ -15,6 +15,7 @@ from siyu.channels.fake import FakeState
 from siyu.channels.models import ChannelCall
 from siyu.channels.outbound.base import WeChatError
 from siyu.channels.outbound.oa import OaClient
+from siyu.channels.outbound.wecom import SHANGHAI, WeComClient
 from siyu.identity.models import Identifier
 from siyu.ingest import processor
 from siyu.outbox import service as outbox
@@ -197,3 +198,76 @@ class TestEnrichmentAndWelcome:
         WeComPusher(client).push(wecom_change("add_external_contact", "wm-2", WelcomeCode="W2"))
         topics: list[Any] = list(session.execute(select(OutboxMessage.topic)).scalars())
         assert topics == ["wechat.wecom.contact"]
+
+
+class TestMoreCalls:
+    def test_mass_send_is_idempotent_by_clientmsgid(self, fake: FakeState, session: Session) -> None:
+        account = oa_account(session)
+        with OaClient(session, account) as client:
+            first = client.mass_send(client_msg_id="push-2026-11-23", tag_id=101, text="新品上市 New qipao")
+            # A retry after a lost answer: WeChat refuses the job (45065) and names the first one.
+            session.execute(delete(ChannelCall))
+            second = client.mass_send(client_msg_id="push-2026-11-23", tag_id=101, text="新品上市 New qipao")
+            by_openid = client.mass_send(client_msg_id="vip-1", openids=["o1", "o2"], media_id="MEDIA")
+            with pytest.raises(ValueError, match="2 to 10,000"):
+                client.mass_send(client_msg_id="x", openids=["o1"], text="hi")
+        assert first["msg_id"] == second["msg_id"]
+        assert [api for api, _ in fake.sent] == ["message/mass/sendall", "message/mass/send"]
+        assert fake.sent[0][1]["filter"] == {"is_to_all": False, "tag_id": 101}
+        assert by_openid["msg_id"] != first["msg_id"]
+
+    def test_tags(self, fake: FakeState, session: Session) -> None:
+        account = oa_account(session)
+        openids = [f"o{i}" for i in range(120)]
+        with OaClient(session, account) as client:
+            tag = client.create_tag("Hi-Po young professionals")["tag"]
+            client.tag_users(tag["id"], openids)
+            client.tag_users(tag["id"], openids[:10], untag=True)
+        assert fake.tags[tag["id"]]["openids"] == set(openids[10:])
+        assert fake.calls.count("tags/members") == 4  # 50 a call: 3 to tag, 1 to untag
+
+    def test_company_mass_message_created_then_confirmed(self, fake: FakeState, session: Session) -> None:
+        account = wecom_account(session)
+        fake.contacts["wm1"] = {"external_contact": {"external_userid": "wm1"}}
+        with WeComClient(session, account) as client:
+            created = client.add_msg_template("zhangsan", ["wm1", "wm-gone"], "双十二 VIP preview")
+            assert created["fail_list"] == ["wm-gone"]
+            assert [r["status"] for r in client.group_msg_send_result(created["msgid"], "zhangsan")] == [0]
+            fake.confirm_group_msg(created["msgid"])
+            assert [r["status"] for r in client.group_msg_send_result(created["msgid"], "zhangsan")] == [1]
+
+    def test_transfers_twice_in_90_days(self, fake: FakeState, session: Session) -> None:
+        account = wecom_account(session)
+        customers = [f"wm{i}" for i in range(150)]
+        for c in customers:
+            fake.contacts[c] = {"external_contact": {"external_userid": c}}
+        with WeComClient(session, account) as client:
+            first = client.transfer_customers(
+                "zhangsan", "lisi", customers, message="Li Si will look after you"
+            )
+            assert len(first) == 150 and {r["errcode"] for r in first} == {0}
+            assert fake.calls.count("externalcontact/transfer_customer") == 2  # 100 a call
+            client.transfer_customers("lisi", "wangwu", customers[:1])
+            third = client.transfer_customers("wangwu", "zhangsan", customers[:1], resigned=True)
+            assert third == [{"external_userid": "wm0", "errcode": 40096}]
+            assert {r["status"] for r in client.resigned_transfer_result("zhangsan", "lisi")} == {2}
+        assert "transfer_success_msg" not in fake.sent[-1][1]
+
+    def test_behavior_data_one_associate_per_call(self, fake: FakeState, session: Session) -> None:
+        import datetime as dt
+
+        account = wecom_account(session)
+        today = dt.date.today()
+        day = int(dt.datetime.combine(today - dt.timedelta(days=2), dt.time(), tzinfo=SHANGHAI).timestamp())
+        fake.behavior["zhangsan"] = [
+            {"stat_time": day, "chat_cnt": 100, "message_cnt": 80, "new_contact_cnt": 5}
+        ]
+        with WeComClient(session, account) as client:
+            rows = client.user_behavior("zhangsan", today - dt.timedelta(days=7), today)
+            assert rows == fake.behavior["zhangsan"]
+            with pytest.raises(ValueError, match="30 days"):
+                client.user_behavior("zhangsan", today - dt.timedelta(days=40), today)
+            with pytest.raises(ValueError, match="180 days"):
+                client.user_behavior(
+                    "zhangsan", today - dt.timedelta(days=200), today - dt.timedelta(days=190)
+                )

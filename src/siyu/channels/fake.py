@@ -38,6 +38,13 @@ class FakeState:
     )  # (api, body) of what was "delivered"
     calls: list[str] = field(default_factory=list)
     fail_next: list[tuple[int, str]] = field(default_factory=list)  # errcodes to answer next, in order
+    mass_jobs: dict[str, int] = field(default_factory=dict)  # clientmsgid -> msg_id
+    tags: dict[int, dict[str, Any]] = field(default_factory=dict)  # tag id -> {"name", "openids"}
+    group_msgs: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # msgid -> {"sender", "customers", "sent"}
+    transfers: dict[str, list[float]] = field(default_factory=dict)  # external_userid -> times transferred
+    behavior: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # userid -> daily rows
     token_lifetime: int = 7200
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -48,6 +55,11 @@ class FakeState:
         """Every token issued so far now answers 42001, as after WeChat's 2 hours."""
         with self.lock:
             self.tokens = {t: (app, 0.0) for t, (app, _) in self.tokens.items()}
+
+    def confirm_group_msg(self, msgid: str) -> None:
+        """The associate taps "send" in WeCom: the company mass message goes out."""
+        with self.lock:
+            self.group_msgs[msgid]["sent"] = int(time.time())
 
     def fail(self, errcode: int, errmsg: str, times: int = 1) -> None:
         """Answer the next `times` API calls (not token fetches) with errcode."""
@@ -187,6 +199,150 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
                 "qr_code": f"http://p.qpic.cn/wwhead/{secrets.token_hex(12)}",
             }
         )
+
+    @app.post("/cgi-bin/message/mass/sendall")
+    @app.post("/cgi-bin/message/mass/send")
+    async def mass_send(request: Request) -> JSONResponse:
+        api = request.url.path.rsplit("/", 1)[-1]
+        if (denied := check(request, f"message/mass/{api}")) is not None:
+            return denied
+        body = await request.json()
+        if api == "send" and not 2 <= len(body.get("touser") or []) <= 10_000:
+            return _err(40130, "invalid openid list size, at least two openid")
+        client_id = str(body.get("clientmsgid") or "")
+        with fake.lock:
+            if client_id and client_id in fake.mass_jobs:
+                # WeChat refuses a second job with the same clientmsgid and names the first one.
+                return JSONResponse(
+                    {"errcode": 45065, "errmsg": "clientmsgid exist", "msg_id": fake.mass_jobs[client_id]}
+                )
+            msg_id = 1000 + len(fake.mass_jobs)
+            if client_id:
+                fake.mass_jobs[client_id] = msg_id
+        fake.sent.append((f"message/mass/{api}", body))
+        return JSONResponse(
+            {
+                "errcode": 0,
+                "errmsg": "send job submission success",
+                "msg_id": msg_id,
+                "msg_data_id": 2247483000 + msg_id,
+            }
+        )
+
+    @app.post("/cgi-bin/tags/create")
+    async def tags_create(request: Request) -> JSONResponse:
+        if (denied := check(request, "tags/create")) is not None:
+            return denied
+        name = str((await request.json()).get("tag", {}).get("name", ""))
+        with fake.lock:
+            if any(t["name"] == name for t in fake.tags.values()):
+                return _err(45157, "invalid tag name (duplicate)")
+            tag_id = 100 + len(fake.tags)
+            fake.tags[tag_id] = {"name": name, "openids": set()}
+        return JSONResponse({"tag": {"id": tag_id, "name": name}})
+
+    @app.post("/cgi-bin/tags/members/batchtagging")
+    @app.post("/cgi-bin/tags/members/batchuntagging")
+    async def tags_members(request: Request) -> JSONResponse:
+        untag = request.url.path.endswith("batchuntagging")
+        if (denied := check(request, "tags/members")) is not None:
+            return denied
+        body = await request.json()
+        openids = body.get("openid_list") or []
+        if len(openids) > 50:
+            return _err(40032, "invalid openid list size")
+        tag = fake.tags.get(int(body.get("tagid", -1)))
+        if tag is None:
+            return _err(45059, "tag id not exist")
+        with fake.lock:
+            if untag:
+                tag["openids"].difference_update(openids)
+            else:
+                tag["openids"].update(openids)
+        return JSONResponse({"errcode": 0, "errmsg": "ok"})
+
+    @app.post("/cgi-bin/externalcontact/add_msg_template")
+    async def add_msg_template(request: Request) -> JSONResponse:
+        if (denied := check(request, "externalcontact/add_msg_template")) is not None:
+            return denied
+        body = await request.json()
+        if len(body.get("attachments") or []) > 9:
+            return _err(41063, "attachments exceed limit")
+        customers = list(body.get("external_userid") or [])
+        known = [c for c in customers if c in fake.contacts]
+        msgid = "msg" + secrets.token_hex(8)
+        with fake.lock:
+            fake.group_msgs[msgid] = {"sender": body.get("sender"), "customers": known, "sent": 0}
+        fake.sent.append(("externalcontact/add_msg_template", body))
+        return JSONResponse(
+            {
+                "errcode": 0,
+                "errmsg": "ok",
+                "fail_list": [c for c in customers if c not in known],
+                "msgid": msgid,
+            }
+        )
+
+    @app.post("/cgi-bin/externalcontact/get_groupmsg_send_result")
+    async def groupmsg_result(request: Request) -> JSONResponse:
+        if (denied := check(request, "externalcontact/get_groupmsg_send_result")) is not None:
+            return denied
+        body = await request.json()
+        job = fake.group_msgs.get(str(body.get("msgid")))
+        if job is None:
+            return _err(41075, "invalid msgid")
+        sent = job["sent"]
+        rows = [
+            {"external_userid": c, "userid": job["sender"], "status": 1 if sent else 0, "send_time": sent}
+            for c in job["customers"]
+        ]
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "send_list": rows, "next_cursor": ""})
+
+    @app.post("/cgi-bin/externalcontact/transfer_customer")
+    @app.post("/cgi-bin/externalcontact/resigned/transfer_customer")
+    async def transfer(request: Request) -> JSONResponse:
+        if (denied := check(request, "externalcontact/transfer_customer")) is not None:
+            return denied
+        body = await request.json()
+        customers = list(body.get("external_userid") or [])
+        if not customers or len(customers) > 100:
+            return _err(40058, "external_userid: 1 to 100 per call")
+        now = time.time()
+        answer = []
+        with fake.lock:
+            for c in customers:
+                recent = [t for t in fake.transfers.get(c, []) if now - t < 90 * 86400]
+                # Twice in 90 days at most (the fake answers 40096, the code of the protocol note's example).
+                if c not in fake.contacts or len(recent) >= 2:
+                    answer.append({"external_userid": c, "errcode": 40096})
+                    continue
+                fake.transfers[c] = [*recent, now]
+                answer.append({"external_userid": c, "errcode": 0})
+        fake.sent.append((request.url.path.removeprefix("/cgi-bin/"), body))
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "customer": answer})
+
+    @app.post("/cgi-bin/externalcontact/resigned/transfer_result")
+    async def transfer_result(request: Request) -> JSONResponse:
+        if (denied := check(request, "externalcontact/resigned/transfer_result")) is not None:
+            return denied
+        rows = [
+            {"external_userid": c, "status": 2, "takeover_time": int(times[-1]) + 86400}
+            for c, times in fake.transfers.items()
+        ]
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "customer": rows, "next_cursor": ""})
+
+    @app.post("/cgi-bin/externalcontact/get_user_behavior_data")
+    async def behavior(request: Request) -> JSONResponse:
+        if (denied := check(request, "externalcontact/get_user_behavior_data")) is not None:
+            return denied
+        body = await request.json()
+        start, end = int(body.get("start_time", 0)), int(body.get("end_time", 0))
+        if end < start or end - start > 30 * 86400:
+            return _err(40058, "the time range must be within 30 days")
+        rows: list[dict[str, Any]] = []
+        for userid in body.get("userid") or []:
+            rows.extend(r for r in fake.behavior.get(userid, []) if start <= r["stat_time"] <= end)
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "behavior_data": rows})
 
     @app.get("/sns/jscode2session")
     def jscode2session(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -129,12 +130,18 @@ def list_accounts(session: Session) -> Sequence[ChannelAccount]:
 
 
 def credentials(account: ChannelAccount) -> Credentials:
-    """The unsealed secrets of account."""
+    """The unsealed secrets of account (cached by their sealed values, so a changed secret is re-read)."""
+    return _unsealed(account.app_id, account.secret_sealed, account.token_sealed, account.aes_key_sealed)
+
+
+@functools.lru_cache(maxsize=256)
+def _unsealed(app_id: str, secret: str, token: str | None, aes: str | None) -> Credentials:
+    # Every callback needs the token and key: unsealing them (Fernet) on each push is wasted work.
     return Credentials(
-        app_id=account.app_id,
-        secret=vault.unseal(account.secret_sealed),
-        token=vault.unseal(account.token_sealed) if account.token_sealed else None,
-        aes_key=vault.unseal(account.aes_key_sealed) if account.aes_key_sealed else None,
+        app_id=app_id,
+        secret=vault.unseal(secret),
+        token=vault.unseal(token) if token else None,
+        aes_key=vault.unseal(aes) if aes else None,
     )
 
 

@@ -60,11 +60,13 @@ class WeChatError(SiyuError):
 
     status_code = 502
 
-    def __init__(self, api: str, errcode: int, errmsg: str) -> None:
+    def __init__(self, api: str, errcode: int, errmsg: str, detail: dict[str, Any] | None = None) -> None:
         super().__init__(f"{api}: errcode {errcode} ({errmsg})")
         self.api = api
         self.errcode = errcode
         self.errmsg = errmsg
+        # The whole answer: some errors carry data (45065 carries the existing job's msg_id).
+        self.detail = detail or {}
 
 
 class ApiClient:
@@ -184,7 +186,7 @@ class ApiClient:
             break
         self._record(path, params, json, body, errcode, attempts, started, idempotency_key)
         if errcode:
-            raise WeChatError(path, errcode, str(body.get("errmsg", "")))
+            raise WeChatError(path, errcode, str(body.get("errmsg", "")), body)
         return body
 
     def _record(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from siyu.channels.outbound.base import ApiClient
+from siyu.channels.outbound.base import ApiClient, WeChatError
 
 # user/info `subscribe_scene` → the recruitment sources of the WeChat Luxury Index (domain.md §7).
 SUBSCRIBE_SCENES = {
@@ -62,3 +62,54 @@ class OaClient(ApiClient):
         if miniprogram:
             body["miniprogram"] = miniprogram
         return self.call("POST", "/cgi-bin/message/template/send", json=body, idempotency_key=idempotency_key)
+
+    def mass_send(
+        self,
+        *,
+        client_msg_id: str,
+        tag_id: int | None = None,
+        openids: list[str] | None = None,
+        text: str | None = None,
+        media_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A mass push to a user tag (sendall) or to 2 to 10,000 openids (send), text or an mpnews article.
+
+        clientmsgid makes WeChat itself refuse a second job with the same id (45065, answered with
+        the first job's msg_id): returned here as that job, so a retried push is never sent twice.
+        """
+        if (tag_id is None) == (openids is None):
+            raise ValueError("give a tag_id or an openid list")
+        if (text is None) == (media_id is None):
+            raise ValueError("give text or an mpnews media_id")
+        body: dict[str, Any] = {"clientmsgid": client_msg_id[:64]}
+        if text is not None:
+            body.update(msgtype="text", text={"content": text})
+        else:
+            body.update(msgtype="mpnews", mpnews={"media_id": media_id}, send_ignore_reprint=0)
+        if tag_id is not None:
+            body["filter"] = {"is_to_all": False, "tag_id": tag_id}
+            path = "/cgi-bin/message/mass/sendall"
+        else:
+            assert openids is not None
+            if not 2 <= len(openids) <= 10_000:
+                raise ValueError("a mass send by openid takes 2 to 10,000 openids")
+            body["touser"] = openids
+            path = "/cgi-bin/message/mass/send"
+        try:
+            return self.call(
+                "POST", path, json=body, idempotency_key=f"mass:{self.account.id}:{client_msg_id}"
+            )
+        except WeChatError as exc:
+            if exc.errcode == 45065 and exc.detail.get("msg_id"):
+                return exc.detail
+            raise
+
+    def create_tag(self, name: str) -> dict[str, Any]:
+        """tags/create: a user tag (30 characters at most); answers {"tag": {"id", "name"}}."""
+        return self.call("POST", "/cgi-bin/tags/create", json={"tag": {"name": name[:30]}})
+
+    def tag_users(self, tag_id: int, openids: list[str], *, untag: bool = False) -> None:
+        """tags/members/batchtagging (or batchuntagging), 50 openids per call."""
+        path = "/cgi-bin/tags/members/" + ("batchuntagging" if untag else "batchtagging")
+        for i in range(0, len(openids), 50):
+            self.call("POST", path, json={"openid_list": openids[i : i + 50], "tagid": tag_id})
