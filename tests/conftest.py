@@ -19,7 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from siyu import db, migrate
 from siyu.app import create_app
+from siyu.channels.fake import FakeState
 from siyu.config import get_settings
+from tests.channels.fake_server import serve_fake
+from tests.channels.wechat import MP_APP_ID, OA_APP_ID, WECOM_CORP_ID
 
 PG_ADMIN_DSN = os.environ.get("SIYU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [b for b in os.environ.get("SIYU_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
@@ -86,6 +89,7 @@ def _settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
     monkeypatch.setenv("SIYU_SECRET_KEY", "test-secret-" + uuid.uuid4().hex)
     # Tests drain the ingest queue themselves (tests/helpers.py), on the test's own connection.
     monkeypatch.setenv("SIYU_INGEST_PROCESSOR", "false")
+    monkeypatch.setenv("SIYU_IMPORT_DIR", str(tmp_path / "imports"))
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -96,3 +100,25 @@ def client(session: Session) -> Iterator[TestClient]:
     """The application over the test transaction."""
     with TestClient(create_app()) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[tuple[str, FakeState]]:
+    """The local fake WeChat API over real HTTP, one per test session."""
+    with serve_fake() as served:
+        yield served
+
+
+@pytest.fixture
+def fake(fake_server: tuple[str, FakeState], monkeypatch: pytest.MonkeyPatch) -> FakeState:
+    """The fake, emptied, knowing the test accounts' secrets; siyu's API bases point at it."""
+    base, state = fake_server
+    state.__init__()  # type: ignore[misc]
+    state.register(OA_APP_ID, "oa-app-secret")
+    state.register(WECOM_CORP_ID, "wecom-contact-secret")
+    state.register(MP_APP_ID, "mp-secret")
+    monkeypatch.setenv("SIYU_WECHAT_API_BASE", base)
+    monkeypatch.setenv("SIYU_WECOM_API_BASE", base)
+    monkeypatch.setenv("SIYU_WECHAT_RETRY_BACKOFF_SECONDS", "0")
+    get_settings.cache_clear()
+    return state

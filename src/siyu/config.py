@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     )
     wechat_retry_backoff_seconds: float = Field(default=0.5, description="First back-off; doubles per try")
 
+    # File imports uploaded in the console are kept here.
+    import_dir: str = Field(
+        default="var/imports", description="Where console uploads are saved before import"
+    )
+
     # Worker.
     worker_poll_seconds: float = 1.0
     worker_batch_size: int = 100

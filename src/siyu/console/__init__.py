@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from siyu.console.channels import router as channels_router
 from siyu.console.routes import install_error_pages, router, static_files
 
 
@@ -12,3 +13,4 @@ def mount(app: FastAPI) -> None:
     app.mount("/static", static_files(), name="static")
     install_error_pages(app)
     app.include_router(router)
+    app.include_router(channels_router)

@@ -293,6 +293,15 @@ def _rejection_column(reason: str, row: RowEvents, converter: RowConverter) -> s
     return ""
 
 
+def check_file(path: Path, *, kind: str, source: str, mapping: Mapping) -> None:
+    """BadRequest when path cannot be read or lacks the mapping's columns (nothing is written)."""
+    sheet = readers.open_sheet(path)
+    RowConverter(kind, source, mapping, sheet.header, path.name)
+    close = getattr(sheet.rows, "close", None)
+    if close is not None:
+        close()
+
+
 def run_import(
     path: Path,
     *,

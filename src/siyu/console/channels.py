@@ -1,0 +1,173 @@
+"""Console pages of the channels: accounts, QR codes (with images), 「联系我」 codes, file imports."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+
+from siyu.auth.models import User
+from siyu.channels import codes, service
+from siyu.channels.api import callback_path
+from siyu.channels.imports import mappings
+from siyu.channels.imports.models import FileImport
+from siyu.channels.imports.service import check_file, run_import
+from siyu.channels.models import ChannelKind, QrPurpose
+from siyu.clienteling.models import Store
+from siyu.config import get_settings
+from siyu.console.rendering import render
+from siyu.console.security import OperationsDep, PageError, ReadSession, WriterDep, WriteSession, flash
+from siyu.errors import SiyuError
+
+router = APIRouter(include_in_schema=False)
+log = structlog.get_logger()
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+
+
+def _see_other(url: str) -> Response:
+    return Response(status_code=303, headers={"Location": url, "Cache-Control": "no-store"})
+
+
+def _require_operations(viewer: object) -> None:
+    if not getattr(viewer, "sees_operations", False):
+        raise PageError(403, "Channels are managed by admin, hq and marketer.")
+
+
+@router.get("/channels", response_class=HTMLResponse)
+def channels(request: Request, session: ReadSession, viewer: OperationsDep) -> Response:
+    """Accounts with their callback URLs, QR codes with scans and follows, contact codes, imports."""
+    stores = dict(session.execute(select(Store.id, Store.code)).all())
+    users = dict(session.execute(select(User.id, User.wecom_userid)).all())
+    accounts = service.list_accounts(session)
+    context = {
+        "accounts": [(a, callback_path(a)) for a in accounts],
+        "oa_accounts": [a for a in accounts if a.kind == ChannelKind.oa],
+        "wecom_accounts": [a for a in accounts if a.kind == ChannelKind.wecom],
+        "qr_codes": codes.list_qr_codes(session),
+        "contact_ways": codes.list_contact_ways(session),
+        "imports": session.execute(select(FileImport).order_by(FileImport.id.desc()).limit(20))
+        .scalars()
+        .all(),
+        "stores": stores,
+        "users": users,
+        "purposes": list(QrPurpose),
+        "sources": mappings.SOURCES,
+        "kinds": mappings.KINDS,
+    }
+    return render(request, "channels.html", context)
+
+
+@router.get("/channels/qr-codes/{qr_id:int}.{fmt}")
+def qr_image(
+    qr_id: int, fmt: str, session: ReadSession, viewer: OperationsDep, download: bool = False
+) -> Response:
+    """A QR code's image (SVG inline, PNG to download)."""
+    qr = codes.get_qr_code_or_raise(session, qr_id)
+    if not qr.url or fmt not in ("svg", "png"):
+        raise PageError(404, "No such image.")
+    headers = {"Content-Disposition": f'attachment; filename="qr-{qr.scene}.{fmt}"'} if download else None
+    media = "image/svg+xml" if fmt == "svg" else "image/png"
+    return Response(codes.qr_image(qr.url, fmt), media_type=media, headers=headers)
+
+
+@router.post("/channels/qr-codes")
+def create_qr_code(
+    request: Request,
+    session: WriteSession,
+    viewer: WriterDep,
+    account: Annotated[str, Form()],
+    name: Annotated[str, Form()],
+    purpose: Annotated[QrPurpose, Form()],
+    target: Annotated[str, Form()] = "",
+) -> Response:
+    """Create a QR code on WeChat; `target` is the store code, associate, campaign or placement."""
+    _require_operations(viewer)
+    oa = service.get_account_or_raise(session, ChannelKind.oa, account)
+    value = target.strip() or None
+    qr = codes.create_qr_code(
+        session,
+        oa,
+        name=name,
+        purpose=purpose,
+        store=value if purpose == QrPurpose.store else None,
+        associate=value if purpose == QrPurpose.associate else None,
+        campaign=value if purpose == QrPurpose.campaign else None,
+        placement=value if purpose == QrPurpose.placement else None,
+    )
+    flash(request, f"QR code “{qr.name}” created (scene {qr.scene}).")
+    return _see_other("/channels#qr-codes")
+
+
+@router.post("/channels/contact-ways")
+def create_contact_way(
+    request: Request,
+    session: WriteSession,
+    viewer: WriterDep,
+    account: Annotated[str, Form()],
+    name: Annotated[str, Form()],
+    associate: Annotated[str, Form()],
+    campaign: Annotated[str, Form()] = "",
+) -> Response:
+    """Create a 「联系我」 code on WeCom for one associate."""
+    _require_operations(viewer)
+    corp = service.get_account_or_raise(session, ChannelKind.wecom, account)
+    way = codes.create_contact_way(session, corp, name=name, associate=associate, campaign=campaign or None)
+    flash(request, f"Contact code “{way.name}” created (state {way.state}).")
+    return _see_other("/channels#contact-ways")
+
+
+def _run_upload(path: Path, kind: str, source: str, actor: str) -> None:
+    # Runs after the answer; file_imports records its progress, and a failure with its message.
+    try:
+        run_import(path, kind=kind, source=source, mapping=mappings.load(kind, source), actor=actor)
+    except SiyuError as exc:
+        log.warning("import.failed", file=path.name, error=exc.message)
+
+
+@router.post("/channels/imports")
+def upload(
+    request: Request,
+    background: BackgroundTasks,
+    session: WriteSession,
+    viewer: WriterDep,
+    kind: Annotated[str, Form()],
+    source: Annotated[str, Form()],
+    file: Annotated[UploadFile, File()],
+) -> Response:
+    """Save the upload under var/imports and import it in the background; the page shows its progress."""
+    _require_operations(viewer)
+    mapping = mappings.load(kind, source)  # refuses an unknown kind or source before saving anything
+    filename = Path(file.filename or "upload.csv").name
+    if Path(filename).suffix.lower() not in (".csv", ".txt", ".tsv", ".xlsx", ".xlsm"):
+        raise PageError(400, f"{filename}: upload a .csv or .xlsx file")
+    upload_dir = Path(get_settings().import_dir)
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    temp = upload_dir / f".upload-{secrets.token_hex(8)}"
+    size = 0
+    with temp.open("wb") as out:
+        while block := file.file.read(1 << 20):
+            size += len(block)
+            if size > MAX_UPLOAD_BYTES:
+                out.close()
+                temp.unlink(missing_ok=True)
+                raise PageError(413, "The file is over 200 MB: import it with `siyu import` instead.")
+            digest.update(block)
+            out.write(block)
+    target = upload_dir / f"{digest.hexdigest()[:16]}-{filename}"
+    shutil.move(temp, target)
+    try:
+        check_file(target, kind=kind, source=source, mapping=mapping)
+    except SiyuError as exc:
+        target.unlink(missing_ok=True)
+        raise PageError(400, exc.message) from exc
+    background.add_task(_run_upload, target, kind, source, viewer.display_name)
+    flash(request, f"{filename} is being imported: refresh to follow it.")
+    return _see_other("/channels#imports")
