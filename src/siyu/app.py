@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from starlette.middleware.sessions import SessionMiddleware
 
 from siyu import __version__
@@ -29,6 +29,24 @@ from siyu.ingest import processor
 from siyu.ingest.admin_api import router as ingest_admin_router
 from siyu.ingest.api import router as ingest_router
 from siyu.profiles.api import router as profiles_router
+
+
+def mount_fake_wechat(app: FastAPI, settings: Settings) -> None:
+    """The local fake WeChat API at /_fake/wechat, knowing siyu's own channel accounts (demo only)."""
+    if settings.environment == "production":
+        raise RuntimeError("SIYU_FAKE_WECHAT is for the demo and tests, not production")
+    from siyu.channels import service as channels_service
+    from siyu.channels.fake import FakeState, create_fake_app
+    from siyu.channels.models import ChannelAccount
+
+    def lookup(app_id: str) -> str | None:
+        with get_read_sessionmaker()() as session:
+            account = session.execute(
+                select(ChannelAccount).where(ChannelAccount.app_id == app_id)
+            ).scalar_one_or_none()
+            return channels_service.credentials(account).secret if account is not None else None
+
+    app.mount("/_fake/wechat", create_fake_app(FakeState(lookup=lookup)))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -94,6 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.fake_wechat:
+        mount_fake_wechat(app, settings)
 
     app.include_router(ingest_router)
     app.include_router(profiles_router)

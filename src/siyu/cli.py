@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import secrets
 import time
 from pathlib import Path
@@ -296,7 +297,22 @@ def demo(
     console.print(f"[bold]admin login:[/bold] {result.admin_username} / {result.admin_password}")
     console.print(f"[bold]API key (admin):[/bold] {result.api_key}")
     console.print(f"[bold]write key (source):[/bold] {result.write_key}")
+    if result.wechat is not None:
+        console.print(
+            f"[bold]WeChat (local fake API at /_fake/wechat):[/bold] OA callback /wechat/oa/tos-oa/callback "
+            f"token {result.wechat.oa_token} EncodingAESKey {result.wechat.oa_aes_key}; "
+            f"WeCom callback /wechat/wecom/tos-wecom/callback token {result.wechat.wecom_token} "
+            f"EncodingAESKey {result.wechat.wecom_aes_key}"
+        )
     if not no_serve:
+        # The demo's WeChat accounts are answered by the local fake, and the outbox runs in the server
+        # so that enrichment and welcome messages happen without a separate worker.
+        base = f"http://{host}:{port}/_fake/wechat"
+        os.environ.setdefault("SIYU_FAKE_WECHAT", "true")
+        os.environ.setdefault("SIYU_WECHAT_API_BASE", base)
+        os.environ.setdefault("SIYU_WECOM_API_BASE", base)
+        os.environ.setdefault("SIYU_OUTBOX_IN_SERVE", "true")
+        get_settings.cache_clear()
         console.print(f"serving on http://{host}:{port}")
         serve(host=host, port=port, workers=1)
 

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
         default=True,
         description="Run the ingest processor inside `siyu serve` (off when dedicated workers run it)",
     )
+    outbox_in_serve: bool = Field(
+        default=False,
+        description="Also run the outbox (WeChat calls, welcome messages) inside `siyu serve`: one-process installs and the demo",
+    )
+    fake_wechat: bool = Field(
+        default=False,
+        description="Serve a local fake WeChat API at /_fake/wechat (the demo); refused in production",
+    )
     ingest_process_events: int = Field(
         default=2000, description="Events resolved together in one transaction by the processor"
     )

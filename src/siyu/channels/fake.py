@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,9 +48,19 @@ class FakeState:
     behavior: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # userid -> daily rows
     token_lifetime: int = 7200
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Asked for the secret of an app id the fake was not told about (the demo: siyu's own accounts).
+    lookup: Callable[[str], str | None] | None = None
 
     def register(self, app_id: str, secret: str) -> None:
         self.apps[app_id] = secret
+
+    def knows(self, app_id: str) -> bool:
+        """Whether app_id is registered, asking lookup the first time."""
+        if app_id not in self.apps and self.lookup is not None:
+            secret = self.lookup(app_id)
+            if secret is not None:
+                self.apps[app_id] = secret
+        return app_id in self.apps
 
     def expire_tokens(self) -> None:
         """Every token issued so far now answers 42001, as after WeChat's 2 hours."""
@@ -98,7 +109,7 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
         fake.calls.append("token")
         if grant_type != "client_credential":
             return _err(40002, "invalid grant_type")
-        if appid not in fake.apps:
+        if not fake.knows(appid):
             return _err(40013)
         if fake.apps[appid] != secret:
             return _err(40125)
@@ -107,7 +118,7 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
     @app.get("/cgi-bin/gettoken")
     def wecom_token(corpid: str = "", corpsecret: str = "") -> JSONResponse:
         fake.calls.append("gettoken")
-        if corpid not in fake.apps:
+        if not fake.knows(corpid):
             return _err(40013, "invalid corpid")
         if fake.apps[corpid] != corpsecret:
             return _err(40001, "invalid secret")
@@ -353,7 +364,7 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
             if fake.fail_next:
                 errcode, errmsg = fake.fail_next.pop(0)
                 return _err(errcode, errmsg)
-            if fake.apps.get(appid) != secret or grant_type != "authorization_code":
+            if not fake.knows(appid) or fake.apps.get(appid) != secret or grant_type != "authorization_code":
                 return _err(40125 if appid in fake.apps else 40013)
             # A login code works once (and for 5 minutes).
             user = fake.login_codes.pop(js_code, None)

@@ -27,7 +27,9 @@ from rich.progress import (
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role, User
 from siyu.db import get_sessionmaker
+from siyu.demo import channels as demo_channels
 from siyu.demo import org, population, story
+from siyu.demo.channels import DemoChannels
 from siyu.demo.population import Event
 from siyu.ingest.service import ingest_batch
 
@@ -54,6 +56,7 @@ class DemoResult:
     # Of `events`, how many were already stored by an earlier run (a rerun stores nothing twice).
     duplicates: int = 0
     seconds: float = 0.0
+    wechat: DemoChannels | None = None
 
 
 def iter_batches(seed: int, customers: int, size: int = BATCH_SIZE) -> Iterator[tuple[list[Event], int]]:
@@ -89,6 +92,7 @@ def run(*, customers: int, seed: int, console: Console | None = None) -> DemoRes
         _, api_key = auth_service.create_api_key(session, name=ADMIN_KEY_NAME, role=Role.admin, user=admin)
         source, write_key = auth_service.create_api_key(session, name=WRITE_KEY_NAME, role=Role.source)
         source_id = source.id
+        wechat = demo_channels.ensure_channels(session)
         session.commit()
     if console:
         console.print(
@@ -138,4 +142,5 @@ def run(*, customers: int, seed: int, console: Console | None = None) -> DemoRes
         events=sent,
         duplicates=duplicates,
         seconds=seconds,
+        wechat=wechat,
     )

@@ -12,9 +12,10 @@ import threading
 import structlog
 
 from siyu.config import Settings, get_settings
-from siyu.db import unit_of_work
+from siyu.db import get_sessionmaker, unit_of_work
 from siyu.ingest.service import Drained, park_failed, pending_batch_ids, process_queue
 from siyu.metrics import INGEST_EVENTS
+from siyu.outbox import service as outbox_service
 
 log = structlog.get_logger()
 
@@ -93,6 +94,12 @@ class Processor:
             try:
                 while not self._stop.is_set() and run_once(self.settings).batches:
                     pass
+                if self.settings.outbox_in_serve:
+                    # One-process installs: the jobs the pushes just queued (a WeCom welcome has 20 s).
+                    while not self._stop.is_set() and outbox_service.run_once(
+                        get_sessionmaker(), self.settings.worker_batch_size
+                    ):
+                        pass
             except Exception:  # a database outage: keep the thread alive and try again at the next poll
                 log.exception("ingest.processor.error")
 

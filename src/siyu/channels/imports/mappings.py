@@ -49,8 +49,8 @@ PRESETS: dict[tuple[str, str], Mapping] = {
         status="订单状态",
         status_map={
             "交易成功": "completed",
-            "卖家已发货，等待买家确认": "completed",  # noqa: RUF001 (Tmall writes a full-width comma)
-            "买家已付款，等待卖家发货": "completed",  # noqa: RUF001
+            "卖家已发货，等待买家确认": "completed",
+            "买家已付款，等待卖家发货": "completed",
             "交易关闭": "skip",
             "等待买家付款": "skip",
         },
