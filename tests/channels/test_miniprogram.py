@@ -58,9 +58,11 @@ def test_session_links_openid_and_unionid_and_keeps_the_session_key(
     assert again.status_code == 400 and "40029" in again.json()["detail"]
 
 
+@pytest.mark.parametrize("country", ["86", 86])
 def test_phone_authorisation_records_consent(
-    fake: FakeState, client: TestClient, session: Session, key: str
+    fake: FakeState, client: TestClient, session: Session, key: str, country: int | str
 ) -> None:
+    fake.phone_country_code = country  # WeChat has sent it both ways
     fake.login_codes["c1"] = {"openid": "o-nancy-mp"}
     fake.phone_codes["p1"] = "13123456789"
     token = client.post("/mp/v1/session", json={"code": "c1"}, auth=(key, "")).json()["session"]

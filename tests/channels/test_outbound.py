@@ -190,6 +190,9 @@ class TestEnrichmentAndWelcome:
         ).scalar_one()
         assert job.status == "pending" and job.attempts == 1
         assert job.last_error is not None and "41051" in job.last_error
+        # The job's transaction was rolled back, but the refused call is in the call log.
+        refused = session.execute(select(ChannelCall).where(ChannelCall.errcode == 41051)).scalar_one()
+        assert refused.api == "/cgi-bin/externalcontact/send_welcome_msg" and not refused.ok
 
     def test_no_welcome_text_no_welcome_job(
         self, fake: FakeState, client: TestClient, session: Session

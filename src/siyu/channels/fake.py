@@ -34,6 +34,7 @@ class FakeState:
     login_codes: dict[str, dict[str, str]] = field(default_factory=dict)  # wx.login code -> openid, unionid
     phone_codes: dict[str, str] = field(default_factory=dict)  # getPhoneNumber code -> mainland phone
     subscriptions: set[tuple[str, str]] = field(default_factory=set)  # (openid, template id) accepted once
+    phone_country_code: int | str = "86"  # WeChat has sent it both as a number and as a string
     sent: list[tuple[str, dict[str, Any]]] = field(
         default_factory=list
     )  # (api, body) of what was "delivered"
@@ -388,8 +389,7 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
                 "phone_info": {
                     "phoneNumber": phone,
                     "purePhoneNumber": phone,
-                    # WeChat has sent it both as a number and as a string.
-                    "countryCode": "86",
+                    "countryCode": fake.phone_country_code,
                     "watermark": {"timestamp": int(time.time()), "appid": ""},
                 },
             }

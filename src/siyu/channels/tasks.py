@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from siyu.channels.models import ChannelAccount
+from siyu.channels.models import ChannelAccount, ChannelCall
+from siyu.channels.outbound.base import WeChatError
 from siyu.channels.outbound.oa import SUBSCRIBE_SCENES, OaClient
 from siyu.channels.outbound.wecom import WeComClient
 from siyu.errors import NotFound
@@ -98,3 +99,10 @@ def wecom_welcome(session: Session, payload: dict[str, Any]) -> None:
             str(payload["text"]),
             idempotency_key=f"welcome:{payload['welcome_code']}",
         )
+
+
+@outbox.on_failure
+def keep_failed_call(session: Session, exc: Exception) -> None:
+    """A job that failed on a WeChat error still leaves its call in channel_calls."""
+    if isinstance(exc, WeChatError) and exc.call is not None:
+        session.add(ChannelCall(**exc.call))

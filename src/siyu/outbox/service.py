@@ -18,7 +18,9 @@ from siyu.outbox.models import OutboxMessage, OutboxStatus
 
 log = structlog.get_logger()
 Handler = Callable[[Session, dict[str, Any]], None]
+FailureHook = Callable[[Session, Exception], None]
 _handlers: dict[str, Handler] = {}
+_failure_hooks: list[FailureHook] = []
 MAX_ATTEMPTS = 8
 
 
@@ -62,6 +64,15 @@ def claim(session: Session, limit: int) -> list[OutboxMessage]:
     return list(session.execute(statement).scalars())
 
 
+def on_failure(hook: FailureHook) -> FailureHook:
+    """Call hook with a failed job's exception in the transaction that records the failure.
+
+    The job's own transaction is rolled back; a hook keeps what must outlive it (the WeChat call log).
+    """
+    _failure_hooks.append(hook)
+    return hook
+
+
 def _install_defaults() -> None:
     """Import the domains' task modules, which register their handlers: the one list of job kinds."""
     from siyu.channels import tasks  # noqa: F401
@@ -96,6 +107,8 @@ def run_once(factory: sessionmaker[Session], limit: int = 100) -> int:
             except Exception as exc:
                 session.rollback()
                 _record_failure(session, message_id, exc)
+                for hook in _failure_hooks:
+                    hook(session, exc)
                 session.commit()
     return done
 

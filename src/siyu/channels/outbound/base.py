@@ -67,6 +67,8 @@ class WeChatError(SiyuError):
         self.errmsg = errmsg
         # The whole answer: some errors carry data (45065 carries the existing job's msg_id).
         self.detail = detail or {}
+        # The call-log row of the failed call, for a caller whose transaction rolls back (the outbox).
+        self.call: dict[str, Any] | None = None
 
 
 class ApiClient:
@@ -184,9 +186,11 @@ class ApiClient:
                 self._sleep(self.settings.wechat_retry_backoff_seconds * 2 ** (attempts - 1))
                 continue
             break
-        self._record(path, params, json, body, errcode, attempts, started, idempotency_key)
+        row = self._record(path, params, json, body, errcode, attempts, started, idempotency_key)
         if errcode:
-            raise WeChatError(path, errcode, str(body.get("errmsg", "")), body)
+            error = WeChatError(path, errcode, str(body.get("errmsg", "")), body)
+            error.call = row
+            raise error
         return body
 
     def _record(
@@ -199,19 +203,20 @@ class ApiClient:
         attempts: int,
         started: float,
         idempotency_key: str | None,
-    ) -> None:
+    ) -> dict[str, Any]:
         # A failed call keeps no idempotency key, so a later retry of the same job may send it.
-        self.session.add(
-            ChannelCall(
-                account_id=self.account.id,
-                api=path,
-                idempotency_key=idempotency_key if errcode == 0 else None,
-                request={"params": redact(params or {}), "json": redact(json)},
-                response=redact(body),
-                errcode=errcode,
-                ok=errcode == 0,
-                attempts=attempts,
-                duration_ms=int((time.perf_counter() - started) * 1000),
-            )
-        )
+        row: dict[str, Any] = {
+            "account_id": self.account.id,
+            "api": path,
+            "idempotency_key": idempotency_key if errcode == 0 else None,
+            "request": {"params": redact(params or {}), "json": redact(json)},
+            "response": redact(body),
+            "errcode": errcode,
+            "ok": errcode == 0,
+            "attempts": attempts,
+            "duration_ms": int((time.perf_counter() - started) * 1000),
+            "created_at": utcnow(),
+        }
+        self.session.add(ChannelCall(**row))
         self.session.flush()
+        return row
