@@ -203,6 +203,7 @@ def generate_csv(path: Path, rows: int, customers: int, seed: int) -> FileStats:
                     stats.partial_refunds += 1
             skus = ";".join(rng.sample(SKUS, rng.randrange(1, 4)))
             order_id = f"{code}{when:%y%m%d}{i + 1:08d}"
+            when_text = f"{when:%Y-%m-%d %H:%M:%S}"
             if status == "paid" and rng.random() < SHARE_BAD / 0.96:
                 bad = BAD_KINDS[rng.randrange(len(BAD_KINDS))]
                 stats.bad[bad] = stats.bad.get(bad, 0) + 1
@@ -216,10 +217,6 @@ def generate_csv(path: Path, rows: int, customers: int, seed: int) -> FileStats:
                     the_card = the_phone = the_member = ""
                 else:
                     the_phone = "1380013"  # too short: the pipeline refuses the row's events
-            else:
-                bad = ""
-            if bad != "time":
-                when_text = f"{when:%Y-%m-%d %H:%M:%S}"
             stats.with_card += bool(the_card)
             stats.with_phone += bool(the_phone)
             stats.with_member_id += bool(the_member)
@@ -300,18 +297,19 @@ def siyu_bound_to(url: str, workdir: Path) -> Iterator[None]:
     """siyu's settings and process-wide engine on url while the block runs, then as they were."""
     previous_cwd = Path.cwd()
     previous_url = os.environ.get("SIYU_DATABASE_URL")
-    os.environ["SIYU_DATABASE_URL"] = url
-    os.chdir(workdir)
-    get_settings.cache_clear()
-    siyu_db.set_engine(None)
+    engine = None
     try:
+        os.environ["SIYU_DATABASE_URL"] = url
+        os.chdir(workdir)
+        get_settings.cache_clear()
+        siyu_db.set_engine(None)
         engine = siyu_db.get_engine()  # built from the settings, as the CLI's is
         if engine.url.render_as_string(hide_password=False) != url:
             raise BenchError(f"siyu's engine is on {engine.url!r}, not the bench database")
         yield
     finally:
-        if siyu_db._engine is not None:
-            siyu_db._engine.dispose()
+        if engine is not None:
+            engine.dispose()
         siyu_db.set_engine(None)
         if previous_url is None:
             os.environ.pop("SIYU_DATABASE_URL", None)

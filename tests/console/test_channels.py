@@ -111,3 +111,33 @@ def test_upload_imports_in_the_background(client: TestClient, session: Session) 
     )
     assert wrong.status_code == 400 and "has no column" in wrong.text
     assert session.execute(select(FileImport)).scalars().all() == [record]
+
+
+def test_admin_adds_an_account_whose_secrets_are_never_shown(client: TestClient, session: Session) -> None:
+    token = logged_in(client, session, Role.admin)
+    form = {
+        "csrf_token": token,
+        "kind": "oa",
+        "name": "new-oa",
+        "app_id": "wx0000000000000001",
+        "secret": "s3cret-value",
+        "token": "Token123",
+        "aes_key": "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        "oa_type": "subscription",
+    }
+    r = client.post("/channels/accounts", data=form, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    page = client.get("/channels").text
+    assert "/wechat/oa/new-oa/callback" in page and "subscription" in page
+    assert "s3cret-value" not in page and "Token123" not in page
+    bad = client.post(
+        "/channels/accounts", data={**form, "name": "other", "app_id": "wx2", "aes_key": "short"}
+    )
+    assert bad.status_code == 400 and "aes_key" in bad.text
+
+
+def test_only_admin_adds_accounts(client: TestClient, session: Session) -> None:
+    token = logged_in(client, session, Role.marketer)
+    form = {"csrf_token": token, "kind": "miniprogram", "name": "mp", "app_id": "wx3", "secret": "s"}
+    assert client.post("/channels/accounts", data=form).status_code == 403
+    assert 'action="/channels/accounts"' not in client.get("/channels").text

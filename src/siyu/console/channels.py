@@ -13,13 +13,13 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from siyu.auth.models import User
+from siyu.auth.models import Role, User
 from siyu.channels import codes, service
 from siyu.channels.api import callback_path
 from siyu.channels.imports import mappings
 from siyu.channels.imports.models import FileImport
 from siyu.channels.imports.service import check_file, run_import
-from siyu.channels.models import ChannelKind, QrPurpose
+from siyu.channels.models import ChannelKind, OaType, QrPurpose
 from siyu.clienteling.models import Store
 from siyu.config import get_settings
 from siyu.console.rendering import render
@@ -75,6 +75,39 @@ def qr_image(
     headers = {"Content-Disposition": f'attachment; filename="qr-{qr.scene}.{fmt}"'} if download else None
     media = "image/svg+xml" if fmt == "svg" else "image/png"
     return Response(codes.qr_image(qr.url, fmt), media_type=media, headers=headers)
+
+
+@router.post("/channels/accounts")
+def create_account(
+    request: Request,
+    session: WriteSession,
+    viewer: WriterDep,
+    kind: Annotated[ChannelKind, Form()],
+    name: Annotated[str, Form()],
+    app_id: Annotated[str, Form()],
+    secret: Annotated[str, Form()],
+    token: Annotated[str, Form()] = "",
+    aes_key: Annotated[str, Form()] = "",
+    oa_type: Annotated[str, Form()] = "",
+    welcome_text: Annotated[str, Form()] = "",
+) -> Response:
+    """Configure an account (admin only); its secrets are sealed and never shown again."""
+    if viewer.role != Role.admin:
+        raise PageError(403, "Channel accounts hold the brand's WeChat secrets: admin only.")
+    account = service.create_account(
+        session,
+        kind=kind,
+        name=name.strip(),
+        app_id=app_id.strip(),
+        secret=secret.strip(),
+        token=token.strip() or None,
+        aes_key_text=aes_key.strip() or None,
+        oa_type=OaType(oa_type) if kind == ChannelKind.oa and oa_type else None,
+        welcome_text=welcome_text.strip(),
+    )
+    path = callback_path(account)
+    flash(request, f"{account.name} configured." + (f" Callback URL path: {path}" if path else ""))
+    return _see_other("/channels")
 
 
 @router.post("/channels/qr-codes")
