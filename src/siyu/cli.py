@@ -231,7 +231,7 @@ def channels_list() -> None:
 
 @app.command("import")
 def import_file(
-    kind: Annotated[str, typer.Argument(help="orders or members")],
+    kind: Annotated[str, typer.Argument(help="orders, members or products")],
     file: Annotated[Path, typer.Argument(help="A .csv (UTF-8 or GBK) or .xlsx file")],
     source: Annotated[
         str, typer.Option(help="tmall, jd, pos or generic: the built-in column mapping")
@@ -241,7 +241,7 @@ def import_file(
         Path | None, typer.Option(help="Where bad rows go (default FILE.errors.csv)")
     ] = None,
 ) -> None:
-    """Import orders or members; re-running a file, or resuming a killed import, stores nothing twice."""
+    """Import orders, members or products; re-running a file, or resuming a killed import, stores nothing twice."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from siyu.channels.imports import mappings, readers

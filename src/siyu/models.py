@@ -1,6 +1,7 @@
 """Every table, imported in one place so Alembic and the metadata see the whole schema."""
 
 from siyu.auth.models import ApiKey, AuditLog, Role, User
+from siyu.catalogue.models import Product
 from siyu.channels.imports.models import FileImport
 from siyu.channels.models import (
     ChannelAccount,
@@ -47,6 +48,7 @@ __all__ = [
     "MpSession",
     "OaMenuItem",
     "OutboxMessage",
+    "Product",
     "Profile",
     "Region",
     "Role",

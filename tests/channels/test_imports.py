@@ -226,3 +226,45 @@ def test_unreadable_files(tmp_path: Path) -> None:
     pdf.write_bytes(b"%PDF")
     with pytest.raises(BadRequest, match=r"use a \.csv or \.xlsx"):
         run_import(pdf, kind="orders", source="pos", mapping=mappings.load("orders", "pos"))
+
+
+def test_products(session: Session, tmp_path: Path) -> None:
+    from siyu.catalogue.models import Product
+
+    path = write_csv(
+        tmp_path / "catalogue.csv",
+        ["商家编码", "宝贝标题", "类目", "价格"],
+        [
+            ["QP-SU-018", "苏绣旗袍 Suzhou embroidered qipao", "旗袍", "2392.00"],
+            ["QP-SU-019", "", "旗袍", "100"],
+        ],
+    )
+    first = run_import(path, kind="products", source="tmall", mapping=mappings.load("products", "tmall"))
+    assert (first.rows_imported, first.rows_failed) == (1, 1)
+    assert first.failures[0].column == "宝贝标题 (B)" and first.failures[0].reason == "a name is required"
+    product = session.execute(select(Product)).scalar_one()
+    assert (product.sku, product.category, product.price_fen, product.source) == (
+        "QP-SU-018",
+        "旗袍",
+        239200,
+        "tmall",
+    )
+    assert (
+        run_import(
+            path, kind="products", source="tmall", mapping=mappings.load("products", "tmall")
+        ).rows_duplicate
+        == 1
+    )
+    write_csv(
+        path,
+        ["商家编码", "宝贝标题", "类目", "价格"],
+        [["QP-SU-018", "苏绣旗袍 Suzhou embroidered qipao", "旗袍", "1999.00"]],
+    )
+    assert (
+        run_import(
+            path, kind="products", source="tmall", mapping=mappings.load("products", "tmall")
+        ).rows_imported
+        == 1
+    )
+    session.refresh(product)
+    assert product.price_fen == 199900

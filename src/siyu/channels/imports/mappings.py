@@ -15,7 +15,7 @@ from typing import Any
 from siyu.errors import BadRequest
 
 SOURCES = ("tmall", "jd", "pos", "generic")
-KINDS = ("orders", "members")
+KINDS = ("orders", "members", "products")
 STATUSES = ("completed", "refunded", "skip")
 
 
@@ -35,8 +35,12 @@ class Mapping:
     store: str = ""
     associate: str = ""
     products: str = ""  # SKUs separated by , ; or |
-    traits: dict[str, str] = field(default_factory=dict)  # members: trait -> column
+    traits: dict[str, str] = field(default_factory=dict)  # members: trait -> column; products: attributes
     joined_at: str = ""
+    sku: str = ""  # products
+    name: str = ""
+    category: str = ""
+    price: str = ""
 
 
 PRESETS: dict[tuple[str, str], Mapping] = {
@@ -126,6 +130,18 @@ for _source in ("tmall", "jd", "pos", "generic"):
         store="store",
         associate="associate",
         joined_at="joined_at",
+    )
+
+
+PRESETS[("tmall", "products")] = Mapping(sku="商家编码", name="宝贝标题", category="类目", price="价格")
+PRESETS[("jd", "products")] = Mapping(sku="商品编号", name="商品名称", category="类目", price="京东价")
+for _source in ("pos", "generic"):
+    PRESETS[(_source, "products")] = Mapping(
+        sku="sku",
+        name="name",
+        category="category",
+        price="price",
+        traits={"collection": "collection", "colour": "colour"},
     )
 
 

@@ -24,6 +24,7 @@ import orjson
 from sqlalchemy import select
 
 from siyu import bulk
+from siyu.catalogue.service import upsert_products
 from siyu.channels.imports import readers
 from siyu.channels.imports.mappings import Mapping
 from siyu.channels.imports.models import FileImport, ImportStatus
@@ -107,13 +108,36 @@ class RowConverter:
                 f"(columns: {', '.join(h for h in header if h)}); adjust the mapping with --mapping"
             )
         self.id_columns = {t: c for t, c in mapping.identifiers.items() if c in self.index}
-        if not self.id_columns:
+        if not self.id_columns and kind != "products":
             wanted = ", ".join(f"{c!r} ({t})" for t, c in mapping.identifiers.items())
             raise BadRequest(f"file: {filename} has none of the identifier columns {wanted}")
 
     def required(self) -> list[str]:
         m = self.mapping
+        if self.kind == "products":
+            return [c for c in (m.sku, m.name) if c]
         return [c for c in (m.order_id, m.amount, m.time) if c] if self.kind == "orders" else []
+
+    def product(self, number: int, values: list[Any]) -> dict[str, Any]:
+        """The catalogue row of a products row; RowError otherwise."""
+        m = self.mapping
+        sku = self.get(values, m.sku)
+        if not sku:
+            raise RowError(m.sku, "a SKU is required")
+        if len(sku) > 100:
+            raise RowError(m.sku, "a SKU is at most 100 characters")
+        name = self.get(values, m.name)
+        if not name:
+            raise RowError(m.name, "a name is required")
+        price = self._amount(self.get(values, m.price), m.price, required=False) or Decimal(0)
+        attributes = {k: v for k, c in m.traits.items() if (v := self.get(values, c))}
+        return {
+            "sku": sku,
+            "name": name[:255],
+            "category": self.get(values, m.category)[:120],
+            "price_fen": int((price * 100).to_integral_value()),
+            "attributes": attributes,
+        }
 
     def label(self, column: str) -> str:
         """A column as the error report names it: header and letter."""
@@ -348,12 +372,41 @@ def _chunks(rows: Iterable[tuple[int, list[Any]]], size: int) -> Iterable[list[t
         yield chunk
 
 
+def _import_products(
+    chunk: list[tuple[int, list[Any]]], converter: RowConverter, result: ImportResult
+) -> None:
+    products: list[dict[str, Any]] = []
+    failures: list[Failure] = []
+    for number, values in chunk:
+        try:
+            products.append(converter.product(number, values))
+        except RowError as exc:
+            failures.append(
+                Failure(number, converter.label(exc.column), converter.get(values, exc.column), exc.reason)
+            )
+    with unit_of_work() as session:
+        outcome = upsert_products(session, products, source=converter.source)
+        record = session.get(FileImport, result.import_id)
+        assert record is not None
+        record.rows_read += len(chunk)
+        record.rows_imported += outcome.created + outcome.updated
+        record.rows_duplicate += outcome.unchanged
+        record.rows_failed += len(failures)
+    result.rows_read += len(chunk)
+    result.rows_imported += outcome.created + outcome.updated
+    result.rows_duplicate += outcome.unchanged
+    result.failures.extend(failures)
+
+
 def _import_chunk(
     chunk: list[tuple[int, list[Any]]],
     converter: RowConverter,
     result: ImportResult,
     settings: Settings,
 ) -> None:
+    if converter.kind == "products":
+        _import_products(chunk, converter, result)
+        return
     converted: list[RowEvents] = []
     failures: list[Failure] = []
     skipped = 0
