@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     )
     wechat_retry_backoff_seconds: float = Field(default=0.5, description="First back-off; doubles per try")
 
+    # Loyalty.
+    loyalty_member_prefix: str = Field(default="M", description="Member numbers are this prefix and 8 digits")
+    loyalty_default_tier: str = "Jade"
+    loyalty_expiry_policy: str = Field(
+        default="end_of_following_year",
+        description="When earned points expire: end_of_following_year, or days:N",
+    )
+    loyalty_timezone: str = Field(
+        default="Asia/Shanghai", description="The programme's calendar (expiry, days)"
+    )
+
     # File imports uploaded in the console are kept here.
     import_dir: str = Field(
         default="var/imports", description="Where console uploads are saved before import"

@@ -23,6 +23,7 @@ from siyu.identity.models import (
     MergeReview,
 )
 from siyu.ingest.models import DeadLetter, Event
+from siyu.loyalty.models import Lot, LotDraw, Member, Posting
 from siyu.outbox.models import OutboxMessage
 from siyu.profiles.models import Consent, Profile
 
@@ -43,11 +44,15 @@ __all__ = [
     "IdentifierType",
     "IdentityLink",
     "IdentityMerge",
+    "Lot",
+    "LotDraw",
     "MassSendReceipt",
+    "Member",
     "MergeReview",
     "MpSession",
     "OaMenuItem",
     "OutboxMessage",
+    "Posting",
     "Product",
     "Profile",
     "Region",

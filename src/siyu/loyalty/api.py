@@ -1,0 +1,123 @@
+"""Admin API of the loyalty programme: enrolment, a member's balance and lots, postings."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from siyu.auth.models import Role
+from siyu.auth.principal import Principal
+from siyu.deps import ReaderDep, SessionDep
+from siyu.errors import BadRequest, Forbidden
+from siyu.loyalty import service
+from siyu.loyalty.models import Member, Posting
+from siyu.loyalty.schemas import EnrolIn, LotOut, MemberOut, PostingIn, PostingOut
+from siyu.profiles import service as profiles_service
+
+router = APIRouter(prefix="/api/v1/loyalty", tags=["loyalty"])
+
+# Earning and adjusting points are programme decisions; redeeming happens at the counter too.
+PROGRAMME_ROLES = frozenset({Role.admin, Role.hq})
+SPEND_ROLES = PROGRAMME_ROLES | {Role.store_manager, Role.sales_associate}
+ENROL_ROLES = SPEND_ROLES
+
+
+def member_out(session: SessionDep, member: Member) -> MemberOut:
+    return MemberOut(
+        profile_id=member.profile_id,
+        member_number=member.member_number,
+        status=member.status,
+        tier=member.tier,
+        balance=member.balance,
+        pending=member.pending,
+        debt=member.debt,
+        joined_at=member.joined_at,
+        join_channel=member.join_channel,
+        lots=[LotOut.model_validate(lot, from_attributes=True) for lot in service.lots(session, member.id)],
+    )
+
+
+def _member(session: SessionDep, principal: Principal, profile_id: int) -> Member:
+    # The one access-scoping function decides whether the caller may see this customer at all.
+    profile = profiles_service.get_or_raise(session, principal, profile_id)
+    return service.get_member_by_profile_or_raise(session, profile.id)
+
+
+@router.post("/members", response_model=MemberOut, summary="Enrol a customer (idempotent)")
+def enrol(body: EnrolIn, principal: ReaderDep, session: SessionDep, response: Response) -> MemberOut:
+    """201 with the new member, or 200 with the existing one."""
+    if principal.role not in ENROL_ROLES:
+        raise Forbidden(f"a {principal.role} cannot enrol members")
+    profile = profiles_service.get_or_raise(session, principal, body.profile_id)
+    member, created = service.enrol(session, profile.id, channel=body.channel or "api")
+    response.status_code = 201 if created else 200
+    return member_out(session, member)
+
+
+@router.get("/members/{profile_id}", response_model=MemberOut, summary="Balance, tier and lots")
+def get_member(profile_id: int, principal: ReaderDep, session: SessionDep) -> MemberOut:
+    return member_out(session, _member(session, principal, profile_id))
+
+
+@router.get("/members/{profile_id}/postings", response_model=list[PostingOut], summary="Ledger history")
+def list_postings(
+    profile_id: int,
+    principal: ReaderDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before_id: int | None = None,
+) -> list[PostingOut]:
+    member = _member(session, principal, profile_id)
+    return [_out(p) for p in service.history(session, member.id, limit=limit, before_id=before_id)]
+
+
+def _out(posting: Posting) -> PostingOut:
+    return PostingOut.model_validate(posting, from_attributes=True)
+
+
+@router.post(
+    "/members/{profile_id}/postings", response_model=PostingOut, summary="Earn, spend or adjust points"
+)
+def create_posting(
+    profile_id: int,
+    body: PostingIn,
+    principal: ReaderDep,
+    session: SessionDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> PostingOut:
+    """201 with the posting; a repeat of the Idempotency-Key answers 200 with the first result; 409 on overdraw."""
+    if not idempotency_key:
+        raise BadRequest("Idempotency-Key: send a unique key per posting, so a retry never posts twice")
+    allowed = SPEND_ROLES if body.kind == "spend" else PROGRAMME_ROLES
+    if principal.role not in allowed:
+        raise Forbidden(f"a {principal.role} cannot {body.kind} points")
+    member = _member(session, principal, profile_id)
+    key = f"api:{idempotency_key}"
+    if body.kind == "earn":
+        result = service.earn(
+            session,
+            member.id,
+            body.points,
+            key=key,
+            reason=body.reason,
+            actor=principal.actor,
+            order_id=body.order_id,
+        )
+    elif body.kind == "spend":
+        result = service.spend(
+            session,
+            member.id,
+            body.points,
+            key=key,
+            reason=body.reason,
+            actor=principal.actor,
+            order_id=body.order_id,
+        )
+    else:
+        result = service.adjust(
+            session, member.id, body.points, key=key, reason=body.reason, actor=principal.actor
+        )
+    response.status_code = 200 if result.replayed else 201
+    return _out(result.posting)

@@ -1,0 +1,106 @@
+"""Members and the points ledger: append-only postings, earning lots with expiry, and the draws on them.
+
+Invariants the service keeps in every transaction (and the tests check):
+* `balance` = the remaining points of the member's available, unexpired lots - `debt`;
+* `balance` = the sum of the postings that move the balance (earn once released, spend, adjust, reverse,
+  expire); `pending` = the remaining points of lots not released yet;
+* `balance` goes below zero only through a reversal (a refund of points already spent), and then `debt`
+  says by how much; new points pay the debt first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+
+
+class MemberStatus(enum.StrEnum):
+    active = "active"
+    suspended = "suspended"
+    closed = "closed"
+
+
+class Member(Base):
+    """A customer enrolled in the programme; the row is locked for every posting (no concurrent overdraw)."""
+
+    __tablename__ = "loyalty_members"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), unique=True)
+    member_number: Mapped[str] = mapped_column(String(32), unique=True)
+    status: Mapped[MemberStatus] = mapped_column(String(16), default=MemberStatus.active)
+    tier: Mapped[str] = mapped_column(String(40), default="")
+    join_channel: Mapped[str] = mapped_column(String(40), default="")
+    join_store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"), default=None)
+    joined_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    debt: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PostingKind(enum.StrEnum):
+    earn = "earn"  # points earned (pending until released when the order's return window is open)
+    release = "release"  # pending points becoming spendable
+    spend = "spend"
+    adjust = "adjust"  # a manual correction, with a reason and the operator
+    reverse = "reverse"  # a refund taking back what an order earned
+    expire = "expire"
+
+
+class Posting(Base):
+    """One movement of points; never updated or deleted. `points` is signed (+ earn, - spend)."""
+
+    __tablename__ = "loyalty_postings"
+    __table_args__ = (Index(None, "member_id", "id"), Index(None, "order_id"))
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("loyalty_members.id"))
+    kind: Mapped[PostingKind] = mapped_column(String(16))
+    points: Mapped[int] = mapped_column(BigInteger)
+    # What the posting did to the spendable balance (0 for an earn that is pending).
+    balance_change: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(120), default="")
+    order_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    message_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Lot(Base):
+    """Points earned together, spent in order of expiry; `remaining` goes down as spends draw on it."""
+
+    __tablename__ = "loyalty_lots"
+    __table_args__ = (Index(None, "member_id", "expires_at"), Index(None, "order_id"))
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("loyalty_members.id"))
+    posting_id: Mapped[int] = mapped_column(ForeignKey("loyalty_postings.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    earned_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # Until then the points are pending (an order's return window); None once released.
+    pending_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    order_id: Mapped[str | None] = mapped_column(String(100), default=None)
+
+
+class LotDraw(Base):
+    """Which lots a spend, expiry or reversal took its points from."""
+
+    __tablename__ = "loyalty_lot_draws"
+    __table_args__ = (Index(None, "lot_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    posting_id: Mapped[int] = mapped_column(ForeignKey("loyalty_postings.id"), index=True)
+    lot_id: Mapped[int] = mapped_column(ForeignKey("loyalty_lots.id"))
+    points: Mapped[int] = mapped_column(Integer)

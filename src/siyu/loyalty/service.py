@@ -1,0 +1,602 @@
+"""The points ledger; flushes, never commits. Every posting locks its member's row first.
+
+On PostgreSQL the lock is `SELECT … FOR UPDATE`; on SQLite every write transaction already holds the
+database's write lock (`BEGIN IMMEDIATE`). Under the lock the idempotency key is checked, so a retried
+request returns the first result, and the balance is checked, so concurrent spends cannot overdraw.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from siyu.config import Settings, get_settings
+from siyu.db import is_postgres, utcnow
+from siyu.errors import BadRequest, Conflict, NotFound
+from siyu.loyalty.models import Lot, LotDraw, Member, MemberStatus, Posting, PostingKind
+from siyu.profiles.models import Profile
+from siyu.profiles.service import live_id
+
+BALANCE_KINDS = frozenset(
+    {
+        PostingKind.earn,
+        PostingKind.release,
+        PostingKind.spend,
+        PostingKind.adjust,
+        PostingKind.reverse,
+        PostingKind.expire,
+    }
+)
+
+
+class Overdraw(Conflict):
+    """A spend or a negative adjustment larger than the spendable balance."""
+
+
+@dataclass(frozen=True, slots=True)
+class PostingResult:
+    """The posting, and whether it is the first result of an earlier request with the same key."""
+
+    posting: Posting
+    replayed: bool
+
+
+# --- members -------------------------------------------------------------------------------------
+
+
+def enrol(
+    session: Session,
+    profile_id: int,
+    *,
+    channel: str = "",
+    store_id: int | None = None,
+    tier: str = "",
+    now: dt.datetime | None = None,
+    settings: Settings | None = None,
+) -> tuple[Member, bool]:
+    """The profile's member, created when it has none; (member, created). NotFound for no profile."""
+    settings = settings or get_settings()
+    now = now or utcnow()
+    if session.get(Profile, profile_id) is None:
+        raise NotFound(f"no profile {profile_id}")
+    profile_id = live_id(session, profile_id)
+    existing = get_member_by_profile(session, profile_id)
+    if existing is not None:
+        return existing, False
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    # Two enrolments of one customer at once (the Mini Program and a store): one row, no error.
+    session.execute(
+        insert(Member)
+        .values(
+            profile_id=profile_id,
+            member_number=f"pending-{profile_id}",
+            status=MemberStatus.active,
+            tier=tier or settings.loyalty_default_tier,
+            join_channel=channel[:40],
+            join_store_id=store_id,
+            joined_at=now,
+            balance=0,
+            pending=0,
+            debt=0,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["profile_id"])
+    )
+    member = get_member_by_profile(session, profile_id)
+    assert member is not None
+    created = member.member_number.startswith("pending-")
+    if created:
+        member.member_number = f"{settings.loyalty_member_prefix}{member.id:08d}"
+        session.flush()
+    return member, created
+
+
+def get_member_by_profile(session: Session, profile_id: int) -> Member | None:
+    """The member of a profile (following merges to the surviving profile)."""
+    member = session.execute(select(Member).where(Member.profile_id == profile_id)).scalar_one_or_none()
+    if member is None:
+        survivor = live_id(session, profile_id)
+        if survivor != profile_id:
+            member = session.execute(select(Member).where(Member.profile_id == survivor)).scalar_one_or_none()
+    return member
+
+
+def get_member_by_profile_or_raise(session: Session, profile_id: int) -> Member:
+    """The member of a profile, or NotFound."""
+    member = get_member_by_profile(session, profile_id)
+    if member is None:
+        raise NotFound(f"profile {profile_id} is not a member")
+    return member
+
+
+def lock(session: Session, member_id: int) -> Member:
+    """The member row, locked until the transaction ends, with fresh values."""
+    statement = select(Member).where(Member.id == member_id).execution_options(populate_existing=True)
+    if is_postgres(session):
+        statement = statement.with_for_update()
+    member = session.execute(statement).scalar_one_or_none()
+    if member is None:
+        raise NotFound(f"no member {member_id}")
+    return member
+
+
+# --- postings ------------------------------------------------------------------------------------
+
+
+def _replay(
+    session: Session, member: Member, key: str, kind: PostingKind, points: int
+) -> PostingResult | None:
+    if not key or len(key) > 255:
+        raise BadRequest("Idempotency-Key: required, at most 255 characters")
+    first = session.execute(select(Posting).where(Posting.idempotency_key == key)).scalar_one_or_none()
+    if first is None:
+        return None
+    if first.member_id != member.id or first.kind != kind or abs(first.points) != abs(points):
+        raise Conflict(f"Idempotency-Key {key!r} was used for another posting (#{first.id})")
+    return PostingResult(first, replayed=True)
+
+
+def _post(
+    session: Session,
+    member: Member,
+    kind: PostingKind,
+    points: int,
+    balance_change: int,
+    *,
+    key: str,
+    reason: str,
+    actor: str,
+    order_id: str | None,
+    message_id: str | None,
+    now: dt.datetime,
+    detail: dict[str, Any] | None = None,
+) -> Posting:
+    member.balance += balance_change
+    member.updated_at = now
+    posting = Posting(
+        member_id=member.id,
+        kind=kind,
+        points=points,
+        balance_change=balance_change,
+        balance_after=member.balance,
+        idempotency_key=key,
+        reason=reason[:2000],
+        actor=actor[:120],
+        order_id=order_id,
+        message_id=message_id,
+        detail=detail or {},
+        created_at=now,
+    )
+    session.add(posting)
+    session.flush()
+    return posting
+
+
+def expiry_for(earned_at: dt.datetime, settings: Settings) -> dt.datetime:
+    """When points earned at earned_at expire: the end of the following year (Shanghai time) or N days."""
+    policy = settings.loyalty_expiry_policy
+    if policy.startswith("days:"):
+        return earned_at + dt.timedelta(days=int(policy.split(":", 1)[1]))
+    zone = ZoneInfo(settings.loyalty_timezone)
+    local = earned_at.astimezone(zone)
+    return dt.datetime(local.year + 2, 1, 1, tzinfo=zone).astimezone(dt.UTC)
+
+
+def _positive(points: int) -> None:
+    if points <= 0:
+        raise BadRequest("points: must be a positive whole number")
+
+
+def earn(
+    session: Session,
+    member_id: int,
+    points: int,
+    *,
+    key: str,
+    reason: str = "",
+    actor: str = "",
+    order_id: str | None = None,
+    message_id: str | None = None,
+    pending_until: dt.datetime | None = None,
+    expires_at: dt.datetime | None = None,
+    now: dt.datetime | None = None,
+    settings: Settings | None = None,
+) -> PostingResult:
+    """Add points as a new lot; pending until pending_until when given (an order's return window)."""
+    _positive(points)
+    settings = settings or get_settings()
+    now = now or utcnow()
+    member = lock(session, member_id)
+    replay = _replay(session, member, key, PostingKind.earn, points)
+    if replay is not None:
+        return replay
+    _active(member)
+    pending = pending_until is not None and pending_until > now
+    posting = _post(
+        session,
+        member,
+        PostingKind.earn,
+        points,
+        0 if pending else points,
+        key=key,
+        reason=reason,
+        actor=actor,
+        order_id=order_id,
+        message_id=message_id,
+        now=now,
+    )
+    lot = Lot(
+        member_id=member.id,
+        posting_id=posting.id,
+        points=points,
+        remaining=points,
+        earned_at=now,
+        expires_at=expires_at or expiry_for(now, settings),
+        pending_until=pending_until if pending else None,
+        order_id=order_id,
+    )
+    session.add(lot)
+    if pending:
+        member.pending += points
+    else:
+        _pay_debt(member, lot)
+    session.flush()
+    return PostingResult(posting, replayed=False)
+
+
+def _active(member: Member) -> None:
+    if member.status != MemberStatus.active:
+        raise Conflict(f"member {member.member_number} is {member.status}")
+
+
+def _pay_debt(member: Member, lot: Lot) -> None:
+    # Points that arrive while the member owes points (after a refund of spent points) pay that first.
+    paid = min(lot.remaining, member.debt)
+    lot.remaining -= paid
+    member.debt -= paid
+
+
+def _available(
+    session: Session, member_id: int, now: dt.datetime, *, exclude_order: str | None = None
+) -> list[Lot]:
+    statement = (
+        select(Lot)
+        .where(
+            Lot.member_id == member_id, Lot.remaining > 0, Lot.pending_until.is_(None), Lot.expires_at > now
+        )
+        .order_by(Lot.expires_at, Lot.id)
+    )
+    if exclude_order is not None:
+        statement = statement.where((Lot.order_id.is_(None)) | (Lot.order_id != exclude_order))
+    return list(session.execute(statement).scalars())
+
+
+def _draw(session: Session, posting: Posting, lots: Sequence[Lot], points: int) -> int:
+    """Take up to points from lots in order; record the draws; returns how many were taken."""
+    taken = 0
+    for lot in lots:
+        if taken == points:
+            break
+        part = min(lot.remaining, points - taken)
+        if part <= 0:
+            continue
+        lot.remaining -= part
+        taken += part
+        session.add(LotDraw(posting_id=posting.id, lot_id=lot.id, points=part))
+    session.flush()
+    return taken
+
+
+def spend(
+    session: Session,
+    member_id: int,
+    points: int,
+    *,
+    key: str,
+    reason: str = "",
+    actor: str = "",
+    order_id: str | None = None,
+    now: dt.datetime | None = None,
+) -> PostingResult:
+    """Take points from the lots that expire soonest; Overdraw (409) beyond the spendable balance."""
+    _positive(points)
+    now = now or utcnow()
+    member = lock(session, member_id)
+    replay = _replay(session, member, key, PostingKind.spend, points)
+    if replay is not None:
+        return replay
+    _active(member)
+    if member.balance < points:
+        raise Overdraw(f"balance is {member.balance} points, {points} asked")
+    posting = _post(
+        session,
+        member,
+        PostingKind.spend,
+        -points,
+        -points,
+        key=key,
+        reason=reason,
+        actor=actor,
+        order_id=order_id,
+        message_id=None,
+        now=now,
+    )
+    taken = _draw(session, posting, _available(session, member.id, now), points)
+    if taken != points:  # the balance said yes but the lots disagree: the invariant is broken
+        raise RuntimeError(f"member {member.id}: balance {member.balance + points} but lots hold {taken}")
+    return PostingResult(posting, replayed=False)
+
+
+def adjust(
+    session: Session,
+    member_id: int,
+    points: int,
+    *,
+    key: str,
+    reason: str,
+    actor: str,
+    now: dt.datetime | None = None,
+    settings: Settings | None = None,
+) -> PostingResult:
+    """A manual correction with a reason and the operator: + makes a lot, - draws like a spend (no overdraw)."""
+    if points == 0:
+        raise BadRequest("points: an adjustment is a non-zero whole number")
+    if not reason.strip():
+        raise BadRequest("reason: say why the points are adjusted")
+    if not actor:
+        raise BadRequest("actor: the operator's name is required")
+    settings = settings or get_settings()
+    now = now or utcnow()
+    member = lock(session, member_id)
+    replay = _replay(session, member, key, PostingKind.adjust, points)
+    if replay is not None:
+        return replay
+    if points < 0 and member.balance < -points:
+        raise Overdraw(f"balance is {member.balance} points, an adjustment of {points} would overdraw it")
+    posting = _post(
+        session,
+        member,
+        PostingKind.adjust,
+        points,
+        points,
+        key=key,
+        reason=reason,
+        actor=actor,
+        order_id=None,
+        message_id=None,
+        now=now,
+    )
+    if points > 0:
+        lot = Lot(
+            member_id=member.id,
+            posting_id=posting.id,
+            points=points,
+            remaining=points,
+            earned_at=now,
+            expires_at=expiry_for(now, settings),
+            pending_until=None,
+            order_id=None,
+        )
+        session.add(lot)
+        _pay_debt(member, lot)
+        session.flush()
+    else:
+        _draw(session, posting, _available(session, member.id, now), -points)
+    return PostingResult(posting, replayed=False)
+
+
+def reverse_order(
+    session: Session,
+    member_id: int,
+    order_id: str,
+    *,
+    key: str,
+    points: int | None = None,
+    reason: str = "refund",
+    message_id: str | None = None,
+    now: dt.datetime | None = None,
+) -> PostingResult | None:
+    """Take back what an order earned (all of it, or `points` for a partial refund); None if nothing is left.
+
+    From the order's own lots first (pending ones without touching the balance), then from the lots that
+    expire soonest; what the member has already spent becomes debt, and the balance goes negative, visibly.
+    """
+    now = now or utcnow()
+    member = lock(session, member_id)
+    earned, reversed_ = session.execute(
+        select(
+            func.coalesce(func.sum(Posting.points).filter(Posting.kind == PostingKind.earn), 0),
+            func.coalesce(-func.sum(Posting.points).filter(Posting.kind == PostingKind.reverse), 0),
+        ).where(Posting.member_id == member.id, Posting.order_id == order_id)
+    ).one()
+    left = int(earned) - int(reversed_)
+    wanted = left if points is None else min(points, left)
+    replay = session.execute(select(Posting).where(Posting.idempotency_key == key)).scalar_one_or_none()
+    if replay is not None:
+        return PostingResult(replay, replayed=True)
+    if wanted <= 0:
+        return None
+    own = list(
+        session.execute(
+            select(Lot)
+            .where(Lot.member_id == member.id, Lot.order_id == order_id, Lot.remaining > 0)
+            .order_by(Lot.pending_until.is_(None), Lot.id)  # pending lots first
+        ).scalars()
+    )
+    from_pending = min(wanted, sum(lot.remaining for lot in own if lot.pending_until is not None))
+    posting = _post(
+        session,
+        member,
+        PostingKind.reverse,
+        -wanted,
+        -(wanted - from_pending),
+        key=key,
+        reason=reason,
+        actor="",
+        order_id=order_id,
+        message_id=message_id,
+        now=now,
+    )
+    member.pending -= from_pending
+    taken = _draw(session, posting, own, wanted)
+    taken += _draw(
+        session, posting, _available(session, member.id, now, exclude_order=order_id), wanted - taken
+    )
+    short = wanted - taken
+    if short:
+        member.debt += short
+        posting.detail = {"debt": short}
+    session.flush()
+    return PostingResult(posting, replayed=False)
+
+
+def release_due(session: Session, *, now: dt.datetime | None = None, limit: int = 500) -> int:
+    """Release pending lots whose return window has closed; returns how many were released."""
+    now = now or utcnow()
+    due = session.execute(
+        select(Lot.id, Lot.member_id)
+        .where(Lot.pending_until.is_not(None), Lot.pending_until <= now)
+        .limit(limit)
+    ).all()
+    for lot_id, member_id in due:
+        member = lock(session, member_id)
+        lot = session.execute(
+            select(Lot).where(Lot.id == lot_id).execution_options(populate_existing=True)
+        ).scalar_one()
+        if lot.pending_until is None:
+            continue  # released by another worker meanwhile
+        amount = lot.remaining
+        member.pending -= amount
+        lot.pending_until = None
+        _post(
+            session,
+            member,
+            PostingKind.release,
+            amount,
+            amount,
+            key=f"release:{lot.id}",
+            reason="return window closed",
+            actor="",
+            order_id=lot.order_id,
+            message_id=None,
+            now=now,
+            detail={"lot_id": lot.id},
+        )
+        _pay_debt(member, lot)
+    session.flush()
+    return len(due)
+
+
+def expire_due(session: Session, *, now: dt.datetime | None = None, limit: int = 500) -> int:
+    """Expire the remaining points of lots past their date, one posting per member; returns the postings."""
+    now = now or utcnow()
+    members = list(
+        session.execute(
+            select(Lot.member_id)
+            .where(Lot.remaining > 0, Lot.pending_until.is_(None), Lot.expires_at <= now)
+            .distinct()
+            .limit(limit)
+        ).scalars()
+    )
+    for member_id in members:
+        member = lock(session, member_id)
+        lots = list(
+            session.execute(
+                select(Lot)
+                .where(
+                    Lot.member_id == member.id,
+                    Lot.remaining > 0,
+                    Lot.pending_until.is_(None),
+                    Lot.expires_at <= now,
+                )
+                .order_by(Lot.expires_at, Lot.id)
+                .execution_options(populate_existing=True)
+            ).scalars()
+        )
+        total = sum(lot.remaining for lot in lots)
+        if not total:
+            continue
+        posting = _post(
+            session,
+            member,
+            PostingKind.expire,
+            -total,
+            -total,
+            key=f"expire:{member.id}:{lots[-1].id}:{now.isoformat()}",
+            reason="points expired",
+            actor="",
+            order_id=None,
+            message_id=None,
+            now=now,
+        )
+        _draw(session, posting, lots, total)
+    return len(members)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def lots(session: Session, member_id: int, *, now: dt.datetime | None = None) -> Sequence[Lot]:
+    """The member's lots that still hold points (pending or spendable), soonest to expire first."""
+    now = now or utcnow()
+    return (
+        session.execute(
+            select(Lot)
+            .where(Lot.member_id == member_id, Lot.remaining > 0, Lot.expires_at > now)
+            .order_by(Lot.expires_at, Lot.id)
+        )
+        .scalars()
+        .all()
+    )
+
+
+def history(
+    session: Session, member_id: int, *, limit: int = 50, before_id: int | None = None
+) -> Sequence[Posting]:
+    """The member's postings, newest first."""
+    statement = select(Posting).where(Posting.member_id == member_id)
+    if before_id is not None:
+        statement = statement.where(Posting.id < before_id)
+    return session.execute(statement.order_by(Posting.id.desc()).limit(limit)).scalars().all()
+
+
+def verify(session: Session, member_id: int, *, now: dt.datetime | None = None) -> list[str]:
+    """What is wrong with a member's ledger (empty when its invariants hold)."""
+    now = now or utcnow()
+    member = session.get_one(Member, member_id)
+    problems: list[str] = []
+    postings = session.execute(
+        select(func.coalesce(func.sum(Posting.balance_change), 0)).where(Posting.member_id == member_id)
+    ).scalar_one()
+    if postings != member.balance:
+        problems.append(f"balance {member.balance} != sum of postings {postings}")
+    spendable = session.execute(
+        select(func.coalesce(func.sum(Lot.remaining), 0)).where(
+            Lot.member_id == member_id, Lot.pending_until.is_(None)
+        )
+    ).scalar_one()
+    if spendable - member.debt != member.balance:
+        problems.append(f"balance {member.balance} != spendable lots {spendable} - debt {member.debt}")
+    pending = session.execute(
+        select(func.coalesce(func.sum(Lot.remaining), 0)).where(
+            Lot.member_id == member_id, Lot.pending_until.is_not(None)
+        )
+    ).scalar_one()
+    if pending != member.pending:
+        problems.append(f"pending {member.pending} != pending lots {pending}")
+    if member.debt and spendable:
+        problems.append(f"debt {member.debt} while lots still hold {spendable}")
+    negative = session.execute(
+        select(func.count()).select_from(Lot).where(Lot.member_id == member_id, Lot.remaining < 0)
+    ).scalar_one()
+    if negative:
+        problems.append(f"{negative} lot(s) with negative remaining points")
+    return problems

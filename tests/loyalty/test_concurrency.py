@@ -1,0 +1,74 @@
+"""100 simultaneous spends at a balance that covers one: exactly one succeeds (PostgreSQL row lock; SQLite's
+write lock), and the same idempotency key sent 20 times at once posts once."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from siyu import db
+from siyu.loyalty import service
+from siyu.loyalty.models import Member, Posting
+from siyu.profiles.models import Profile
+from tests.live import fresh_database, require_backend
+
+
+def _fire(n: int, action: object) -> Counter[str]:
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+    barrier = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            with db.unit_of_work() as session:
+                action(session, i)  # type: ignore[operator]
+            outcome = "ok"
+        except service.Overdraw:
+            outcome = "overdraw"
+        except Exception as exc:  # pragma: no cover - reported by the assertion
+            outcome = f"error: {type(exc).__name__}: {exc}"
+        with lock:
+            outcomes[outcome] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return outcomes
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_concurrent_spends_never_overdraw(backend: str, tmp_path: Path) -> None:
+    require_backend(backend)
+    with fresh_database(backend, tmp_path) as url:
+        engine = db.create_db_engine(
+            url,
+            **({"pool_size": 40, "max_overflow": 0, "pool_timeout": 120} if backend == "postgresql" else {}),
+        )
+        db.set_engine(engine)
+        try:
+            with db.unit_of_work() as session:
+                profile = Profile()
+                session.add(profile)
+                session.flush()
+                member, _ = service.enrol(session, profile.id)
+                service.earn(session, member.id, 100, key="seed")
+                member_id = member.id
+            outcomes = _fire(100, lambda s, i: service.spend(s, member_id, 100, key=f"spend-{i}"))
+            assert outcomes == Counter({"ok": 1, "overdraw": 99})
+            repeats = _fire(20, lambda s, i: service.earn(s, member_id, 7, key="same-key"))
+            assert repeats == Counter({"ok": 20})
+            with db.get_read_sessionmaker()() as session:
+                balance = session.execute(select(Member.balance).where(Member.id == member_id)).scalar_one()
+                assert balance == 7
+                assert session.execute(select(func.count()).select_from(Posting)).scalar_one() == 3
+                assert service.verify(session, member_id) == []
+        finally:
+            db.set_engine(None)
+            engine.dispose()
