@@ -78,15 +78,24 @@ def serve(
 def worker(
     once: Annotated[bool, typer.Option(help="Run what is due, then exit")] = False,
 ) -> None:
-    """Run background jobs: the ingest queue, then the outbox (messages, webhooks, WeChat calls)."""
+    """Run background jobs: the ingest queue, the outbox (messages, WeChat calls), scheduled loyalty runs."""
+    from siyu.loyalty.tasks import run_scheduled
+
     settings = get_settings()
     factory = get_sessionmaker()
     console.print("worker started")
+    next_schedule = 0.0
     while True:
         drained = ingest_processor.drain(settings) if once else ingest_processor.run_once(settings)
         done = outbox_service.run_once(factory, settings.worker_batch_size)
+        if time.monotonic() >= next_schedule:
+            scheduled = run_scheduled(factory)
+            next_schedule = time.monotonic() + settings.loyalty_schedule_seconds
         if once:
-            console.print(f"stored {drained.events} queued event(s), ran {done} job(s)")
+            console.print(
+                f"stored {drained.events} queued event(s), ran {done} job(s), "
+                f"released {scheduled.released} and expired {scheduled.expired} points lot(s)"
+            )
             return
         if done == 0 and drained.batches == 0:
             time.sleep(settings.worker_poll_seconds)

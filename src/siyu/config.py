@@ -91,6 +91,15 @@ class Settings(BaseSettings):
     loyalty_timezone: str = Field(
         default="Asia/Shanghai", description="The programme's calendar (expiry, days)"
     )
+    loyalty_points_per_yuan: float = Field(
+        default=1.0, description="Points a member earns per CNY of an order"
+    )
+    loyalty_return_window_days: int = Field(
+        default=14, description="An order's points stay pending this long (its return window)"
+    )
+    loyalty_schedule_seconds: float = Field(
+        default=60.0, description="How often the worker releases pending points and expires old ones"
+    )
 
     # File imports uploaded in the console are kept here.
     import_dir: str = Field(

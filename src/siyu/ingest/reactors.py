@@ -23,6 +23,9 @@ class StoredEvent:
     profile_id: int
     timestamp_iso: str
     properties: dict[str, object]
+    # Order value in fen for Order Completed / Order Refunded (see normalize), else 0.
+    amount_fen: int = 0
+    context: dict[str, object] | None = None
 
 
 Reactor = Callable[[Session, Sequence[StoredEvent]], None]
@@ -48,6 +51,7 @@ def _install_defaults() -> None:
     # Imported here: those domains import this module for StoredEvent.
     from siyu.channels import service as channels_service
     from siyu.clienteling import service as clienteling_service
+    from siyu.loyalty import reactions as loyalty_reactions
     from siyu.profiles import service as profiles_service
 
     subscribe(
@@ -56,6 +60,7 @@ def _install_defaults() -> None:
     )
     subscribe(frozenset({"WeCom Contact Deleted"}), clienteling_service.raise_churn_alerts)
     subscribe(profiles_service.CONSENT_EVENTS, profiles_service.record_consents)
+    subscribe(loyalty_reactions.EVENTS, loyalty_reactions.react)
 
 
 _installed = False

@@ -376,6 +376,8 @@ def store_events(
                 profile_id=pid,
                 timestamp_iso=ev.timestamp.isoformat(),
                 properties=ev.properties,
+                amount_fen=ev.amount_fen,
+                context=ev.context,
             )
             for eid, ev, pid in zip(event_ids, fresh, resolution.profile_ids, strict=True)
         ],

@@ -1,0 +1,40 @@
+"""Scheduled ledger work for `siyu worker`: release points whose return window closed, expire old ones."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.db import utcnow
+from siyu.loyalty import service
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    released: int
+    expired: int
+
+
+def run_scheduled(
+    factory: sessionmaker[Session], now: dt.datetime | None = None, batch: int = 500
+) -> Scheduled:
+    """Release and expire everything due, a batch per transaction; safe to run in several workers at once."""
+    now = now or utcnow()
+    released = expired = 0
+    while True:
+        with factory() as session:
+            n = service.release_due(session, now=now, limit=batch)
+            session.commit()
+        released += n
+        if n < batch:
+            break
+    while True:
+        with factory() as session:
+            n = service.expire_due(session, now=now, limit=batch)
+            session.commit()
+        expired += n
+        if n < batch:
+            break
+    return Scheduled(released, expired)
