@@ -23,7 +23,7 @@ from siyu.identity.models import (
     MergeReview,
 )
 from siyu.ingest.models import DeadLetter, Event
-from siyu.loyalty.models import Lot, LotDraw, Member, Posting
+from siyu.loyalty.models import EarningRule, Lot, LotDraw, Member, Posting
 from siyu.outbox.models import OutboxMessage
 from siyu.profiles.models import Consent, Profile
 
@@ -38,6 +38,7 @@ __all__ = [
     "Consent",
     "ContactWay",
     "DeadLetter",
+    "EarningRule",
     "Event",
     "FileImport",
     "Identifier",

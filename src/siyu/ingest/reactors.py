@@ -60,7 +60,8 @@ def _install_defaults() -> None:
     )
     subscribe(frozenset({"WeCom Contact Deleted"}), clienteling_service.raise_churn_alerts)
     subscribe(profiles_service.CONSENT_EVENTS, profiles_service.record_consents)
-    subscribe(loyalty_reactions.EVENTS, loyalty_reactions.react)
+    # Every event: earning rules may name any event; the reactor filters by the active rules.
+    subscribe(None, loyalty_reactions.react)
 
 
 _installed = False

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Header, Query, Response
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.deps import ReaderDep, SessionDep
-from siyu.errors import BadRequest, Forbidden
-from siyu.loyalty import service
-from siyu.loyalty.models import Member, Posting
-from siyu.loyalty.schemas import EnrolIn, LotOut, MemberOut, PostingIn, PostingOut
+from siyu.errors import BadRequest, Forbidden, NotFound
+from siyu.loyalty import rules, service
+from siyu.loyalty.models import EarningRule, Member, Posting
+from siyu.loyalty.schemas import EnrolIn, LotOut, MemberOut, PostingIn, PostingOut, RuleIn, RuleOut, RulePatch
 from siyu.profiles import service as profiles_service
 
 router = APIRouter(prefix="/api/v1/loyalty", tags=["loyalty"])
@@ -121,3 +121,35 @@ def create_posting(
         )
     response.status_code = 200 if result.replayed else 201
     return _out(result.posting)
+
+
+def _programme(principal: Principal) -> None:
+    if principal.role not in PROGRAMME_ROLES:
+        raise Forbidden("earning rules are managed by admin and hq")
+
+
+@router.post("/rules", response_model=RuleOut, status_code=201, summary="Create an earning rule or campaign")
+def create_rule(body: RuleIn, principal: ReaderDep, session: SessionDep) -> RuleOut:
+    _programme(principal)
+    rule = EarningRule(**body.model_dump())
+    rules.validate(rule)
+    session.add(rule)
+    session.flush()
+    return RuleOut.model_validate(rule, from_attributes=True)
+
+
+@router.get("/rules", response_model=list[RuleOut], summary="Earning rules and campaigns")
+def list_rules(principal: ReaderDep, session: SessionDep) -> list[RuleOut]:
+    _programme(principal)
+    return [RuleOut.model_validate(r, from_attributes=True) for r in rules.list_rules(session)]
+
+
+@router.patch("/rules/{rule_id}", response_model=RuleOut, summary="Switch a rule on or off")
+def patch_rule(rule_id: int, body: RulePatch, principal: ReaderDep, session: SessionDep) -> RuleOut:
+    _programme(principal)
+    rule = session.get(EarningRule, rule_id)
+    if rule is None:
+        raise NotFound(f"no rule {rule_id}")
+    rule.active = body.active
+    session.flush()
+    return RuleOut.model_validate(rule, from_attributes=True)

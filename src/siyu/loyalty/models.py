@@ -14,7 +14,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
@@ -58,7 +58,11 @@ class Posting(Base):
     """One movement of points; never updated or deleted. `points` is signed (+ earn, - spend)."""
 
     __tablename__ = "loyalty_postings"
-    __table_args__ = (Index(None, "member_id", "id"), Index(None, "order_id"))
+    __table_args__ = (
+        Index(None, "member_id", "id"),
+        Index(None, "order_id"),
+        Index(None, "rule_id", "member_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("loyalty_members.id"))
@@ -72,6 +76,8 @@ class Posting(Base):
     actor: Mapped[str] = mapped_column(String(120), default="")
     order_id: Mapped[str | None] = mapped_column(String(100), default=None)
     message_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    # The earning rule that gave these points (caps and first-only rules count by it).
+    rule_id: Mapped[int | None] = mapped_column(ForeignKey("loyalty_rules.id"), default=None)
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -104,3 +110,38 @@ class LotDraw(Base):
     posting_id: Mapped[int] = mapped_column(ForeignKey("loyalty_postings.id"), index=True)
     lot_id: Mapped[int] = mapped_column(ForeignKey("loyalty_lots.id"))
     points: Mapped[int] = mapped_column(Integer)
+
+
+class RuleMode(enum.StrEnum):
+    fixed = "fixed"  # `amount` points per matching event
+    per_yuan = "per_yuan"  # `amount` points per CNY of the order (item multipliers apply per line)
+    multiplier = (
+        "multiplier"  # a campaign: multiplies what the other rules give for the event (Membership Day x2)
+    )
+
+
+class EarningRule(Base):
+    """An earning rule configured without code; a campaign is a rule with a date window."""
+
+    __tablename__ = "loyalty_rules"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    event: Mapped[str] = mapped_column(String(200))
+    mode: Mapped[RuleMode] = mapped_column(String(16))
+    amount: Mapped[float] = mapped_column(Float)
+    # Only the member's first such event earns (first Mini Program visit, sign-up).
+    first_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Conditions: the event's channel (context.channel or properties.channel) and property values.
+    channels: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    where: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    tier_multipliers: Mapped[dict[str, float]] = mapped_column(JSONType, default=dict)
+    # "category:<name>" or "sku:<sku>" -> multiplier, for order lines.
+    item_multipliers: Mapped[dict[str, float]] = mapped_column(JSONType, default=dict)
+    cap_per_day: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    cap_per_member: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    cap_total: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    starts_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    ends_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

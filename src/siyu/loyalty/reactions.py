@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from siyu.config import get_settings
+from siyu.config import Settings, get_settings
 from siyu.ingest.reactors import StoredEvent
-from siyu.loyalty import service
-from siyu.loyalty.models import MemberStatus, Posting, PostingKind
+from siyu.loyalty import rules, service
+from siyu.loyalty.models import Member, MemberStatus, Posting, PostingKind
 
 SIGN_UPS = frozenset({"Membership Joined", "Member Signed Up"})
 EVENTS = SIGN_UPS | {"Order Completed", "Order Refunded"}
@@ -25,52 +25,54 @@ EVENTS = SIGN_UPS | {"Order Completed", "Order Refunded"}
 
 def react(session: Session, events: Sequence[StoredEvent]) -> None:
     """Enrol, earn and reverse for the batch's events, in time order."""
+    wanted = EVENTS | rules.rule_events(session)
+    relevant = [ev for ev in events if ev.event in wanted]
+    if not relevant:
+        return
     settings = get_settings()
-    for ev in sorted(events, key=lambda e: e.timestamp_iso):
+    for ev in sorted(relevant, key=lambda e: e.timestamp_iso):
         at = dt.datetime.fromisoformat(ev.timestamp_iso)
         if ev.event in SIGN_UPS:
-            channel = str(ev.properties.get("channel") or (ev.context or {}).get("channel") or "event")
+            channel = rules.channel_of(ev) or "event"
             service.enrol(
                 session, ev.profile_id, channel=channel, tier=str(ev.properties.get("tier") or ""), now=at
             )
-            continue
         member = service.get_member_by_profile(session, ev.profile_id)
         if member is None or member.status != MemberStatus.active:
-            continue  # not a member (or suspended): orders earn nothing
-        order_id = str(ev.properties.get("order_id") or ev.message_id)
-        if ev.event == "Order Completed":
-            points = math.floor(ev.amount_fen / 100 * settings.loyalty_points_per_yuan)
-            key = f"order:{order_id}"
-            if points <= 0 or _posted(session, key):
-                continue  # the same order from another channel earned already: the first one counts
-            service.earn(
-                session,
-                member.id,
-                points,
-                key=key,
-                reason="order",
-                order_id=order_id,
-                message_id=ev.message_id,
-                pending_until=at + dt.timedelta(days=settings.loyalty_return_window_days),
-                now=at,
-            )
-            _remember_amount(session, order_id, member.id, ev.amount_fen)
-        elif ev.event == "Order Refunded":
-            _reverse(session, member.id, order_id, ev)
+            continue  # not a member (or suspended): nothing to earn
+        if ev.event == "Order Refunded":
+            _reverse(session, member.id, str(ev.properties.get("order_id") or ev.message_id), ev)
+            continue
+        _earn(session, member, ev, at, settings)
+
+
+def _earn(session: Session, member: Member, ev: StoredEvent, at: dt.datetime, settings: Settings) -> None:
+    is_order = ev.event == "Order Completed"
+    order_id = str(ev.properties.get("order_id") or ev.message_id) if is_order else None
+    for award in rules.evaluate(session, member, ev, at, settings):
+        # One award per rule and order (or event): the same order from another channel earns once.
+        subject = order_id or ev.message_id
+        key = f"rule:{award.rule.id}:{subject}" if award.rule else f"order:{subject}"
+        if _posted(session, key):
+            continue
+        detail = {**award.detail, "amount_fen": ev.amount_fen} if is_order else award.detail
+        service.earn(
+            session,
+            member.id,
+            award.points,
+            key=key,
+            reason=award.rule.name if award.rule else "order",
+            order_id=order_id,
+            message_id=ev.message_id,
+            pending_until=at + dt.timedelta(days=settings.loyalty_return_window_days) if is_order else None,
+            rule_id=award.rule.id if award.rule else None,
+            detail=detail,
+            now=at,
+        )
 
 
 def _posted(session: Session, key: str) -> bool:
     return session.execute(select(Posting.id).where(Posting.idempotency_key == key)).first() is not None
-
-
-def _remember_amount(session: Session, order_id: str, member_id: int, amount_fen: int) -> None:
-    posting = session.execute(
-        select(Posting).where(
-            Posting.member_id == member_id, Posting.order_id == order_id, Posting.kind == PostingKind.earn
-        )
-    ).scalar_one_or_none()
-    if posting is not None and "amount_fen" not in posting.detail:
-        posting.detail = {**posting.detail, "amount_fen": amount_fen}
 
 
 def _reverse(session: Session, member_id: int, order_id: str, ev: StoredEvent) -> None:
@@ -81,7 +83,8 @@ def _reverse(session: Session, member_id: int, order_id: str, ev: StoredEvent) -
         )
     ).scalars():
         earned += posting.points
-        amount += int(posting.detail.get("amount_fen", 0))
+        # Every rule that rewarded the order recorded the same order amount.
+        amount = max(amount, int(posting.detail.get("amount_fen", 0)))
     if not earned:
         return
     # A partial refund takes back the same share of the points; a refund without an amount, all of them.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from siyu.loyalty.models import MemberStatus, PostingKind
+from siyu.loyalty.models import MemberStatus, PostingKind, RuleMode
 
 
 class EnrolIn(BaseModel):
@@ -58,3 +58,36 @@ class PostingOut(BaseModel):
     order_id: str | None
     created_at: dt.datetime
     detail: dict[str, object]
+
+
+class RuleIn(BaseModel):
+    name: str
+    event: str = Field(
+        description="The event name that earns, e.g. 'Order Completed', 'Product Added to Wishlist'"
+    )
+    mode: RuleMode
+    amount: float = Field(description="Points (fixed), points per CNY (per_yuan) or a multiplier (campaign)")
+    first_only: bool = False
+    channels: list[str] = Field(
+        default_factory=list, description="Only events from these channels (empty: any)"
+    )
+    where: dict[str, Any] = Field(default_factory=dict, description="Property values the event must have")
+    tier_multipliers: dict[str, float] = Field(default_factory=dict)
+    item_multipliers: dict[str, float] = Field(
+        default_factory=dict, description="'category:<name>' or 'sku:<sku>'"
+    )
+    cap_per_day: int | None = None
+    cap_per_member: int | None = None
+    cap_total: int | None = None
+    starts_at: dt.datetime | None = None
+    ends_at: dt.datetime | None = None
+    active: bool = True
+
+
+class RuleOut(RuleIn):
+    id: int
+    created_at: dt.datetime
+
+
+class RulePatch(BaseModel):
+    active: bool

@@ -207,6 +207,8 @@ def earn(
     message_id: str | None = None,
     pending_until: dt.datetime | None = None,
     expires_at: dt.datetime | None = None,
+    rule_id: int | None = None,
+    detail: dict[str, Any] | None = None,
     now: dt.datetime | None = None,
     settings: Settings | None = None,
 ) -> PostingResult:
@@ -232,7 +234,9 @@ def earn(
         order_id=order_id,
         message_id=message_id,
         now=now,
+        detail=detail,
     )
+    posting.rule_id = rule_id
     lot = Lot(
         member_id=member.id,
         posting_id=posting.id,

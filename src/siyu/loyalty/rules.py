@@ -1,0 +1,221 @@
+"""Earning rules configured without code: which events earn how many points, for whom, how often.
+
+A rule names an event (`Order Completed`, `Product Added to Wishlist`, `Mini Program Opened`, `Product Shared`,
+`Checked In`, `Membership Joined`, `Review Submitted`, any event), gives fixed points or points per CNY (with
+multipliers per order line's category or SKU), may apply to the first such event only, to some channels or
+property values, multiplies by the member's tier, and is capped per day, per member and in total. A rule
+with a date window is a campaign; a `multiplier` rule (Membership Day x2) multiplies what the other rules of
+its event give inside its window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from siyu.config import Settings
+from siyu.db import is_postgres
+from siyu.errors import BadRequest
+from siyu.ingest.reactors import StoredEvent
+from siyu.loyalty.models import EarningRule, Member, Posting, PostingKind, RuleMode
+
+
+@dataclass(frozen=True, slots=True)
+class Award:
+    """Points a rule gives for one event (after multipliers and caps)."""
+
+    rule: EarningRule | None  # None: the built-in order rule (SIYU_LOYALTY_POINTS_PER_YUAN)
+    points: int
+    detail: dict[str, Any]
+
+
+def validate(rule: EarningRule) -> None:
+    """BadRequest naming the field of a rule that cannot work."""
+    if not rule.name.strip():
+        raise BadRequest("name: required")
+    if not rule.event.strip():
+        raise BadRequest("event: the event name the rule listens to, e.g. 'Order Completed'")
+    if rule.mode not in set(RuleMode):
+        raise BadRequest(f"mode: one of {', '.join(RuleMode)}")
+    if rule.amount <= 0:
+        raise BadRequest("amount: must be more than 0 (points, points per CNY, or a multiplier)")
+    if rule.mode == RuleMode.fixed and rule.amount != int(rule.amount):
+        raise BadRequest("amount: a fixed rule gives whole points")
+    for field in ("cap_per_day", "cap_per_member", "cap_total"):
+        value = getattr(rule, field)
+        if value is not None and value <= 0:
+            raise BadRequest(f"{field}: must be more than 0 when set")
+    if rule.starts_at and rule.ends_at and rule.ends_at <= rule.starts_at:
+        raise BadRequest("ends_at: must be after starts_at")
+    for field in ("tier_multipliers", "item_multipliers"):
+        for key, value in (getattr(rule, field) or {}).items():
+            if not isinstance(value, int | float) or value < 0:
+                raise BadRequest(f"{field}.{key}: must be a number ≥ 0")
+    for key in rule.item_multipliers or {}:
+        if not key.startswith(("category:", "sku:")):
+            raise BadRequest(f"item_multipliers.{key}: keys are 'category:<name>' or 'sku:<sku>'")
+
+
+def rule_events(session: Session) -> set[str]:
+    """Event names some active rule listens to."""
+    return set(session.execute(select(EarningRule.event).where(EarningRule.active).distinct()).scalars())
+
+
+def _active(session: Session, event: str, at: dt.datetime) -> list[EarningRule]:
+    return list(
+        session.execute(
+            select(EarningRule)
+            .where(
+                EarningRule.active,
+                EarningRule.event == event,
+                or_(EarningRule.starts_at.is_(None), EarningRule.starts_at <= at),
+                or_(EarningRule.ends_at.is_(None), EarningRule.ends_at > at),
+            )
+            .order_by(EarningRule.id)
+        ).scalars()
+    )
+
+
+def channel_of(ev: StoredEvent) -> str:
+    """The channel an event came through: properties.channel, else context.channel."""
+    return str(ev.properties.get("channel") or (ev.context or {}).get("channel") or "")
+
+
+def matches(rule: EarningRule, ev: StoredEvent) -> bool:
+    """Whether the event meets the rule's channel and property conditions."""
+    if rule.channels and channel_of(ev) not in rule.channels:
+        return False
+    for key, wanted in (rule.where or {}).items():
+        value = ev.properties.get(key)
+        if isinstance(wanted, list):
+            if value not in wanted:
+                return False
+        elif value != wanted:
+            return False
+    return True
+
+
+def _order_points(
+    rate: float, ev: StoredEvent, multipliers: dict[str, float]
+) -> tuple[float, dict[str, Any]]:
+    """Points per CNY of an order, line by line when lines have prices and some multiplier applies."""
+    total_yuan = ev.amount_fen / 100
+    lines = ev.properties.get("products")
+    if not multipliers or not isinstance(lines, list):
+        return total_yuan * rate, {}
+    priced = 0.0
+    points = 0.0
+    boosted: list[str] = []
+    for line in lines:
+        if not isinstance(line, dict):
+            continue
+        try:
+            value = float(line.get("price", 0)) * float(line.get("quantity", 1) or 1)
+        except (TypeError, ValueError):
+            continue
+        factor = 1.0
+        # A SKU's own multiplier wins over its category's.
+        for key in (f"sku:{line.get('sku') or line.get('product_id')}", f"category:{line.get('category')}"):
+            if key in multipliers:
+                factor = float(multipliers[key])
+                boosted.append(key)
+                break
+        priced += value
+        points += value * rate * factor
+    # Whatever the lines do not account for (shipping, unpriced lines) earns at the plain rate.
+    points += max(total_yuan - priced, 0) * rate
+    return points, {"boosted": boosted} if boosted else {}
+
+
+def _earned(
+    session: Session,
+    rule_id: int,
+    *,
+    member_id: int | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> int:
+    statement = select(func.coalesce(func.sum(Posting.points), 0)).where(
+        Posting.rule_id == rule_id, Posting.kind == PostingKind.earn
+    )
+    if member_id is not None:
+        statement = statement.where(Posting.member_id == member_id)
+    if since is not None:
+        statement = statement.where(Posting.created_at >= since)
+    if until is not None:
+        statement = statement.where(Posting.created_at < until)
+    return int(session.execute(statement).scalar_one())
+
+
+def _local_day(at: dt.datetime, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    local = at.astimezone(zone)
+    start = dt.datetime(local.year, local.month, local.day, tzinfo=zone)
+    return start.astimezone(dt.UTC), (start + dt.timedelta(days=1)).astimezone(dt.UTC)
+
+
+def evaluate(
+    session: Session, member: Member, ev: StoredEvent, at: dt.datetime, settings: Settings
+) -> list[Award]:
+    """What each matching rule awards for ev, multiplied and capped; the built-in order rule when none applies."""
+    assert ev.event is not None
+    rules = _active(session, ev.event, at)
+    campaign = 1.0
+    campaigns: list[str] = []
+    for rule in rules:
+        if rule.mode == RuleMode.multiplier and matches(rule, ev):
+            campaign *= rule.amount
+            campaigns.append(rule.name)
+    earning = [r for r in rules if r.mode != RuleMode.multiplier]
+    awards: list[Award] = []
+    if ev.event == "Order Completed" and not any(r.mode == RuleMode.per_yuan for r in earning):
+        points = math.floor(ev.amount_fen / 100 * settings.loyalty_points_per_yuan * campaign)
+        if points > 0:
+            awards.append(Award(None, points, {"campaigns": campaigns} if campaigns else {}))
+    zone = ZoneInfo(settings.loyalty_timezone)
+    for rule in earning:
+        if not matches(rule, ev):
+            continue
+        if (
+            rule.first_only
+            and session.execute(
+                select(Posting.id).where(Posting.rule_id == rule.id, Posting.member_id == member.id).limit(1)
+            ).first()
+        ):
+            continue
+        detail: dict[str, Any] = {}
+        if rule.mode == RuleMode.fixed:
+            raw = rule.amount
+        else:
+            raw, detail = _order_points(rule.amount, ev, rule.item_multipliers or {})
+        raw *= float((rule.tier_multipliers or {}).get(member.tier, 1.0)) * campaign
+        points = math.floor(raw + 1e-9)
+        if campaigns:
+            detail["campaigns"] = campaigns
+        if rule.cap_total is not None:
+            if is_postgres(session):
+                # Concurrent batches must not both spend the campaign's last points.
+                session.execute(select(EarningRule.id).where(EarningRule.id == rule.id).with_for_update())
+            points = min(points, rule.cap_total - _earned(session, rule.id))
+        if rule.cap_per_member is not None:
+            points = min(points, rule.cap_per_member - _earned(session, rule.id, member_id=member.id))
+        if rule.cap_per_day is not None:
+            start, end = _local_day(at, zone)
+            points = min(
+                points,
+                rule.cap_per_day - _earned(session, rule.id, member_id=member.id, since=start, until=end),
+            )
+        if points > 0:
+            awards.append(Award(rule, points, detail))
+    return awards
+
+
+def list_rules(session: Session) -> Sequence[EarningRule]:
+    """Every rule, newest first."""
+    return session.execute(select(EarningRule).order_by(EarningRule.id.desc())).scalars().all()
