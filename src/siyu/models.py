@@ -23,7 +23,7 @@ from siyu.identity.models import (
     MergeReview,
 )
 from siyu.ingest.models import DeadLetter, Event
-from siyu.loyalty.models import EarningRule, Lot, LotDraw, Member, Posting
+from siyu.loyalty.models import EarningRule, Lot, LotDraw, Member, Posting, Voucher, VoucherTemplate
 from siyu.outbox.models import OutboxMessage
 from siyu.profiles.models import Consent, Profile
 
@@ -60,5 +60,7 @@ __all__ = [
     "Role",
     "Store",
     "User",
+    "Voucher",
+    "VoucherTemplate",
     "WechatQrCode",
 ]

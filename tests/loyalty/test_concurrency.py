@@ -72,3 +72,55 @@ def test_concurrent_spends_never_overdraw(backend: str, tmp_path: Path) -> None:
         finally:
             db.set_engine(None)
             engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_concurrent_redemptions_and_issues(backend: str, tmp_path: Path) -> None:
+    """100 tills redeem one code at once: one succeeds. 50 issues at a stock of 10: 10 succeed."""
+    from siyu.errors import Conflict
+    from siyu.loyalty import vouchers
+    from siyu.loyalty.models import Voucher, VoucherKind, VoucherTemplate
+
+    require_backend(backend)
+    with fresh_database(backend, tmp_path) as url:
+        engine = db.create_db_engine(
+            url,
+            **({"pool_size": 40, "max_overflow": 0, "pool_timeout": 120} if backend == "postgresql" else {}),
+        )
+        db.set_engine(engine)
+        try:
+            with db.unit_of_work() as session:
+                profile = Profile()
+                session.add(profile)
+                session.flush()
+                member, _ = service.enrol(session, profile.id)
+                gift = VoucherTemplate(
+                    name="20 RMB", kind=VoucherKind.amount_off, value=2000, stock=10, issued=0
+                )
+                session.add(gift)
+                session.flush()
+                voucher, _ = vouchers.issue(session, gift.id, member.id, key="first")
+                code, member_id, template_id = voucher.code, member.id, gift.id
+
+            def redeem(session: object, i: int) -> None:
+                try:
+                    vouchers.redeem(session, code, key=f"till-{i}", channel="pos", order_total_fen=10000)  # type: ignore[arg-type]
+                except Conflict as exc:
+                    raise service.Overdraw(str(exc)) from exc  # counted as the refused outcome
+
+            assert _fire(100, redeem) == Counter({"ok": 1, "overdraw": 99})
+
+            def issue(session: object, i: int) -> None:
+                try:
+                    vouchers.issue(session, template_id, member_id, key=f"issue-{i}")  # type: ignore[arg-type]
+                except Conflict as exc:
+                    raise service.Overdraw(str(exc)) from exc
+
+            assert _fire(50, issue) == Counter({"ok": 9, "overdraw": 41})  # 1 issued before: stock 10
+            with db.get_read_sessionmaker()() as session:
+                assert session.execute(select(func.count()).select_from(Voucher)).scalar_one() == 10
+                issued = session.execute(select(VoucherTemplate.issued)).scalar_one()
+                assert issued == 10
+        finally:
+            db.set_engine(None)
+            engine.dispose()

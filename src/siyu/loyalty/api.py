@@ -5,14 +5,29 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy import select
 
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import BadRequest, Forbidden, NotFound
-from siyu.loyalty import rules, service
-from siyu.loyalty.models import EarningRule, Member, Posting
-from siyu.loyalty.schemas import EnrolIn, LotOut, MemberOut, PostingIn, PostingOut, RuleIn, RuleOut, RulePatch
+from siyu.loyalty import rules, service, vouchers
+from siyu.loyalty.models import EarningRule, Member, Posting, VoucherTemplate
+from siyu.loyalty.schemas import (
+    EnrolIn,
+    IssueIn,
+    LotOut,
+    MemberOut,
+    PostingIn,
+    PostingOut,
+    RedeemIn,
+    RuleIn,
+    RuleOut,
+    RulePatch,
+    VoucherOut,
+    VoucherTemplateIn,
+    VoucherTemplateOut,
+)
 from siyu.profiles import service as profiles_service
 
 router = APIRouter(prefix="/api/v1/loyalty", tags=["loyalty"])
@@ -153,3 +168,104 @@ def patch_rule(rule_id: int, body: RulePatch, principal: ReaderDep, session: Ses
     rule.active = body.active
     session.flush()
     return RuleOut.model_validate(rule, from_attributes=True)
+
+
+def _key(idempotency_key: str | None) -> str:
+    if not idempotency_key:
+        raise BadRequest("Idempotency-Key: send a unique key per request, so a retry never acts twice")
+    return f"api:{idempotency_key}"
+
+
+@router.post(
+    "/voucher-templates",
+    response_model=VoucherTemplateOut,
+    status_code=201,
+    summary="Create a voucher template",
+)
+def create_template(body: VoucherTemplateIn, principal: ReaderDep, session: SessionDep) -> VoucherTemplateOut:
+    _programme(principal)
+    template = VoucherTemplate(**body.model_dump(), issued=0)
+    vouchers.validate_template(template)
+    session.add(template)
+    session.flush()
+    return VoucherTemplateOut.model_validate(template, from_attributes=True)
+
+
+@router.get(
+    "/voucher-templates",
+    response_model=list[VoucherTemplateOut],
+    summary="Voucher templates and the reward catalogue",
+)
+def list_templates(principal: ReaderDep, session: SessionDep) -> list[VoucherTemplateOut]:
+    rows = session.execute(select(VoucherTemplate).order_by(VoucherTemplate.id)).scalars()
+    return [VoucherTemplateOut.model_validate(t, from_attributes=True) for t in rows]
+
+
+@router.post(
+    "/members/{profile_id}/vouchers", response_model=VoucherOut, summary="Issue a voucher to a member"
+)
+def issue_voucher(
+    profile_id: int,
+    body: IssueIn,
+    principal: ReaderDep,
+    session: SessionDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> VoucherOut:
+    _programme(principal)
+    member = _member(session, principal, profile_id)
+    voucher, replayed = vouchers.issue(session, body.template_id, member.id, key=_key(idempotency_key))
+    response.status_code = 200 if replayed else 201
+    return VoucherOut.model_validate(voucher, from_attributes=True)
+
+
+@router.post(
+    "/members/{profile_id}/rewards", response_model=VoucherOut, summary="Buy a catalogue reward with points"
+)
+def buy_reward(
+    profile_id: int,
+    body: IssueIn,
+    principal: ReaderDep,
+    session: SessionDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> VoucherOut:
+    if principal.role not in SPEND_ROLES:
+        raise Forbidden(f"a {principal.role} cannot redeem points")
+    member = _member(session, principal, profile_id)
+    voucher, replayed = vouchers.buy_reward(
+        session, body.template_id, member.id, key=_key(idempotency_key), actor=principal.actor
+    )
+    response.status_code = 200 if replayed else 201
+    return VoucherOut.model_validate(voucher, from_attributes=True)
+
+
+@router.get("/members/{profile_id}/vouchers", response_model=list[VoucherOut], summary="A member's vouchers")
+def list_vouchers(profile_id: int, principal: ReaderDep, session: SessionDep) -> list[VoucherOut]:
+    member = _member(session, principal, profile_id)
+    return [
+        VoucherOut.model_validate(v, from_attributes=True)
+        for v in vouchers.member_vouchers(session, member.id)
+    ]
+
+
+@router.post("/vouchers/{code}/redeem", response_model=VoucherOut, summary="Redeem a voucher (exactly once)")
+def redeem_voucher(
+    code: str,
+    body: RedeemIn,
+    principal: ReaderDep,
+    session: SessionDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> VoucherOut:
+    """200 with the redeemed voucher (again for a retry with the same key); 409 if used, expired or not valid here."""
+    if principal.role not in SPEND_ROLES:
+        raise Forbidden(f"a {principal.role} cannot redeem vouchers")
+    voucher, _ = vouchers.redeem(
+        session,
+        code,
+        key=_key(idempotency_key),
+        channel=body.channel,
+        order_total_fen=body.order_total_fen,
+        order_id=body.order_id,
+    )
+    return VoucherOut.model_validate(voucher, from_attributes=True)

@@ -145,3 +145,57 @@ class EarningRule(Base):
     ends_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VoucherKind(enum.StrEnum):
+    amount_off = "amount_off"  # value: fen off
+    percent_off = "percent_off"  # value: percent off (1 to 100)
+    free_gift = "free_gift"  # gift_sku
+
+
+class VoucherTemplate(Base):
+    """What a voucher gives and when it can be used; with a points cost it is in the reward catalogue."""
+
+    __tablename__ = "loyalty_voucher_templates"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[VoucherKind] = mapped_column(String(16))
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+    gift_sku: Mapped[str | None] = mapped_column(String(100), default=None)
+    min_spend_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    valid_days: Mapped[int] = mapped_column(Integer, default=30)
+    channels: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    points_cost: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    stock: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    issued: Mapped[int] = mapped_column(BigInteger, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VoucherStatus(enum.StrEnum):
+    issued = "issued"
+    redeemed = "redeemed"
+    void = "void"
+
+
+class Voucher(Base):
+    """One member's voucher with a unique code; redeemed exactly once (its row is locked to redeem it)."""
+
+    __tablename__ = "loyalty_vouchers"
+    __table_args__ = (Index(None, "member_id", "status"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    template_id: Mapped[int] = mapped_column(ForeignKey("loyalty_voucher_templates.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("loyalty_members.id"))
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    status: Mapped[VoucherStatus] = mapped_column(String(16), default=VoucherStatus.issued)
+    issue_key: Mapped[str] = mapped_column(String(255), unique=True)
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    valid_until: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    redeem_key: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+    redeemed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    redeemed_channel: Mapped[str | None] = mapped_column(String(40), default=None)
+    redeemed_order_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    # The spend that paid for it, when it was bought from the reward catalogue.
+    posting_id: Mapped[int | None] = mapped_column(ForeignKey("loyalty_postings.id"), default=None)

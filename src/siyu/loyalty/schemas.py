@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from siyu.loyalty.models import MemberStatus, PostingKind, RuleMode
+from siyu.loyalty.models import MemberStatus, PostingKind, RuleMode, VoucherKind, VoucherStatus
 
 
 class EnrolIn(BaseModel):
@@ -91,3 +91,45 @@ class RuleOut(RuleIn):
 
 class RulePatch(BaseModel):
     active: bool
+
+
+class VoucherTemplateIn(BaseModel):
+    name: str
+    kind: VoucherKind
+    value: int = Field(default=0, description="amount_off: fen off; percent_off: percent (1 to 100)")
+    gift_sku: str | None = None
+    min_spend_fen: int = 0
+    valid_days: int = 30
+    channels: list[str] = Field(
+        default_factory=list, description="Where it can be redeemed (empty: anywhere)"
+    )
+    points_cost: int | None = Field(default=None, description="Set to offer it in the reward catalogue")
+    stock: int | None = None
+    active: bool = True
+
+
+class VoucherTemplateOut(VoucherTemplateIn):
+    id: int
+    issued: int
+
+
+class IssueIn(BaseModel):
+    template_id: int
+
+
+class VoucherOut(BaseModel):
+    id: int
+    template_id: int
+    code: str
+    status: VoucherStatus
+    issued_at: dt.datetime
+    valid_until: dt.datetime
+    redeemed_at: dt.datetime | None
+    redeemed_channel: str | None
+    redeemed_order_id: str | None
+
+
+class RedeemIn(BaseModel):
+    channel: str = Field(description="pos, miniprogram, tmall, …")
+    order_total_fen: int = Field(ge=0)
+    order_id: str | None = None

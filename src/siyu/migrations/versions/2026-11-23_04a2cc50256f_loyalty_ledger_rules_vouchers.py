@@ -1,8 +1,8 @@
-"""loyalty ledger and rules
+"""loyalty ledger rules vouchers
 
-Revision ID: 6b8abb19c8a3
+Revision ID: 04a2cc50256f
 Revises: 908056d73fe0
-Create Date: 2026-11-23 12:18:59.923004
+Create Date: 2026-11-23 12:20:28.653346
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import siyu.db
 
-revision: str = "6b8abb19c8a3"
+revision: str = "04a2cc50256f"
 down_revision: str | None = "908056d73fe0"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -65,6 +65,29 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("created_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_rules")),
+    )
+    op.create_table(
+        "loyalty_voucher_templates",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("value", sa.BigInteger(), nullable=False),
+        sa.Column("gift_sku", sa.String(length=100), nullable=True),
+        sa.Column("min_spend_fen", sa.BigInteger(), nullable=False),
+        sa.Column("valid_days", sa.Integer(), nullable=False),
+        sa.Column(
+            "channels",
+            sa.JSON(none_as_null=True).with_variant(
+                postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"
+            ),
+            nullable=False,
+        ),
+        sa.Column("points_cost", sa.BigInteger(), nullable=True),
+        sa.Column("stock", sa.BigInteger(), nullable=True),
+        sa.Column("issued", sa.BigInteger(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("created_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_voucher_templates")),
     )
     op.create_table(
         "loyalty_members",
@@ -154,6 +177,44 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_loyalty_lots_order_id"), ["order_id"], unique=False)
 
     op.create_table(
+        "loyalty_vouchers",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("code", sa.String(length=32), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("issue_key", sa.String(length=255), nullable=False),
+        sa.Column("issued_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("valid_until", siyu.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("redeem_key", sa.String(length=255), nullable=True),
+        sa.Column("redeemed_at", siyu.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("redeemed_channel", sa.String(length=40), nullable=True),
+        sa.Column("redeemed_order_id", sa.String(length=100), nullable=True),
+        sa.Column("posting_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["loyalty_members.id"], name=op.f("fk_loyalty_vouchers_member_id_loyalty_members")
+        ),
+        sa.ForeignKeyConstraint(
+            ["posting_id"],
+            ["loyalty_postings.id"],
+            name=op.f("fk_loyalty_vouchers_posting_id_loyalty_postings"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["template_id"],
+            ["loyalty_voucher_templates.id"],
+            name=op.f("fk_loyalty_vouchers_template_id_loyalty_voucher_templates"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_vouchers")),
+        sa.UniqueConstraint("code", name=op.f("uq_loyalty_vouchers_code")),
+        sa.UniqueConstraint("issue_key", name=op.f("uq_loyalty_vouchers_issue_key")),
+        sa.UniqueConstraint("redeem_key", name=op.f("uq_loyalty_vouchers_redeem_key")),
+    )
+    with op.batch_alter_table("loyalty_vouchers", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_loyalty_vouchers_member_id"), ["member_id", "status"], unique=False
+        )
+
+    op.create_table(
         "loyalty_lot_draws",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("posting_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -183,6 +244,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_loyalty_lot_draws_lot_id"))
 
     op.drop_table("loyalty_lot_draws")
+    with op.batch_alter_table("loyalty_vouchers", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_loyalty_vouchers_member_id"))
+
+    op.drop_table("loyalty_vouchers")
     with op.batch_alter_table("loyalty_lots", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_loyalty_lots_order_id"))
         batch_op.drop_index(batch_op.f("ix_loyalty_lots_member_id"))
@@ -195,5 +260,6 @@ def downgrade() -> None:
 
     op.drop_table("loyalty_postings")
     op.drop_table("loyalty_members")
+    op.drop_table("loyalty_voucher_templates")
     op.drop_table("loyalty_rules")
     # ### end Alembic commands ###
