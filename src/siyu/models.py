@@ -23,7 +23,18 @@ from siyu.identity.models import (
     MergeReview,
 )
 from siyu.ingest.models import DeadLetter, Event
-from siyu.loyalty.models import EarningRule, Lot, LotDraw, Member, Posting, Voucher, VoucherTemplate
+from siyu.loyalty.models import (
+    BlindBox,
+    BlindBoxDraw,
+    BlindBoxPrize,
+    EarningRule,
+    Lot,
+    LotDraw,
+    Member,
+    Posting,
+    Voucher,
+    VoucherTemplate,
+)
 from siyu.outbox.models import OutboxMessage
 from siyu.profiles.models import Consent, Profile
 
@@ -32,6 +43,9 @@ __all__ = [
     "ApiKey",
     "AuditLog",
     "Base",
+    "BlindBox",
+    "BlindBoxDraw",
+    "BlindBoxPrize",
     "BlockedLink",
     "ChannelAccount",
     "ChannelCall",

@@ -124,3 +124,52 @@ def test_concurrent_redemptions_and_issues(backend: str, tmp_path: Path) -> None
         finally:
             db.set_engine(None)
             engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_concurrent_draws_never_oversell_a_prize(backend: str, tmp_path: Path) -> None:
+    """60 members draw at once from a box whose only prize has a stock of 5: 5 win, 55 find it empty."""
+    from siyu.errors import Conflict
+    from siyu.loyalty import blind_boxes
+    from siyu.loyalty.models import BlindBox, BlindBoxPrize
+
+    require_backend(backend)
+    with fresh_database(backend, tmp_path) as url:
+        engine = db.create_db_engine(
+            url,
+            **({"pool_size": 40, "max_overflow": 0, "pool_timeout": 120} if backend == "postgresql" else {}),
+        )
+        db.set_engine(engine)
+        try:
+            members: list[int] = []
+            with db.unit_of_work() as session:
+                box = BlindBox(name="Limited", points_cost=10, active=True)
+                session.add(box)
+                session.flush()
+                session.add(
+                    BlindBoxPrize(box_id=box.id, name="Qipao", weight=1, stock=5, awarded=0, bonus_points=0)
+                )
+                for _ in range(60):
+                    profile = Profile()
+                    session.add(profile)
+                    session.flush()
+                    member, _ = service.enrol(session, profile.id)
+                    service.earn(session, member.id, 10, key=f"seed-{member.id}")
+                    members.append(member.id)
+                box_id = box.id
+
+            def draw(session: object, i: int) -> None:
+                try:
+                    blind_boxes.draw(session, box_id, members[i], key=f"draw-{i}")  # type: ignore[arg-type]
+                except Conflict as exc:
+                    raise service.Overdraw(str(exc)) from exc
+
+            assert _fire(60, draw) == Counter({"ok": 5, "overdraw": 55})
+            with db.get_read_sessionmaker()() as session:
+                assert session.execute(select(BlindBoxPrize.awarded)).scalar_one() == 5
+                # The 55 who found it empty paid nothing.
+                balances = session.execute(select(Member.balance)).scalars().all()
+                assert sorted(balances) == [0] * 5 + [10] * 55
+        finally:
+            db.set_engine(None)
+            engine.dispose()

@@ -11,15 +11,20 @@ from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import BadRequest, Forbidden, NotFound
-from siyu.loyalty import rules, service, vouchers
-from siyu.loyalty.models import EarningRule, Member, Posting, VoucherTemplate
+from siyu.loyalty import blind_boxes, rules, service, vouchers
+from siyu.loyalty.models import BlindBox, BlindBoxPrize, EarningRule, Member, Posting, VoucherTemplate
 from siyu.loyalty.schemas import (
+    BlindBoxIn,
+    BlindBoxOut,
+    BlindBoxStatsOut,
+    DrawOut,
     EnrolIn,
     IssueIn,
     LotOut,
     MemberOut,
     PostingIn,
     PostingOut,
+    PrizeStatsOut,
     RedeemIn,
     RuleIn,
     RuleOut,
@@ -269,3 +274,62 @@ def redeem_voucher(
         order_id=body.order_id,
     )
     return VoucherOut.model_validate(voucher, from_attributes=True)
+
+
+@router.post(
+    "/blind-boxes", response_model=BlindBoxOut, status_code=201, summary="Create a blind box and its prizes"
+)
+def create_blind_box(body: BlindBoxIn, principal: ReaderDep, session: SessionDep) -> BlindBoxOut:
+    _programme(principal)
+    box = BlindBox(name=body.name, points_cost=body.points_cost, active=True)
+    prizes = [BlindBoxPrize(**p.model_dump(), awarded=0) for p in body.prizes]
+    blind_boxes.validate(box, prizes)
+    session.add(box)
+    session.flush()
+    for prize in prizes:
+        prize.box_id = box.id
+        session.add(prize)
+    session.flush()
+    return BlindBoxOut.model_validate(box, from_attributes=True)
+
+
+@router.get(
+    "/blind-boxes/{box_id}/stats", response_model=BlindBoxStatsOut, summary="Odds against the draw history"
+)
+def blind_box_stats(box_id: int, principal: ReaderDep, session: SessionDep) -> BlindBoxStatsOut:
+    prizes = blind_boxes.stats(session, box_id)
+    return BlindBoxStatsOut(
+        box_id=box_id,
+        draws=sum(p.draws for p in prizes),
+        prizes=[PrizeStatsOut.model_validate(p, from_attributes=True) for p in prizes],
+        unverifiable_draws=blind_boxes.verify(session, box_id),
+    )
+
+
+@router.post(
+    "/members/{profile_id}/blind-boxes/{box_id}/draws",
+    response_model=DrawOut,
+    summary="Draw (paid with points)",
+)
+def draw_blind_box(
+    profile_id: int,
+    box_id: int,
+    principal: ReaderDep,
+    session: SessionDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> DrawOut:
+    """201 with the prize; a retry with the same key answers the same draw; 409 without enough points or prizes."""
+    if principal.role not in SPEND_ROLES:
+        raise Forbidden(f"a {principal.role} cannot draw for a member")
+    member = _member(session, principal, profile_id)
+    result = blind_boxes.draw(session, box_id, member.id, key=_key(idempotency_key))
+    response.status_code = 200 if result.replayed else 201
+    return DrawOut(
+        draw_id=result.draw.id,
+        prize_id=result.prize.id,
+        prize=result.prize.name,
+        roll=result.draw.roll,
+        voucher_id=result.draw.voucher_id,
+        bonus_points=result.prize.bonus_points,
+    )

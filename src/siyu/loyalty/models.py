@@ -199,3 +199,53 @@ class Voucher(Base):
     redeemed_order_id: Mapped[str | None] = mapped_column(String(100), default=None)
     # The spend that paid for it, when it was bought from the reward catalogue.
     posting_id: Mapped[int | None] = mapped_column(ForeignKey("loyalty_postings.id"), default=None)
+
+
+class BlindBox(Base):
+    """A draw paid with points; its row is locked for each draw, so prize stock is never oversold."""
+
+    __tablename__ = "loyalty_blind_boxes"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    points_cost: Mapped[int] = mapped_column(BigInteger)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BlindBoxPrize(Base):
+    """A prize with its weight (odds = weight / total weight of prizes in stock) and stock."""
+
+    __tablename__ = "loyalty_blind_box_prizes"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    box_id: Mapped[int] = mapped_column(ForeignKey("loyalty_blind_boxes.id"), index=True)
+    name: Mapped[str] = mapped_column(String(120))
+    weight: Mapped[int] = mapped_column(Integer)
+    stock: Mapped[int | None] = mapped_column(BigInteger, default=None)  # None: unlimited
+    awarded: Mapped[int] = mapped_column(BigInteger, default=0)
+    # What the winner gets: a voucher of a template, bonus points, or nothing ("thank you").
+    voucher_template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("loyalty_voucher_templates.id"), default=None
+    )
+    bonus_points: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BlindBoxDraw(Base):
+    """One draw, with the roll and the weights in force: anyone can recompute the prize from them."""
+
+    __tablename__ = "loyalty_blind_box_draws"
+    __table_args__ = (Index(None, "box_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    box_id: Mapped[int] = mapped_column(ForeignKey("loyalty_blind_boxes.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("loyalty_members.id"), index=True)
+    prize_id: Mapped[int] = mapped_column(ForeignKey("loyalty_blind_box_prizes.id"))
+    # A uniform integer in [0, total weight): the prize is the one whose cumulative weight band holds it.
+    roll: Mapped[int] = mapped_column(BigInteger)
+    # [[prize_id, weight], …] of the prizes in stock at the draw, in prize id order.
+    weights: Mapped[list[list[int]]] = mapped_column(JSONType)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    posting_id: Mapped[int] = mapped_column(ForeignKey("loyalty_postings.id"))
+    voucher_id: Mapped[int | None] = mapped_column(ForeignKey("loyalty_vouchers.id"), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -133,3 +133,53 @@ class RedeemIn(BaseModel):
     channel: str = Field(description="pos, miniprogram, tmall, …")
     order_total_fen: int = Field(ge=0)
     order_id: str | None = None
+
+
+class PrizeIn(BaseModel):
+    name: str
+    weight: int = Field(description="Odds = weight / total weight of the prizes in stock")
+    stock: int | None = None
+    voucher_template_id: int | None = None
+    bonus_points: int = 0
+
+
+class BlindBoxIn(BaseModel):
+    name: str
+    points_cost: int
+    prizes: list[PrizeIn]
+
+
+class BlindBoxOut(BaseModel):
+    id: int
+    name: str
+    points_cost: int
+    active: bool
+
+
+class PrizeStatsOut(BaseModel):
+    prize_id: int
+    name: str
+    weight: int
+    configured_odds: float
+    draws: int
+    observed_share: float
+    stock: int | None
+    awarded: int
+
+
+class BlindBoxStatsOut(BaseModel):
+    box_id: int
+    draws: int
+    prizes: list[PrizeStatsOut]
+    unverifiable_draws: list[int] = Field(
+        description="Draws whose prize does not follow from their roll (should be empty)"
+    )
+
+
+class DrawOut(BaseModel):
+    draw_id: int
+    prize_id: int
+    prize: str
+    roll: int
+    voucher_id: int | None
+    bonus_points: int
