@@ -348,7 +348,13 @@ def progress_reporter(label: str, total: int, deadline: float) -> Iterator[Calla
 
 
 def timed_import(
-    path: Path, source: str, mapping: mappings.Mapping, chunk_rows: int, report: Path, label: str, total: int,
+    path: Path,
+    source: str,
+    mapping: mappings.Mapping,
+    chunk_rows: int,
+    report: Path,
+    label: str,
+    total: int,
     deadline: float,
 ) -> tuple[ImportResult, float]:
     """run_import on the bound database; (its result, its wall seconds)."""
@@ -396,8 +402,14 @@ def run_one(kind: str, args: argparse.Namespace, path: Path, stats: FileStats) -
         with ingest.fresh_database(kind, args.pg_admin_dsn, workdir) as db, siyu_bound_to(db.url, workdir):
             console.print(f"  timed: run_import of {stats.rows:,} rows, chunks of {args.chunk_rows:,}")
             first, wall = timed_import(
-                path, args.source, mapping, args.chunk_rows, workdir / "errors-1.csv", "import",
-                stats.rows, deadline,
+                path,
+                args.source,
+                mapping,
+                args.chunk_rows,
+                workdir / "errors-1.csv",
+                "import",
+                stats.rows,
+                deadline,
             )
             stored = int(ingest.db_scalar(db, "SELECT count(*) FROM events"))
             refused_events = sum(converted.events_per_row[f.row] for f in first.failures)
@@ -413,8 +425,14 @@ def run_one(kind: str, args: argparse.Namespace, path: Path, stats: FileStats) -
 
             console.print("  re-run: the same file again (every row already stored)")
             again, rerun_wall = timed_import(
-                path, args.source, mapping, args.chunk_rows, workdir / "errors-2.csv", "re-run",
-                stats.rows, deadline,
+                path,
+                args.source,
+                mapping,
+                args.chunk_rows,
+                workdir / "errors-2.csv",
+                "re-run",
+                stats.rows,
+                deadline,
             )
             stored_after = int(ingest.db_scalar(db, "SELECT count(*) FROM events"))
             console.print(
@@ -477,7 +495,9 @@ def check_first(result: ImportResult, stats: FileStats, stored: int, expected: i
     if result.rows_failed != sum(stats.bad.values()):
         problems.append(f"{result.rows_failed} rows refused, the file has {sum(stats.bad.values())} bad rows")
     if stored != expected:
-        problems.append(f"events holds {stored} rows, expected {expected} (the bench database is not written?)")
+        problems.append(
+            f"events holds {stored} rows, expected {expected} (the bench database is not written?)"
+        )
     if problems:
         raise BenchError("; ".join(problems))
 
@@ -485,7 +505,9 @@ def check_first(result: ImportResult, stats: FileStats, stored: int, expected: i
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--rows", type=int, default=1_000_000, help="order rows in the file (default 1,000,000)")
+    parser.add_argument(
+        "--rows", type=int, default=1_000_000, help="order rows in the file (default 1,000,000)"
+    )
     parser.add_argument(
         "--customers", type=int, default=200_000, help="distinct customers in the file (default 200,000)"
     )
