@@ -94,7 +94,8 @@ def worker(
         if once:
             console.print(
                 f"stored {drained.events} queued event(s), ran {done} job(s), "
-                f"released {scheduled.released} and expired {scheduled.expired} points lot(s)"
+                f"released {scheduled.released} and expired {scheduled.expired} points lot(s), "
+                f"reviewed {scheduled.reviewed} tier(s)"
             )
             return
         if done == 0 and drained.batches == 0:

@@ -32,6 +32,7 @@ from siyu.loyalty.models import (
     LotDraw,
     Member,
     Posting,
+    Tier,
     Voucher,
     VoucherTemplate,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "Region",
     "Role",
     "Store",
+    "Tier",
     "User",
     "Voucher",
     "VoucherTemplate",

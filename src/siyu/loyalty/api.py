@@ -10,9 +10,9 @@ from sqlalchemy import select
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.deps import ReaderDep, SessionDep
-from siyu.errors import BadRequest, Forbidden, NotFound
-from siyu.loyalty import blind_boxes, rules, service, vouchers
-from siyu.loyalty.models import BlindBox, BlindBoxPrize, EarningRule, Member, Posting, VoucherTemplate
+from siyu.errors import BadRequest, Conflict, Forbidden, NotFound
+from siyu.loyalty import blind_boxes, rules, service, tiers, vouchers
+from siyu.loyalty.models import BlindBox, BlindBoxPrize, EarningRule, Member, Posting, Tier, VoucherTemplate
 from siyu.loyalty.schemas import (
     BlindBoxIn,
     BlindBoxOut,
@@ -29,6 +29,8 @@ from siyu.loyalty.schemas import (
     RuleIn,
     RuleOut,
     RulePatch,
+    TierIn,
+    TierOut,
     VoucherOut,
     VoucherTemplateIn,
     VoucherTemplateOut,
@@ -333,3 +335,20 @@ def draw_blind_box(
         voucher_id=result.draw.voucher_id,
         bonus_points=result.prize.bonus_points,
     )
+
+
+@router.post("/tiers", response_model=TierOut, status_code=201, summary="Define a tier")
+def create_tier(body: TierIn, principal: ReaderDep, session: SessionDep) -> TierOut:
+    _programme(principal)
+    tier = Tier(**body.model_dump())
+    tiers.validate(tier)
+    if session.execute(select(Tier.id).where((Tier.name == tier.name) | (Tier.rank == tier.rank))).first():
+        raise Conflict(f"a tier named {tier.name!r} or of rank {tier.rank} exists")
+    session.add(tier)
+    session.flush()
+    return TierOut.model_validate(tier, from_attributes=True)
+
+
+@router.get("/tiers", response_model=list[TierOut], summary="Tiers, entry tier first")
+def list_tiers(principal: ReaderDep, session: SessionDep) -> list[TierOut]:
+    return [TierOut.model_validate(t, from_attributes=True) for t in tiers.list_tiers(session)]

@@ -39,6 +39,9 @@ class Member(Base):
     join_channel: Mapped[str] = mapped_column(String(40), default="")
     join_store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"), default=None)
     joined_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    tier_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The next membership anniversary, when the tier is reviewed (and lowered by one if not requalified).
+    tier_review_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None, index=True)
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
     pending: Mapped[int] = mapped_column(BigInteger, default=0)
     debt: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -249,3 +252,20 @@ class BlindBoxDraw(Base):
     posting_id: Mapped[int] = mapped_column(ForeignKey("loyalty_postings.id"))
     voucher_id: Mapped[int | None] = mapped_column(ForeignKey("loyalty_vouchers.id"), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Tier(Base):
+    """A membership tier: reached by qualifying points or spend over a rolling 12 months."""
+
+    __tablename__ = "loyalty_tiers"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    rank: Mapped[int] = mapped_column(Integer, unique=True)
+    # Points earned (not the balance) or spend in fen over the last 12 months; either qualifies.
+    threshold_points: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    threshold_spend_fen: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # Earning multiplier for rules that do not name this tier themselves.
+    multiplier: Mapped[float] = mapped_column(Float, default=1.0)
+    # What the tier gives beyond points: early_access, event_invitations, … (shown to members, used by journeys).
+    benefits: Mapped[list[str]] = mapped_column(JSONType, default=list)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from siyu.config import Settings, get_settings
 from siyu.ingest.reactors import StoredEvent
-from siyu.loyalty import rules, service
+from siyu.loyalty import rules, service, tiers
 from siyu.loyalty.models import Member, MemberStatus, Posting, PostingKind
 
 SIGN_UPS = frozenset({"Membership Joined", "Member Signed Up"})
@@ -69,6 +69,8 @@ def _earn(session: Session, member: Member, ev: StoredEvent, at: dt.datetime, se
             detail=detail,
             now=at,
         )
+    # Qualifying points count from the moment they are earned: an upgrade is immediate.
+    tiers.upgrade(session, member, now=at, message_id=f"tier-up:{ev.message_id}")
 
 
 def _posted(session: Session, key: str) -> bool:

@@ -24,7 +24,7 @@ from siyu.config import Settings
 from siyu.db import is_postgres
 from siyu.errors import BadRequest
 from siyu.ingest.reactors import StoredEvent
-from siyu.loyalty.models import EarningRule, Member, Posting, PostingKind, RuleMode
+from siyu.loyalty.models import EarningRule, Member, Posting, PostingKind, RuleMode, Tier
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +174,13 @@ def evaluate(
             campaigns.append(rule.name)
     earning = [r for r in rules if r.mode != RuleMode.multiplier]
     awards: list[Award] = []
+    # The member's tier multiplier, for rules that do not name the tier themselves (and the built-in one).
+    tier_default = (
+        session.execute(select(Tier.multiplier).where(Tier.name == member.tier)).scalar_one_or_none() or 1.0
+    )
     if ev.event == "Order Completed" and not any(r.mode == RuleMode.per_yuan for r in earning):
-        points = math.floor(ev.amount_fen / 100 * settings.loyalty_points_per_yuan * campaign)
+        rate = settings.loyalty_points_per_yuan * tier_default * campaign
+        points = math.floor(ev.amount_fen / 100 * rate + 1e-9)
         if points > 0:
             awards.append(Award(None, points, {"campaigns": campaigns} if campaigns else {}))
     zone = ZoneInfo(settings.loyalty_timezone)
@@ -194,7 +199,7 @@ def evaluate(
             raw = rule.amount
         else:
             raw, detail = _order_points(rule.amount, ev, rule.item_multipliers or {})
-        raw *= float((rule.tier_multipliers or {}).get(member.tier, 1.0)) * campaign
+        raw *= float((rule.tier_multipliers or {}).get(member.tier, tier_default)) * campaign
         points = math.floor(raw + 1e-9)
         if campaigns:
             detail["campaigns"] = campaigns

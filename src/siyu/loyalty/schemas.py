@@ -183,3 +183,16 @@ class DrawOut(BaseModel):
     roll: int
     voucher_id: int | None
     bonus_points: int
+
+
+class TierIn(BaseModel):
+    name: str
+    rank: int = Field(description="0 for the entry tier")
+    threshold_points: int | None = Field(default=None, description="Points earned in 12 months to reach it")
+    threshold_spend_fen: int | None = Field(default=None, description="Or spend in 12 months, in fen")
+    multiplier: float = 1.0
+    benefits: list[str] = Field(default_factory=list, description="early_access, event_invitations, …")
+
+
+class TierOut(TierIn):
+    id: int

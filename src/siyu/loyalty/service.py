@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.errors import BadRequest, Conflict, NotFound
-from siyu.loyalty.models import Lot, LotDraw, Member, MemberStatus, Posting, PostingKind
+from siyu.loyalty.models import Lot, LotDraw, Member, MemberStatus, Posting, PostingKind, Tier
 from siyu.profiles.models import Profile
 from siyu.profiles.service import live_id
 
@@ -79,7 +79,7 @@ def enrol(
             profile_id=profile_id,
             member_number=f"pending-{profile_id}",
             status=MemberStatus.active,
-            tier=tier or settings.loyalty_default_tier,
+            tier=tier or _entry_tier(session) or settings.loyalty_default_tier,
             join_channel=channel[:40],
             join_store_id=store_id,
             joined_at=now,
@@ -97,6 +97,10 @@ def enrol(
         member.member_number = f"{settings.loyalty_member_prefix}{member.id:08d}"
         session.flush()
     return member, created
+
+
+def _entry_tier(session: Session) -> str | None:
+    return session.execute(select(Tier.name).order_by(Tier.rank).limit(1)).scalar_one_or_none()
 
 
 def get_member_by_profile(session: Session, profile_id: int) -> Member | None:

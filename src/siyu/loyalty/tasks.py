@@ -1,4 +1,4 @@
-"""Scheduled ledger work for `siyu worker`: release points whose return window closed, expire old ones."""
+"""Scheduled work for `siyu worker`: release points whose return window closed, expire old ones, review tiers."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.db import utcnow
-from siyu.loyalty import service
+from siyu.loyalty import service, tiers
 
 
 @dataclass(frozen=True, slots=True)
 class Scheduled:
     released: int
     expired: int
+    reviewed: int = 0
 
 
 def run_scheduled(
@@ -37,4 +38,7 @@ def run_scheduled(
         expired += n
         if n < batch:
             break
-    return Scheduled(released, expired)
+    with factory() as session:
+        reviewed = tiers.review_due(session, now=now, limit=100_000)
+        session.commit()
+    return Scheduled(released, expired, reviewed)

@@ -1,8 +1,8 @@
-"""loyalty ledger rules vouchers blind boxes
+"""loyalty
 
-Revision ID: 10be9f7453ca
+Revision ID: 9d4949fc81cf
 Revises: 908056d73fe0
-Create Date: 2026-11-23 12:21:46.480315
+Create Date: 2026-11-23 12:30:12.227900
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import siyu.db
 
-revision: str = "10be9f7453ca"
+revision: str = "9d4949fc81cf"
 down_revision: str | None = "908056d73fe0"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -76,6 +76,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_rules")),
     )
     op.create_table(
+        "loyalty_tiers",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=40), nullable=False),
+        sa.Column("rank", sa.Integer(), nullable=False),
+        sa.Column("threshold_points", sa.BigInteger(), nullable=True),
+        sa.Column("threshold_spend_fen", sa.BigInteger(), nullable=True),
+        sa.Column("multiplier", sa.Float(), nullable=False),
+        sa.Column(
+            "benefits",
+            sa.JSON(none_as_null=True).with_variant(
+                postgresql.JSONB(none_as_null=True, astext_type=sa.Text()), "postgresql"
+            ),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_tiers")),
+        sa.UniqueConstraint("name", name=op.f("uq_loyalty_tiers_name")),
+        sa.UniqueConstraint("rank", name=op.f("uq_loyalty_tiers_rank")),
+    )
+    op.create_table(
         "loyalty_voucher_templates",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("name", sa.String(length=120), nullable=False),
@@ -133,6 +152,8 @@ def upgrade() -> None:
         sa.Column("join_channel", sa.String(length=40), nullable=False),
         sa.Column("join_store_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("joined_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("tier_since", siyu.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("tier_review_at", siyu.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("balance", sa.BigInteger(), nullable=False),
         sa.Column("pending", sa.BigInteger(), nullable=False),
         sa.Column("debt", sa.BigInteger(), nullable=False),
@@ -147,6 +168,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("member_number", name=op.f("uq_loyalty_members_member_number")),
         sa.UniqueConstraint("profile_id", name=op.f("uq_loyalty_members_profile_id")),
     )
+    with op.batch_alter_table("loyalty_members", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_loyalty_members_tier_review_at"), ["tier_review_at"], unique=False
+        )
+
     op.create_table(
         "loyalty_postings",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -348,12 +374,16 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_loyalty_postings_member_id"))
 
     op.drop_table("loyalty_postings")
+    with op.batch_alter_table("loyalty_members", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_loyalty_members_tier_review_at"))
+
     op.drop_table("loyalty_members")
     with op.batch_alter_table("loyalty_blind_box_prizes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_loyalty_blind_box_prizes_box_id"))
 
     op.drop_table("loyalty_blind_box_prizes")
     op.drop_table("loyalty_voucher_templates")
+    op.drop_table("loyalty_tiers")
     op.drop_table("loyalty_rules")
     op.drop_table("loyalty_blind_boxes")
     # ### end Alembic commands ###

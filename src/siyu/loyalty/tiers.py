@@ -1,0 +1,195 @@
+"""Tiers: qualification over a rolling 12 months, immediate upgrade, one-step downgrade at the anniversary.
+
+Qualifying points are the points earned (earn postings, pending or not, less what refunds reversed) in the
+last 365 days; qualifying spend is the member's completed orders less refunds in that window. A tier is
+reached by either threshold. A change of tier is written to the customer's timeline as `Tier Changed`
+(from, to, reason) through the ingest pipeline, where alerts and journeys can react to it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from siyu.config import get_settings
+from siyu.db import utcnow
+from siyu.errors import BadRequest
+from siyu.identity.models import Identifier
+from siyu.ingest.models import Event
+from siyu.ingest.service import check_batch, enqueue_batch
+from siyu.loyalty.models import Member, Posting, PostingKind, Tier
+
+WINDOW = dt.timedelta(days=365)
+
+
+def validate(tier: Tier) -> None:
+    """BadRequest naming what cannot work in a tier."""
+    if not tier.name.strip():
+        raise BadRequest("name: required")
+    if tier.rank < 0:
+        raise BadRequest("rank: 0 for the entry tier, higher for higher tiers")
+    if tier.rank > 0 and tier.threshold_points is None and tier.threshold_spend_fen is None:
+        raise BadRequest(
+            "threshold_points or threshold_spend_fen: a tier above the entry one needs a threshold"
+        )
+    if tier.multiplier <= 0:
+        raise BadRequest("multiplier: must be more than 0")
+
+
+def list_tiers(session: Session) -> Sequence[Tier]:
+    """Tiers from the entry one up."""
+    return session.execute(select(Tier).order_by(Tier.rank)).scalars().all()
+
+
+def qualifying(session: Session, member: Member, now: dt.datetime) -> tuple[int, int]:
+    """(points earned, spend in fen) over the last 12 months."""
+    since = now - WINDOW
+    points = session.execute(
+        select(func.coalesce(func.sum(Posting.points), 0)).where(
+            Posting.member_id == member.id,
+            Posting.kind.in_([PostingKind.earn, PostingKind.reverse]),
+            Posting.created_at > since,
+            Posting.created_at <= now,
+        )
+    ).scalar_one()
+    spend = session.execute(
+        select(
+            func.coalesce(func.sum(Event.amount_fen).filter(Event.event == "Order Completed"), 0)
+            - func.coalesce(func.sum(Event.amount_fen).filter(Event.event == "Order Refunded"), 0)
+        ).where(Event.profile_id == member.profile_id, Event.timestamp > since, Event.timestamp <= now)
+    ).scalar_one()
+    return int(points), int(spend)
+
+
+def _reached(tiers: Sequence[Tier], points: int, spend: int) -> Tier | None:
+    best: Tier | None = None
+    for tier in tiers:
+        by_points = tier.threshold_points is not None and points >= tier.threshold_points
+        by_spend = tier.threshold_spend_fen is not None and spend >= tier.threshold_spend_fen
+        if tier.rank == 0 or by_points or by_spend:
+            best = tier
+    return best
+
+
+def _next_anniversary(joined: dt.datetime, now: dt.datetime) -> dt.datetime:
+    years = max(now.year - joined.year, 1)
+    while True:
+        try:
+            candidate = joined.replace(year=joined.year + years)
+        except ValueError:  # 29 February
+            candidate = joined.replace(year=joined.year + years, day=28)
+        if candidate > now:
+            return candidate
+        years += 1
+
+
+def upgrade(
+    session: Session, member: Member, *, now: dt.datetime | None = None, message_id: str | None = None
+) -> bool:
+    """Raise the member to the highest tier they qualify for now; True when the tier changed."""
+    now = now or utcnow()
+    tiers = list_tiers(session)
+    if not tiers:
+        return False
+    rank = {t.name: t.rank for t in tiers}
+    points, spend = qualifying(session, member, now)
+    reached = _reached(tiers, points, spend)
+    if reached is None or reached.rank <= rank.get(member.tier, -1):
+        return False
+    _change(
+        session,
+        member,
+        reached.name,
+        f"qualified with {points} points, {spend / 100:.2f} CNY in 12 months",
+        now,
+        message_id,
+    )
+    return True
+
+
+def review_due(session: Session, *, now: dt.datetime | None = None, limit: int = 500) -> int:
+    """At each member's anniversary, lower by one tier a member who no longer qualifies; returns reviews done."""
+    now = now or utcnow()
+    tiers = list_tiers(session)
+    by_rank = {t.rank: t for t in tiers}
+    members = list(
+        session.execute(
+            select(Member)
+            .where(Member.tier_review_at.is_not(None), Member.tier_review_at <= now)
+            .limit(limit)
+        ).scalars()
+    )
+    for member in members:
+        current = next((t for t in tiers if t.name == member.tier), None)
+        review_at = member.tier_review_at
+        member.tier_review_at = _next_anniversary(member.joined_at, now)
+        if current is None or current.rank == 0:
+            continue
+        points, spend = qualifying(session, member, now)
+        reached = _reached(tiers, points, spend)
+        if reached is not None and reached.rank >= current.rank:
+            continue
+        lower = max((r for r in by_rank if r < current.rank), default=None)
+        if lower is None:
+            continue
+        stamp = review_at.isoformat() if review_at else now.isoformat()
+        _change(
+            session,
+            member,
+            by_rank[lower].name,
+            f"anniversary review: {points} points, {spend / 100:.2f} CNY in 12 months",
+            now,
+            f"tier-review:{member.id}:{stamp}",
+        )
+    session.flush()
+    return len(members)
+
+
+def _change(
+    session: Session, member: Member, tier: str, reason: str, now: dt.datetime, message_id: str | None
+) -> None:
+    previous = member.tier
+    member.tier = tier
+    member.tier_since = now
+    if member.tier_review_at is None:
+        member.tier_review_at = _next_anniversary(member.joined_at, now)
+    session.flush()
+    _timeline(
+        session,
+        member,
+        previous,
+        tier,
+        reason,
+        now,
+        message_id or f"tier:{member.id}:{tier}:{now.isoformat()}",
+    )
+
+
+def _timeline(
+    session: Session, member: Member, previous: str, tier: str, reason: str, now: dt.datetime, key: str
+) -> None:
+    # The event goes through the pipeline on one of the customer's identifiers, like any other event.
+    identifier = session.execute(
+        select(Identifier.type, Identifier.value)
+        .where(Identifier.profile_id == member.profile_id)
+        .order_by(Identifier.id)
+        .limit(1)
+    ).first()
+    if identifier is None:
+        return
+    id_type, value = identifier
+    event = {
+        "type": "track",
+        "event": "Tier Changed",
+        "messageId": f"loyalty:{key}"[:255],
+        "timestamp": now.isoformat(),
+        "properties": {"from": previous, "to": tier, "reason": reason, "member_number": member.member_number},
+        "context": {"channel": "loyalty", "externalIds": [{"id": value, "type": id_type}]},
+    }
+    checked = check_batch(
+        [event], source_key_id=None, batch_context=None, received_at=now, settings=get_settings()
+    )
+    enqueue_batch(session, checked, batch_context=None)

@@ -1,0 +1,124 @@
+"""Tiers: qualifying points over 12 months, immediate upgrade on the timeline, one-step anniversary downgrade."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from siyu import db
+from siyu.ingest.models import Event
+from siyu.loyalty import service
+from siyu.loyalty.tasks import run_scheduled
+from tests import factories
+from tests.factories import event
+from tests.helpers import Api
+
+
+@pytest.fixture
+def api(client: TestClient, session: Session) -> Api:
+    api = Api(client, session)
+    for body in (
+        {"name": "Jade", "rank": 0},
+        {
+            "name": "Gold",
+            "rank": 1,
+            "threshold_points": 1000,
+            "multiplier": 1.5,
+            "benefits": ["early_access"],
+        },
+        {
+            "name": "Platinum",
+            "rank": 2,
+            "threshold_points": 5000,
+            "threshold_spend_fen": 800000,
+            "multiplier": 2,
+            "benefits": ["early_access", "event_invitations"],
+        },
+    ):
+        r = client.post("/api/v1/loyalty/tiers", json=body, headers=factories.auth(api.admin_key))
+        assert r.status_code == 201, r.text
+    return api
+
+
+def member_of(api: Api, session: Session, member_id: str) -> Any:
+    m = service.get_member_by_profile_or_raise(session, int(api.lookup("member_id", member_id)["id"]))
+    session.refresh(m)
+    return m
+
+
+def test_upgrade_is_immediate_and_on_the_timeline(api: Api, session: Session) -> None:
+    api.send(event(userId="T1", event="Membership Joined", timestamp="2026-01-10T10:00:00+08:00"))
+    assert member_of(api, session, "T1").tier == "Jade"
+    api.send(
+        event(
+            userId="T1",
+            event="Order Completed",
+            properties={"order_id": "A", "total": 1200},
+            timestamp="2026-02-01T10:00:00+08:00",
+        )
+    )
+    member = member_of(api, session, "T1")
+    assert member.tier == "Gold"  # 1,200 pending points qualify at once
+    # The next order earns at Gold's 1.5: 8,000 CNY x 1.5 = 12,000 points, and 9,200 CNY spend reaches Platinum.
+    api.send(
+        event(
+            userId="T1",
+            event="Order Completed",
+            properties={"order_id": "B", "total": 8000},
+            timestamp="2026-03-01T10:00:00+08:00",
+        )
+    )
+    member = member_of(api, session, "T1")
+    assert member.tier == "Platinum" and member.pending == 1200 + 12000
+    changes = (
+        session.execute(
+            select(Event.properties).where(Event.event == "Tier Changed").order_by(Event.timestamp)
+        )
+        .scalars()
+        .all()
+    )
+    assert [(c["from"], c["to"]) for c in changes] == [("Jade", "Gold"), ("Gold", "Platinum")]
+
+
+def test_anniversary_downgrade_by_one_tier(api: Api, session: Session) -> None:
+    api.send(
+        event(userId="T2", event="Membership Joined", timestamp="2025-03-01T10:00:00+08:00"),
+        event(
+            userId="T2",
+            event="Order Completed",
+            properties={"order_id": "C", "total": 6000},
+            timestamp="2025-03-02T10:00:00+08:00",
+        ),
+    )
+    assert member_of(api, session, "T2").tier == "Platinum"
+    # A year on, nothing earned in the last 12 months: down one tier, not to the bottom.
+    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC))
+    member = member_of(api, session, "T2")
+    assert member.tier == "Gold" and member.tier_review_at is not None and member.tier_review_at.year == 2027
+    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2026, 3, 3, tzinfo=dt.UTC))  # not due again
+    assert member_of(api, session, "T2").tier == "Gold"
+    api.send(
+        event(
+            userId="T2",
+            event="Order Completed",
+            properties={"order_id": "D", "total": 1500},
+            timestamp="2027-02-01T10:00:00+08:00",
+        )
+    )
+    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2027, 3, 2, 12, 0, tzinfo=dt.UTC))
+    assert member_of(api, session, "T2").tier == "Gold"  # requalified: 1,500 x 1.5 points in the year
+
+
+def test_bad_tiers(api: Api) -> None:
+    headers = factories.auth(api.admin_key)
+    r = api.client.post("/api/v1/loyalty/tiers", json={"name": "Diamond", "rank": 3}, headers=headers)
+    assert r.status_code == 400 and "needs a threshold" in r.json()["detail"]
+    r = api.client.post(
+        "/api/v1/loyalty/tiers", json={"name": "Gold", "rank": 4, "threshold_points": 1}, headers=headers
+    )
+    assert r.status_code == 409
