@@ -11,8 +11,17 @@ from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import BadRequest, Conflict, Forbidden, NotFound
-from siyu.loyalty import blind_boxes, rules, service, tiers, vouchers
-from siyu.loyalty.models import BlindBox, BlindBoxPrize, EarningRule, Member, Posting, Tier, VoucherTemplate
+from siyu.loyalty import blind_boxes, referrals, rules, service, tiers, vouchers
+from siyu.loyalty.models import (
+    BlindBox,
+    BlindBoxPrize,
+    EarningRule,
+    Member,
+    Posting,
+    ReferralProgram,
+    Tier,
+    VoucherTemplate,
+)
 from siyu.loyalty.schemas import (
     BlindBoxIn,
     BlindBoxOut,
@@ -26,6 +35,10 @@ from siyu.loyalty.schemas import (
     PostingOut,
     PrizeStatsOut,
     RedeemIn,
+    ReferralNodeOut,
+    ReferralProgramIn,
+    ReferralProgramOut,
+    ReferralsOut,
     RuleIn,
     RuleOut,
     RulePatch,
@@ -49,6 +62,7 @@ def member_out(session: SessionDep, member: Member) -> MemberOut:
     return MemberOut(
         profile_id=member.profile_id,
         member_number=member.member_number,
+        invite_code=member.invite_code,
         status=member.status,
         tier=member.tier,
         balance=member.balance,
@@ -352,3 +366,56 @@ def create_tier(body: TierIn, principal: ReaderDep, session: SessionDep) -> Tier
 @router.get("/tiers", response_model=list[TierOut], summary="Tiers, entry tier first")
 def list_tiers(principal: ReaderDep, session: SessionDep) -> list[TierOut]:
     return [TierOut.model_validate(t, from_attributes=True) for t in tiers.list_tiers(session)]
+
+
+@router.post(
+    "/referral-program",
+    response_model=ReferralProgramOut,
+    status_code=201,
+    summary="Set the referral programme",
+)
+def set_referral_program(
+    body: ReferralProgramIn, principal: ReaderDep, session: SessionDep
+) -> ReferralProgramOut:
+    """The new programme replaces the active one (kept, inactive, for the record)."""
+    _programme(principal)
+    if body.cap_per_30_days <= 0:
+        raise BadRequest("cap_per_30_days: must be more than 0")
+    if body.referrer_points < 0 or body.friend_points < 0:
+        raise BadRequest("referrer_points, friend_points: must be 0 or more")
+    for field in ("referrer_template_id", "friend_template_id"):
+        template_id = getattr(body, field)
+        if template_id is not None and session.get(VoucherTemplate, template_id) is None:
+            raise BadRequest(f"{field}: no voucher template {template_id}")
+    if body.active:
+        for old in referrals.list_programs(session):
+            old.active = False
+    program = ReferralProgram(**body.model_dump())
+    session.add(program)
+    session.flush()
+    return ReferralProgramOut.model_validate(program, from_attributes=True)
+
+
+def _node(node: referrals.Node) -> ReferralNodeOut:
+    return ReferralNodeOut(
+        profile_id=node.profile_id,
+        member_number=node.member_number,
+        status=node.status,
+        reason=node.reason,
+        created_at=node.created_at,
+        friends=[_node(f) for f in node.friends],
+    )
+
+
+@router.get(
+    "/members/{profile_id}/referrals",
+    response_model=ReferralsOut,
+    summary="Invite code, referral stats and tree",
+)
+def member_referrals(profile_id: int, principal: ReaderDep, session: SessionDep) -> ReferralsOut:
+    member = _member(session, principal, profile_id)
+    return ReferralsOut(
+        invite_code=member.invite_code,
+        stats=referrals.stats(session, member.id),
+        friends=[_node(n) for n in referrals.tree(session, member)],
+    )

@@ -34,6 +34,8 @@ class Member(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), unique=True)
     member_number: Mapped[str] = mapped_column(String(32), unique=True)
+    # The code friends enter (or the link carries) to be referred by this member.
+    invite_code: Mapped[str | None] = mapped_column(String(16), unique=True, default=None)
     status: Mapped[MemberStatus] = mapped_column(String(16), default=MemberStatus.active)
     tier: Mapped[str] = mapped_column(String(40), default="")
     join_channel: Mapped[str] = mapped_column(String(40), default="")
@@ -269,3 +271,53 @@ class Tier(Base):
     multiplier: Mapped[float] = mapped_column(Float, default=1.0)
     # What the tier gives beyond points: early_access, event_invitations, … (shown to members, used by journeys).
     benefits: Mapped[list[str]] = mapped_column(JSONType, default=list)
+
+
+class ReferralTrigger(enum.StrEnum):
+    sign_up = "sign_up"  # the friend joins the programme
+    first_purchase = "first_purchase"  # the friend's first order
+
+
+class ReferralProgram(Base):
+    """How referrals are rewarded (one active programme): "invite a friend, both get 20 RMB" (seed 001)."""
+
+    __tablename__ = "loyalty_referral_programs"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    trigger: Mapped[ReferralTrigger] = mapped_column(String(16), default=ReferralTrigger.sign_up)
+    referrer_template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("loyalty_voucher_templates.id"), default=None
+    )
+    referrer_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    friend_template_id: Mapped[int | None] = mapped_column(
+        ForeignKey("loyalty_voucher_templates.id"), default=None
+    )
+    friend_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Rewards a referrer can receive per 30 days (a guard against farming).
+    cap_per_30_days: Mapped[int] = mapped_column(Integer, default=10)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReferralStatus(enum.StrEnum):
+    pending = "pending"  # the friend arrived with the code; the trigger has not happened yet
+    rewarded = "rewarded"
+    rejected = "rejected"  # a fraud guard stopped it; `reason` says which
+
+
+class Referral(Base):
+    """A friend who arrived with a member's invite code; one referrer per friend."""
+
+    __tablename__ = "loyalty_referrals"
+    __table_args__ = (Index(None, "referrer_member_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    referrer_member_id: Mapped[int] = mapped_column(ForeignKey("loyalty_members.id"))
+    friend_profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), unique=True)
+    code: Mapped[str] = mapped_column(String(16))
+    status: Mapped[ReferralStatus] = mapped_column(String(16), default=ReferralStatus.pending)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    rewarded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)

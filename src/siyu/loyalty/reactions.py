@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from siyu.config import Settings, get_settings
 from siyu.ingest.reactors import StoredEvent
-from siyu.loyalty import rules, service, tiers
-from siyu.loyalty.models import Member, MemberStatus, Posting, PostingKind
+from siyu.loyalty import referrals, rules, service, tiers
+from siyu.loyalty.models import Member, MemberStatus, Posting, PostingKind, ReferralTrigger
 
 SIGN_UPS = frozenset({"Membership Joined", "Member Signed Up"})
 EVENTS = SIGN_UPS | {"Order Completed", "Order Refunded"}
@@ -26,17 +26,24 @@ EVENTS = SIGN_UPS | {"Order Completed", "Order Refunded"}
 def react(session: Session, events: Sequence[StoredEvent]) -> None:
     """Enrol, earn and reverse for the batch's events, in time order."""
     wanted = EVENTS | rules.rule_events(session)
-    relevant = [ev for ev in events if ev.event in wanted]
+    relevant = [ev for ev in events if ev.event in wanted or ev.properties.get("referral_code")]
     if not relevant:
         return
     settings = get_settings()
     for ev in sorted(relevant, key=lambda e: e.timestamp_iso):
         at = dt.datetime.fromisoformat(ev.timestamp_iso)
+        code = ev.properties.get("referral_code")
+        if isinstance(code, str) and code:
+            # Recorded before a sign-up in the same event, so "already a member" means before it.
+            referrals.record(session, ev.profile_id, code, message_id=ev.message_id, now=at)
         if ev.event in SIGN_UPS:
             channel = rules.channel_of(ev) or "event"
             service.enrol(
                 session, ev.profile_id, channel=channel, tier=str(ev.properties.get("tier") or ""), now=at
             )
+            referrals.advance(session, ev.profile_id, ReferralTrigger.sign_up, now=at)
+        elif ev.event == "Order Completed":
+            referrals.advance(session, ev.profile_id, ReferralTrigger.first_purchase, now=at)
         member = service.get_member_by_profile(session, ev.profile_id)
         if member is None or member.status != MemberStatus.active:
             continue  # not a member (or suspended): nothing to earn

@@ -7,7 +7,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from siyu.loyalty.models import MemberStatus, PostingKind, RuleMode, VoucherKind, VoucherStatus
+from siyu.loyalty.models import (
+    MemberStatus,
+    PostingKind,
+    ReferralTrigger,
+    RuleMode,
+    VoucherKind,
+    VoucherStatus,
+)
 
 
 class EnrolIn(BaseModel):
@@ -30,6 +37,7 @@ class LotOut(BaseModel):
 class MemberOut(BaseModel):
     profile_id: int
     member_number: str
+    invite_code: str | None
     status: MemberStatus
     tier: str
     balance: int = Field(description="Spendable points; negative only after a refund of points already spent")
@@ -196,3 +204,33 @@ class TierIn(BaseModel):
 
 class TierOut(TierIn):
     id: int
+
+
+class ReferralProgramIn(BaseModel):
+    name: str
+    trigger: ReferralTrigger = ReferralTrigger.sign_up
+    referrer_template_id: int | None = None
+    referrer_points: int = 0
+    friend_template_id: int | None = None
+    friend_points: int = 0
+    cap_per_30_days: int = 10
+    active: bool = True
+
+
+class ReferralProgramOut(ReferralProgramIn):
+    id: int
+
+
+class ReferralNodeOut(BaseModel):
+    profile_id: int
+    member_number: str | None
+    status: str
+    reason: str
+    created_at: dt.datetime
+    friends: list[ReferralNodeOut]
+
+
+class ReferralsOut(BaseModel):
+    invite_code: str | None
+    stats: dict[str, int]
+    friends: list[ReferralNodeOut]

@@ -8,6 +8,7 @@ request returns the first result, and the balance is checked, so concurrent spen
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,12 +96,18 @@ def enrol(
     created = member.member_number.startswith("pending-")
     if created:
         member.member_number = f"{settings.loyalty_member_prefix}{member.id:08d}"
+        member.invite_code = new_invite_code()
         session.flush()
     return member, created
 
 
 def _entry_tier(session: Session) -> str | None:
     return session.execute(select(Tier.name).order_by(Tier.rank).limit(1)).scalar_one_or_none()
+
+
+def new_invite_code() -> str:
+    """An 8-character invite code (no 0/O/1/I/L: people type it from a friend's message)."""
+    return "".join(secrets.choice("23456789ABCDEFGHJKMNPQRSTUVWXYZ") for _ in range(8))
 
 
 def get_member_by_profile(session: Session, profile_id: int) -> Member | None:

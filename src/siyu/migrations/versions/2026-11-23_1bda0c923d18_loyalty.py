@@ -1,8 +1,8 @@
 """loyalty
 
-Revision ID: 9d4949fc81cf
+Revision ID: 1bda0c923d18
 Revises: 908056d73fe0
-Create Date: 2026-11-23 12:30:12.227900
+Create Date: 2026-11-23 12:34:17.815443
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import siyu.db
 
-revision: str = "9d4949fc81cf"
+revision: str = "1bda0c923d18"
 down_revision: str | None = "908056d73fe0"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -143,10 +143,37 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_loyalty_blind_box_prizes_box_id"), ["box_id"], unique=False)
 
     op.create_table(
+        "loyalty_referral_programs",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("trigger", sa.String(length=16), nullable=False),
+        sa.Column(
+            "referrer_template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("referrer_points", sa.BigInteger(), nullable=False),
+        sa.Column("friend_template_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
+        sa.Column("friend_points", sa.BigInteger(), nullable=False),
+        sa.Column("cap_per_30_days", sa.Integer(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("created_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["friend_template_id"],
+            ["loyalty_voucher_templates.id"],
+            name=op.f("fk_loyalty_referral_programs_friend_template_id_loyalty_voucher_templates"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["referrer_template_id"],
+            ["loyalty_voucher_templates.id"],
+            name=op.f("fk_loyalty_referral_programs_referrer_template_id_loyalty_voucher_templates"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_referral_programs")),
+    )
+    op.create_table(
         "loyalty_members",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("profile_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("member_number", sa.String(length=32), nullable=False),
+        sa.Column("invite_code", sa.String(length=16), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("tier", sa.String(length=40), nullable=False),
         sa.Column("join_channel", sa.String(length=40), nullable=False),
@@ -165,6 +192,7 @@ def upgrade() -> None:
             ["profile_id"], ["profiles.id"], name=op.f("fk_loyalty_members_profile_id_profiles")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_members")),
+        sa.UniqueConstraint("invite_code", name=op.f("uq_loyalty_members_invite_code")),
         sa.UniqueConstraint("member_number", name=op.f("uq_loyalty_members_member_number")),
         sa.UniqueConstraint("profile_id", name=op.f("uq_loyalty_members_profile_id")),
     )
@@ -209,6 +237,37 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_loyalty_postings_order_id"), ["order_id"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_loyalty_postings_rule_id"), ["rule_id", "member_id"], unique=False
+        )
+
+    op.create_table(
+        "loyalty_referrals",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("referrer_member_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("friend_profile_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("code", sa.String(length=16), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("message_id", sa.String(length=255), nullable=False),
+        sa.Column("created_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("rewarded_at", siyu.db.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["friend_profile_id"],
+            ["profiles.id"],
+            name=op.f("fk_loyalty_referrals_friend_profile_id_profiles"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["referrer_member_id"],
+            ["loyalty_members.id"],
+            name=op.f("fk_loyalty_referrals_referrer_member_id_loyalty_members"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_referrals")),
+        sa.UniqueConstraint("friend_profile_id", name=op.f("uq_loyalty_referrals_friend_profile_id")),
+    )
+    with op.batch_alter_table("loyalty_referrals", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_loyalty_referrals_referrer_member_id"),
+            ["referrer_member_id", "created_at"],
+            unique=False,
         )
 
     op.create_table(
@@ -368,6 +427,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_loyalty_lots_member_id"))
 
     op.drop_table("loyalty_lots")
+    with op.batch_alter_table("loyalty_referrals", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_loyalty_referrals_referrer_member_id"))
+
+    op.drop_table("loyalty_referrals")
     with op.batch_alter_table("loyalty_postings", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_loyalty_postings_rule_id"))
         batch_op.drop_index(batch_op.f("ix_loyalty_postings_order_id"))
@@ -378,6 +441,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_loyalty_members_tier_review_at"))
 
     op.drop_table("loyalty_members")
+    op.drop_table("loyalty_referral_programs")
     with op.batch_alter_table("loyalty_blind_box_prizes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_loyalty_blind_box_prizes_box_id"))
 
