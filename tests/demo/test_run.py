@@ -193,6 +193,32 @@ class TestStory:
         assert followed[0]["properties"]["qr_scene"] == f"store:{org.STORY_STORE}"
         assert not any(e["event"] in ("Membership Joined", "Order Completed") for e in events)
 
+    def test_the_programme_of_the_seeds_runs_on_the_demo(
+        self, brand: demo.DemoResult, client: TestClient, session: Session
+    ) -> None:
+        """Nancy: member with her invite code, the welcome voucher, points from her purchase (qipao x2)."""
+        headers = factories.auth(brand.api_key)
+        nancy = lookup(client, brand.api_key, "member_id", story.NANCY_MEMBER_ID)
+        member = client.get(f"/api/v1/loyalty/members/{nancy['id']}", headers=headers).json()
+        assert member["invite_code"] == story.REFERRAL_CODE and member["tier"] in ("Silk", "Brocade", "Kesi")
+        assert member["balance"] > 0 and member["pending"] == 0  # released by the demo's worker pass
+        vouchers = client.get(f"/api/v1/loyalty/members/{nancy['id']}/vouchers", headers=headers).json()
+        assert any(v["status"] == "issued" for v in vouchers)  # the 10 % welcome voucher
+        referrals = client.get(f"/api/v1/loyalty/members/{nancy['id']}/referrals", headers=headers).json()
+        # Lizzy followed with Nancy's code but did not join: the referral waits, nobody is rewarded yet.
+        assert referrals["stats"] == {"pending": 1, "rewarded": 0, "rejected": 0}
+        rules = client.get("/api/v1/loyalty/rules", headers=headers).json()
+        assert {r["name"] for r in rules} >= {
+            "First Mini Program visit",
+            "Membership Day x2",
+            "Share to Win Credits",
+        }
+        from siyu.loyalty import service as loyalty_service
+        from siyu.loyalty.models import Member
+
+        for member_id in session.execute(select(Member.id)).scalars():
+            assert loyalty_service.verify(session, member_id) == []
+
 
 class TestRerun:
     def test_a_rerun_reuses_the_organisation_and_stores_nothing_twice(

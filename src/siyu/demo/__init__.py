@@ -28,10 +28,12 @@ from siyu.auth import service as auth_service
 from siyu.auth.models import Role, User
 from siyu.db import get_sessionmaker
 from siyu.demo import channels as demo_channels
+from siyu.demo import loyalty as demo_loyalty
 from siyu.demo import org, population, story
 from siyu.demo.channels import DemoChannels
 from siyu.demo.population import Event
 from siyu.ingest.service import ingest_batch
+from siyu.loyalty.tasks import run_scheduled
 
 BATCH_SIZE = 500
 STORY_CUSTOMERS = 2  # Nancy and Lizzy
@@ -93,6 +95,7 @@ def run(*, customers: int, seed: int, console: Console | None = None) -> DemoRes
         source, write_key = auth_service.create_api_key(session, name=WRITE_KEY_NAME, role=Role.source)
         source_id = source.id
         wechat = demo_channels.ensure_channels(session)
+        demo_loyalty.ensure_programme(session)
         session.commit()
     if console:
         console.print(
@@ -129,6 +132,8 @@ def run(*, customers: int, seed: int, console: Console | None = None) -> DemoRes
             if progress is not None and task is not None:
                 progress.update(task, completed=done, events=sent)
 
+    # What `siyu worker` would have done meanwhile: release points whose return window closed, expire old ones.
+    run_scheduled(factory)
     seconds = time.perf_counter() - started
     if console:
         again = f", {duplicates:,} already stored" if duplicates else ""

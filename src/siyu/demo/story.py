@@ -153,6 +153,7 @@ def events() -> list[Event]:
                     "store": STORY_STORE,
                     "associate": STORY_ADVISOR,
                     "tier": TIER_NAME,
+                    "invite_code": REFERRAL_CODE,
                     "welcome_benefit": "10% off",
                     "welcome_discount": WELCOME_DISCOUNT,
                     "referral_offer": {"amount": REFERRAL_VOUCHER_CNY, "currency": CURRENCY, "for": "both"},

@@ -8,6 +8,7 @@ takes turns on an advisory lock), on SQLite the write lock makes them take turns
 from __future__ import annotations
 
 import threading
+import time
 
 import structlog
 
@@ -73,6 +74,7 @@ class Processor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="siyu-ingest-processor", daemon=True)
+        self._next_schedule = 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -100,6 +102,11 @@ class Processor:
                         get_sessionmaker(), self.settings.worker_batch_size
                     ):
                         pass
+                    if time.monotonic() >= self._next_schedule:
+                        from siyu.loyalty.tasks import run_scheduled  # the loyalty domain builds on ingest
+
+                        run_scheduled(get_sessionmaker())
+                        self._next_schedule = time.monotonic() + self.settings.loyalty_schedule_seconds
             except Exception:  # a database outage: keep the thread alive and try again at the next poll
                 log.exception("ingest.processor.error")
 

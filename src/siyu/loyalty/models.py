@@ -174,6 +174,8 @@ class VoucherTemplate(Base):
     points_cost: Mapped[int | None] = mapped_column(BigInteger, default=None)
     stock: Mapped[int | None] = mapped_column(BigInteger, default=None)
     issued: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Issued to every new member (the welcome benefit, e.g. 10% off the first purchase).
+    welcome: Mapped[bool] = mapped_column(Boolean, default=False)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -33,13 +33,19 @@ def react(session: Session, events: Sequence[StoredEvent]) -> None:
     for ev in sorted(relevant, key=lambda e: e.timestamp_iso):
         at = dt.datetime.fromisoformat(ev.timestamp_iso)
         code = ev.properties.get("referral_code")
-        if isinstance(code, str) and code:
+        # A member sharing their own code ("Referral Sent") is the referrer, not a referred friend.
+        if isinstance(code, str) and code and ev.event != "Referral Sent":
             # Recorded before a sign-up in the same event, so "already a member" means before it.
             referrals.record(session, ev.profile_id, code, message_id=ev.message_id, now=at)
         if ev.event in SIGN_UPS:
             channel = rules.channel_of(ev) or "event"
             service.enrol(
-                session, ev.profile_id, channel=channel, tier=str(ev.properties.get("tier") or ""), now=at
+                session,
+                ev.profile_id,
+                channel=channel,
+                tier=str(ev.properties.get("tier") or ""),
+                invite_code=str(ev.properties.get("invite_code") or "") or None,
+                now=at,
             )
             referrals.advance(session, ev.profile_id, ReferralTrigger.sign_up, now=at)
         elif ev.event == "Order Completed":

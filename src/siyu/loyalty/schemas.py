@@ -113,6 +113,7 @@ class VoucherTemplateIn(BaseModel):
     )
     points_cost: int | None = Field(default=None, description="Set to offer it in the reward catalogue")
     stock: int | None = None
+    welcome: bool = Field(default=False, description="Issued to every new member (the welcome benefit)")
     active: bool = True
 
 

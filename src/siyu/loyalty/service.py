@@ -60,10 +60,11 @@ def enrol(
     channel: str = "",
     store_id: int | None = None,
     tier: str = "",
+    invite_code: str | None = None,
     now: dt.datetime | None = None,
     settings: Settings | None = None,
 ) -> tuple[Member, bool]:
-    """The profile's member, created when it has none; (member, created). NotFound for no profile."""
+    """The profile's member, created when it has none, with its welcome vouchers; (member, created)."""
     settings = settings or get_settings()
     now = now or utcnow()
     if session.get(Profile, profile_id) is None:
@@ -80,7 +81,7 @@ def enrol(
             profile_id=profile_id,
             member_number=f"pending-{profile_id}",
             status=MemberStatus.active,
-            tier=tier or _entry_tier(session) or settings.loyalty_default_tier,
+            tier=_starting_tier(session, tier) or settings.loyalty_default_tier,
             join_channel=channel[:40],
             join_store_id=store_id,
             joined_at=now,
@@ -96,13 +97,23 @@ def enrol(
     created = member.member_number.startswith("pending-")
     if created:
         member.member_number = f"{settings.loyalty_member_prefix}{member.id:08d}"
-        member.invite_code = new_invite_code()
+        # A code the brand already gave the customer (migrated from its old programme) is kept if free.
+        wanted = (invite_code or "").strip().upper()[:16]
+        taken = wanted and session.execute(select(Member.id).where(Member.invite_code == wanted)).first()
+        member.invite_code = wanted if wanted and not taken else new_invite_code()
         session.flush()
+        from siyu.loyalty import vouchers  # here: vouchers builds on this module
+
+        vouchers.issue_welcome(session, member, now=now)
     return member, created
 
 
-def _entry_tier(session: Session) -> str | None:
-    return session.execute(select(Tier.name).order_by(Tier.rank).limit(1)).scalar_one_or_none()
+def _starting_tier(session: Session, asked: str) -> str | None:
+    """asked when it is a defined tier (or no tiers are defined), else the entry tier."""
+    names = list(session.execute(select(Tier.name).order_by(Tier.rank)).scalars())
+    if not names:
+        return asked or None
+    return asked if asked in names else names[0]
 
 
 def new_invite_code() -> str:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from siyu.db import is_postgres, utcnow
 from siyu.errors import BadRequest, Conflict, NotFound
 from siyu.loyalty import service
-from siyu.loyalty.models import Voucher, VoucherKind, VoucherStatus, VoucherTemplate
+from siyu.loyalty.models import Member, Voucher, VoucherKind, VoucherStatus, VoucherTemplate
 
 # Without 0/O and 1/I/L: codes are read out at the till.
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
@@ -177,3 +177,21 @@ def member_vouchers(session: Session, member_id: int) -> Sequence[Voucher]:
         .scalars()
         .all()
     )
+
+
+def issue_welcome(session: Session, member: Member, *, now: dt.datetime | None = None) -> list[Voucher]:
+    """The welcome vouchers of a new member (templates marked welcome), once each."""
+    issued: list[Voucher] = []
+    for template_id in session.execute(
+        select(VoucherTemplate.id)
+        .where(VoucherTemplate.welcome, VoucherTemplate.active)
+        .order_by(VoucherTemplate.id)
+    ).scalars():
+        try:
+            voucher, _ = issue(
+                session, template_id, member.id, key=f"welcome:{member.id}:{template_id}", now=now
+            )
+        except Conflict:
+            continue  # out of stock: the member joins all the same
+        issued.append(voucher)
+    return issued

@@ -1,8 +1,8 @@
 """loyalty
 
-Revision ID: 1bda0c923d18
+Revision ID: ef4067544d86
 Revises: 908056d73fe0
-Create Date: 2026-11-23 12:34:17.815443
+Create Date: 2026-11-23 12:37:07.910237
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import siyu.db
 
-revision: str = "1bda0c923d18"
+revision: str = "ef4067544d86"
 down_revision: str | None = "908056d73fe0"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -113,6 +113,7 @@ def upgrade() -> None:
         sa.Column("points_cost", sa.BigInteger(), nullable=True),
         sa.Column("stock", sa.BigInteger(), nullable=True),
         sa.Column("issued", sa.BigInteger(), nullable=False),
+        sa.Column("welcome", sa.Boolean(), nullable=False),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("created_at", siyu.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_loyalty_voucher_templates")),
