@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from siyu.console.channels import router as channels_router
+from siyu.console.loyalty import router as loyalty_router
 from siyu.console.routes import install_error_pages, router, static_files
 
 
@@ -14,3 +15,4 @@ def mount(app: FastAPI) -> None:
     install_error_pages(app)
     app.include_router(router)
     app.include_router(channels_router)
+    app.include_router(loyalty_router)

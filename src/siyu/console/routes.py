@@ -188,6 +188,7 @@ def _customer(
         "traits": views.trait_items(out.traits),
         "merges": views.merge_rows(out.id, out.merges),
         "timeline": views.timeline_page(session, principal, out.id, None),
+        "membership": views.membership(session, out.id),
     }
     return render(request, "customer.html", context)
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from siyu.auth.principal import NAME_MASKED_ROLES, Principal
 from siyu.console.rendering import DISPLAY_TZ
+from siyu.db import utcnow
 from siyu.identity.models import Identifier, MergeKind, MergeReview
 from siyu.ingest.models import DeadLetter
 from siyu.profiles import api as profiles_api
@@ -146,3 +147,39 @@ def chart_series(series: Sequence[tuple[str, int]]) -> dict[str, list[Any]]:
     offset = DISPLAY_TZ.utcoffset(None)
     labels = [(dt.datetime.strptime(minute, "%H:%M") + offset).strftime("%H:%M") for minute, _ in series]
     return {"labels": labels, "counts": [n for _, n in series]}
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """The member card of the 360 page: balance, tier and its progress, lots, latest postings, vouchers."""
+
+    member: Any
+    lots: Sequence[Any]
+    postings: Sequence[Any]
+    vouchers: Sequence[Any]
+    qualifying_points: int
+    next_tier: str | None
+    next_threshold: int | None
+
+
+def membership(session: Session, profile_id: int) -> Membership | None:
+    """The profile's membership, or None when the customer is not a member."""
+    from siyu.loyalty import service as loyalty
+    from siyu.loyalty import tiers, vouchers
+
+    member = loyalty.get_member_by_profile(session, profile_id)
+    if member is None:
+        return None
+    points, _spend = tiers.qualifying(session, member, utcnow())
+    ranked = [t for t in tiers.list_tiers(session) if t.threshold_points is not None]
+    current = next((t.rank for t in tiers.list_tiers(session) if t.name == member.tier), -1)
+    upcoming = next((t for t in ranked if t.rank > current), None)
+    return Membership(
+        member=member,
+        lots=loyalty.lots(session, member.id),
+        postings=loyalty.history(session, member.id, limit=10),
+        vouchers=vouchers.member_vouchers(session, member.id)[:10],
+        qualifying_points=points,
+        next_tier=upcoming.name if upcoming else None,
+        next_threshold=upcoming.threshold_points if upcoming else None,
+    )
