@@ -171,6 +171,10 @@ def test_members(session: Session, tmp_path: Path) -> None:
     assert (result.rows_imported, result.rows_failed) == (2, 0)
     nancy = profile_of(session, "member_id", "M1001")
     assert nancy.name == "Nancy" and nancy.store_id == store.id and nancy.traits["tier"] == "Gold"
+    from siyu.loyalty import service as loyalty
+
+    member = loyalty.get_member_by_profile_or_raise(session, nancy.id)
+    assert (member.join_channel, member.tier) == ("import:generic", "Gold")  # enrolled by the import
     assert (
         run_import(
             path, kind="members", source="generic", mapping=mappings.load("members", "generic")

@@ -53,3 +53,18 @@ def test_programme_page_and_member_card(client: TestClient, session: Session) ->
 def test_sales_associate_cannot_open_the_programme(client: TestClient, session: Session) -> None:
     login(client, factories.user(session, Role.sales_associate).username)
     assert client.get("/loyalty").status_code == 403
+
+
+def test_store_staff_enrol_a_customer(client: TestClient, session: Session) -> None:
+    store = factories.store(session, code="SH09")
+    write_key = factories.api_key(session, Role.source)
+    send(client, write_key, event(userId="C9", traits={"home_store": "SH09"}, type="identify"))
+    profile_id = session.execute(select(Identifier.profile_id).where(Identifier.value == "C9")).scalar_one()
+    token = login(client, factories.user(session, Role.store_manager, store_id=store.id).username)
+    page = client.get(f"/customers/{profile_id}")
+    assert "Enrol in the programme" in page.text
+    r = client.post(f"/customers/{profile_id}/enrol", data={"csrf_token": token}, follow_redirects=False)
+    assert r.status_code == 303
+    member = service.get_member_by_profile_or_raise(session, profile_id)
+    assert (member.join_channel, member.join_store_id) == ("console", store.id)
+    assert member.member_number in client.get(f"/customers/{profile_id}").text

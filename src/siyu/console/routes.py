@@ -214,6 +214,27 @@ def timeline(
     return render(request, "_timeline_items.html", {"profile_id": profile_id, "timeline": page})
 
 
+@router.post("/customers/{profile_id:int}/enrol")
+def enrol(request: Request, session: WriteSession, viewer: WriterDep, profile_id: int) -> RedirectResponse:
+    """Enrol the customer in the membership programme (in store, by their associate or manager)."""
+    from siyu.loyalty import service as loyalty
+    from siyu.loyalty.api import ENROL_ROLES
+
+    if viewer.role not in ENROL_ROLES:
+        raise PageError(403, f"The {viewer.role} role cannot enrol members.")
+    profile = profiles_service.get_or_raise(session, viewer.principal, profile_id)
+    member, created = loyalty.enrol(
+        session, profile.id, channel="console", store_id=viewer.principal.store_id or profile.store_id
+    )
+    flash(
+        request,
+        f"Enrolled as member {member.member_number}."
+        if created
+        else f"Already member {member.member_number}.",
+    )
+    return see_other(f"/customers/{profile.id}#membership")
+
+
 @router.post("/customers/{profile_id:int}/unmerge")
 def unmerge(
     request: Request,

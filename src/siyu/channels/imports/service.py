@@ -296,7 +296,21 @@ class RowConverter:
             usedforsecurity=False,
         )
         event["messageId"] = f"import:{self.source}:member:{digest.hexdigest()}"
-        return RowEvents(number, [event], id_columns)
+        # A member row enrols the customer in the programme (once: the key is the person, not the row).
+        person = base.get("userId") or orjson.dumps(base["context"]["externalIds"]).decode()
+        joined_event: dict[str, Any] = {
+            **base,
+            "type": "track",
+            "event": "Membership Joined",
+            "messageId": f"import:{self.source}:joined:{hashlib.sha1(str(person).encode(), usedforsecurity=False).hexdigest()}",
+            "properties": {
+                "channel": f"import:{self.source}",
+                **({"tier": traits["tier"]} if "tier" in traits else {}),
+            },
+        }
+        if "timestamp" in event:
+            joined_event["timestamp"] = event["timestamp"]
+        return RowEvents(number, [event, joined_event], id_columns)
 
 
 def file_sha256(path: Path) -> str:
