@@ -650,27 +650,28 @@ def busy_between(before: tuple[int, int] | None, after: tuple[int, int] | None) 
     return (after[0] - before[0]) / (after[1] - before[1])
 
 
-def postgres_cpu_seconds() -> float | None:
-    """User + system CPU of every `postgres` process on this machine (Linux /proc; None elsewhere).
-
-    Backends that exit during the measure take their CPU with them; the server's pool keeps its own.
-    """
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total = 0.0
-    try:
-        candidates = [p for p in Path("/proc").iterdir() if p.name.isdigit()]
-    except OSError:
+def machine_cpu_seconds(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """CPU seconds all cores spent busy between two cpu_ticks() (PostgreSQL's backends included, even
+    those that exited meanwhile, and whatever else runs on the machine)."""
+    if before is None or after is None:
         return None
-    for proc_dir in candidates:
-        try:
-            head, tail = (proc_dir / "stat").read_text().rsplit(")", 1)
-        except (OSError, ValueError):
-            continue
-        if head.split("(", 1)[-1] != "postgres":
-            continue
-        fields = tail.split()
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    return (after[0] - before[0]) / tick
+
+
+def pg_sessions(db: Any) -> int | None:
+    """Sessions PostgreSQL has opened on the bench database so far (pg_stat_database, PostgreSQL 14+).
+
+    The statistics lag a little: wait a second before the second reading.
+    """
+    if db.pg_dsn is None:
+        return None
+    try:
+        return int(
+            ingest.db_scalar(db, "SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        )
+    except psycopg.Error:
+        return None
 
 
 def find_py_spy() -> Path | None:
@@ -688,7 +689,20 @@ def py_spy(pid: int, output: Path | None) -> Iterator[None]:
     if output is None or exe is None:
         yield
         return
-    cmd = [str(exe), "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "-o", str(output)]
+    # --gil: only the thread holding the GIL, so the samples show where the server's one core goes.
+    cmd = [
+        str(exe),
+        "record",
+        "--pid",
+        str(pid),
+        "--gil",
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "-o",
+        str(output),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     time.sleep(1.0)
     try:
@@ -746,7 +760,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     )
                     spy = Path(f"{args.py_spy}-{kind}.txt") if args.py_spy else None
                     cpu_before = ingest.server_cpu_seconds(server)
-                    pg_before = postgres_cpu_seconds() if kind == "postgresql" else None
+                    sessions_before = pg_sessions(db)
                     ticks_before = cpu_ticks()
                     client_before = time.process_time()
                     with py_spy(server.proc.pid, spy):
@@ -762,9 +776,12 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                             "postings",
                         )
                     client_cpu = time.process_time() - client_before
-                    busy_during = busy_between(ticks_before, cpu_ticks())
+                    ticks_after = cpu_ticks()
+                    busy_during = busy_between(ticks_before, ticks_after)
                     cpu_after = ingest.server_cpu_seconds(server)
-                    pg_after = postgres_cpu_seconds() if kind == "postgresql" else None
+                    machine_cpu = machine_cpu_seconds(ticks_before, ticks_after)
+                    time.sleep(1.0 if sessions_before is not None else 0)
+                    sessions_after = pg_sessions(db)
                     console.print("  checking the ledger")
                     check = verify_ledger(db, server.port, admin, profiles, out, args.clients, deadline)
                 except Exception as exc:
@@ -785,8 +802,14 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             per = {}
             if cpu_before is not None and cpu_after is not None:
                 per["server_cpu_ms_per_posting"] = (cpu_after - cpu_before) * 1000 / n
-            if pg_before is not None and pg_after is not None:
-                per["postgres_cpu_ms_per_posting"] = (pg_after - pg_before) * 1000 / n
+            if machine_cpu is not None:
+                per["machine_cpu_ms_per_posting"] = machine_cpu * 1000 / n
+            sessions = None
+            if sessions_before is not None and sessions_after is not None:
+                sessions = sessions_after - sessions_before - 1  # less the connection of the first reading
+                console.print(
+                    f"  PostgreSQL sessions opened on the bench database during the run: {sessions}"
+                )
             per["client_cpu_ms_per_posting"] = client_cpu * 1000 / n
             console.print(
                 "  CPU per posting: "
@@ -834,6 +857,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         "target_p99_ms": TARGET_P99_MS,
         "target_met": postings_per_s >= TARGET_POSTINGS_PER_S and p99_ms < TARGET_P99_MS and ok,
         **{k: round(v, 3) for k, v in per.items()},
+        "pg_sessions_opened": sessions,
         "machine_busy_during": round(busy_during, 2) if busy_during is not None else None,
         "machine_busy_before": round(busy, 2) if busy is not None else None,
         "cpu": f"{os.cpu_count()} cores",
