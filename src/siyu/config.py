@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     cookie_secure: bool | None = Field(
         default=None, description="Force the Secure flag on the session cookie; by default set on HTTPS"
     )
+    db_pool_size: int = Field(
+        default=20, description="PostgreSQL connections kept per process (serve runs up to 40 request threads)"
+    )
+    db_max_overflow: int = Field(default=10, description="Extra PostgreSQL connections under bursts")
     sqlite_cache_mb: int = Field(
         default=64, description="SQLite page cache per connection; the ingest indexes must stay in memory"
     )

@@ -107,8 +107,10 @@ def create_db_engine(url: str | None = None, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 10)
+    # Connections beyond pool_size are closed when returned: a pool smaller than the concurrent requests
+    # makes every burst open and close PostgreSQL sessions.
+    kwargs.setdefault("pool_size", get_settings().db_pool_size)
+    kwargs.setdefault("max_overflow", get_settings().db_max_overflow)
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, json_serializer=_json_dumps, json_deserializer=orjson.loads, **kwargs)
 
