@@ -26,7 +26,8 @@ class Settings(BaseSettings):
         default=None, description="Force the Secure flag on the session cookie; by default set on HTTPS"
     )
     db_pool_size: int = Field(
-        default=20, description="PostgreSQL connections kept per process (serve runs up to 40 request threads)"
+        default=20,
+        description="PostgreSQL connections kept per process (serve runs up to 40 request threads)",
     )
     db_max_overflow: int = Field(default=10, description="Extra PostgreSQL connections under bursts")
     sqlite_cache_mb: int = Field(
