@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -543,6 +543,22 @@ class PlannedMerge:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+MergeHook = Callable[[Session, list[tuple[int, int]], dt.datetime], None]
+_merge_hooks: list[MergeHook] = []
+_hooks_installed = False
+
+
+def _install_merge_hooks() -> None:
+    """The domains that keep per-profile state of their own and must follow a merge (loyalty)."""
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    from siyu.loyalty.service import merge_memberships  # lazily: loyalty builds on identity
+
+    _merge_hooks.append(merge_memberships)
+
+
 def merge_many(session: Session, merges: Sequence[PlannedMerge], *, now: dt.datetime | None = None) -> None:
     """Fold each merge's losers into its winner (identifiers, events, redirects), recorded per loser.
 
@@ -583,6 +599,9 @@ def merge_many(session: Session, merges: Sequence[PlannedMerge], *, now: dt.date
             for loser in m.losers
         ],
     )
+    _install_merge_hooks()
+    for hook in _merge_hooks:
+        hook(session, pairs, now)
 
 
 def merge_profiles(

@@ -57,6 +57,7 @@ class PostingKind(enum.StrEnum):
     adjust = "adjust"  # a manual correction, with a reason and the operator
     reverse = "reverse"  # a refund taking back what an order earned
     expire = "expire"
+    transfer = "transfer"  # points moved between two memberships of one person (their profiles merged)
 
 
 class Posting(Base):

@@ -94,7 +94,10 @@ def _reverse(session: Session, member_id: int, order_id: str, ev: StoredEvent) -
     earned, amount = 0, 0
     for posting in session.execute(
         select(Posting).where(
-            Posting.member_id == member_id, Posting.order_id == order_id, Posting.kind == PostingKind.earn
+            # The order may have earned on a membership merged into this one since.
+            Posting.member_id.in_(service.person_members(session, member_id)),
+            Posting.order_id == order_id,
+            Posting.kind == PostingKind.earn,
         )
     ).scalars():
         earned += posting.points

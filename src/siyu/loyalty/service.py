@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -123,11 +123,16 @@ def new_invite_code() -> str:
 
 def get_member_by_profile(session: Session, profile_id: int) -> Member | None:
     """The member of a profile (following merges to the surviving profile)."""
-    member = session.execute(select(Member).where(Member.profile_id == profile_id)).scalar_one_or_none()
+    # A membership closed by a merge answers for nobody: the survivor's membership does.
+    member = session.execute(
+        select(Member).where(Member.profile_id == profile_id, Member.status != MemberStatus.closed)
+    ).scalar_one_or_none()
     if member is None:
         survivor = live_id(session, profile_id)
         if survivor != profile_id:
-            member = session.execute(select(Member).where(Member.profile_id == survivor)).scalar_one_or_none()
+            member = session.execute(
+                select(Member).where(Member.profile_id == survivor, Member.status != MemberStatus.closed)
+            ).scalar_one_or_none()
     return member
 
 
@@ -441,7 +446,7 @@ def reverse_order(
         select(
             func.coalesce(func.sum(Posting.points).filter(Posting.kind == PostingKind.earn), 0),
             func.coalesce(-func.sum(Posting.points).filter(Posting.kind == PostingKind.reverse), 0),
-        ).where(Posting.member_id == member.id, Posting.order_id == order_id)
+        ).where(Posting.member_id.in_(person_members(session, member.id)), Posting.order_id == order_id)
     ).one()
     left = int(earned) - int(reversed_)
     wanted = left if points is None else min(points, left)
@@ -626,3 +631,131 @@ def verify(session: Session, member_id: int, *, now: dt.datetime | None = None) 
     if negative:
         problems.append(f"{negative} lot(s) with negative remaining points")
     return problems
+
+
+# --- merges --------------------------------------------------------------------------------------
+
+
+def person_members(session: Session, member_id: int) -> list[int]:
+    """member_id and the memberships merged into it (and into those): one person's ledger history."""
+    found = [member_id]
+    frontier = [member_id]
+    while frontier:
+        sources = [
+            int(key.split(":")[1])
+            for key in session.execute(
+                select(Posting.idempotency_key).where(
+                    Posting.kind == PostingKind.transfer,
+                    or_(*[Posting.idempotency_key.like(f"transfer:%:{m}:out") for m in frontier]),
+                )
+            ).scalars()
+        ]
+        frontier = [m for m in sources if m not in found]
+        found.extend(frontier)
+    return found
+
+
+def merge_memberships(session: Session, pairs: list[tuple[int, int]], now: dt.datetime) -> None:
+    """Identity hook: when a member's profile is merged into another, the membership follows the person.
+
+    If the surviving profile has no member, the member simply moves to it. If both are members, the absorbed
+    one's points move to the survivor as `transfer` postings on both sides, lot by lot (keeping each lot's
+    expiry and pending state), with its debt and its vouchers; the absorbed membership is closed and the
+    survivor keeps the higher tier. Postings stay append-only: nothing is rewritten.
+    """
+    for loser_profile, winner_profile in pairs:
+        loser = session.execute(select(Member).where(Member.profile_id == loser_profile)).scalar_one_or_none()
+        if loser is None or loser.status == MemberStatus.closed:
+            continue
+        winner = session.execute(
+            select(Member).where(Member.profile_id == winner_profile)
+        ).scalar_one_or_none()
+        if winner is None:
+            loser.profile_id = winner_profile
+            session.flush()
+            continue
+        _transfer(session, loser.id, winner.id, now)
+
+
+def _transfer(session: Session, from_id: int, to_id: int, now: dt.datetime) -> None:
+    # Lock both rows in id order, so two merges of the same pair cannot deadlock.
+    first, second = sorted((from_id, to_id))
+    locked = {first: lock(session, first), second: lock(session, second)}
+    source, target = locked[from_id], locked[to_id]
+    lots_ = list(
+        session.execute(
+            select(Lot).where(Lot.member_id == source.id, Lot.remaining > 0).order_by(Lot.expires_at, Lot.id)
+        ).scalars()
+    )
+    spendable = sum(lot.remaining for lot in lots_ if lot.pending_until is None)
+    pending = sum(lot.remaining for lot in lots_ if lot.pending_until is not None)
+    debt = source.debt
+    detail = {
+        "from_member": source.member_number,
+        "to_member": target.member_number,
+        "debt": debt,
+        "pending": pending,
+    }
+    out = _post(
+        session,
+        source,
+        PostingKind.transfer,
+        -(spendable + pending),
+        -(spendable - debt),
+        key=f"transfer:{source.id}:{target.id}:out",
+        reason=f"merged into {target.member_number}",
+        actor="",
+        order_id=None,
+        message_id=None,
+        now=now,
+        detail=detail,
+    )
+    into = _post(
+        session,
+        target,
+        PostingKind.transfer,
+        spendable + pending,
+        spendable - debt,
+        key=f"transfer:{source.id}:{target.id}:in",
+        reason=f"merged from {source.member_number}",
+        actor="",
+        order_id=None,
+        message_id=None,
+        now=now,
+        detail=detail,
+    )
+    for lot in lots_:
+        session.add(LotDraw(posting_id=out.id, lot_id=lot.id, points=lot.remaining))
+        session.add(
+            Lot(
+                member_id=target.id,
+                posting_id=into.id,
+                points=lot.remaining,
+                remaining=lot.remaining,
+                earned_at=lot.earned_at,
+                expires_at=lot.expires_at,
+                pending_until=lot.pending_until,
+                order_id=lot.order_id,
+            )
+        )
+        lot.remaining = 0
+    source.pending -= pending
+    target.pending += pending
+    source.debt = 0
+    target.debt += debt
+    session.flush()
+    if target.debt:
+        # Debt is paid from points as soon as there are any: settle it from the merged lots.
+        paid = _draw(session, into, _available(session, target.id, now), target.debt)
+        target.debt -= paid
+    source.status = MemberStatus.closed
+    tiers_ = {t.name: t.rank for t in session.execute(select(Tier)).scalars()}
+    if tiers_.get(source.tier, -1) > tiers_.get(target.tier, -1):
+        target.tier = source.tier
+    from siyu.loyalty.models import Voucher, VoucherStatus
+
+    for voucher in session.execute(
+        select(Voucher).where(Voucher.member_id == source.id, Voucher.status == VoucherStatus.issued)
+    ).scalars():
+        voucher.member_id = target.id
+    session.flush()
