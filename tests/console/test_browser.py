@@ -249,3 +249,56 @@ def test_mobile_layout(browser: Browser, live_server: LiveServer, seeded: Seeded
         assert overflow <= 0
     finally:
         context.close()
+
+
+def test_channels_and_loyalty_pages(page: Page, live_server: LiveServer, seeded: Seeded) -> None:
+    """The Channels page shows a store QR code as an image; the Loyalty page and the member card render."""
+    from siyu.channels import service as channels_service
+    from siyu.channels.models import ChannelKind, OaType, QrPurpose, WechatQrCode
+    from siyu.demo.loyalty import ensure_programme
+    from siyu.loyalty import service as loyalty
+
+    with db.unit_of_work() as session:
+        account = channels_service.create_account(
+            session,
+            kind=ChannelKind.oa,
+            name="tos-oa",
+            app_id="wxbrowser0000001",
+            secret="s",
+            token="Token123",
+            oa_type=OaType.service,
+        )
+        session.add(
+            WechatQrCode(
+                account_id=account.id,
+                scene="store-sh01",
+                name="Nanjing Road window",
+                purpose=QrPurpose.campaign,
+                campaign="autumn",
+                url="http://weixin.qq.com/q/browser-test",
+                scans=12,
+                follows=5,
+            )
+        )
+        ensure_programme(session)
+        member, _ = loyalty.enrol(session, seeded.nancy, channel="console")
+        loyalty.earn(session, member.id, 1280, key="browser-earn", reason="order")
+        number = member.member_number
+    log_in(page, live_server)
+    page.click("nav.mainnav >> text=Channels")
+    expect(page).to_have_url(re.compile(r"/channels$"))
+    row = page.locator("#qr-table tbody tr", has_text="Nanjing Road window")
+    expect(row).to_contain_text("12")
+    image = row.locator("img")
+    expect(image).to_be_visible()
+    assert image.evaluate("img => img.complete && img.naturalWidth > 0")
+    expect(row.locator("a", has_text="PNG")).to_have_attribute("href", re.compile(r"\.png\?download=true$"))
+    page.screenshot(path=SHOTS.format("channels"), full_page=True)
+    page.click("nav.mainnav >> text=Loyalty")
+    expect(page.locator("#tiers")).to_contain_text("Kesi")
+    expect(page.locator("#rules")).to_contain_text("Membership Day x2")
+    expect(page.locator(".blind-box").first).to_contain_text("Silk scarf")
+    page.screenshot(path=SHOTS.format("loyalty"), full_page=True)
+    page.goto(f"{live_server.url}/customers/{seeded.nancy}")
+    expect(page.locator("#membership")).to_contain_text(number)
+    expect(page.locator("#member-balance")).to_contain_text("1,280")
