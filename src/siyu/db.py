@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, MetaData, create_engine, event
+from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, MetaData, String, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -51,6 +52,27 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
         return value.astimezone(dt.UTC)
+
+
+class EnumText(TypeDecorator[Any]):
+    """A StrEnum stored as its text value and loaded back as the enum member (not a bare str).
+
+    Without it a column annotated Mapped[SomeEnum] loads plain strings, and `value is SomeEnum.x` is
+    silently false for rows read back from the database.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_cls: type[enum.StrEnum], length: int = 16) -> None:
+        super().__init__(length)
+        self.enum_cls = enum_cls
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else self.enum_cls(value).value
+
+    def process_result_value(self, value: Any, dialect: Any) -> enum.StrEnum | None:
+        return None if value is None else self.enum_cls(value)
 
 
 class Base(DeclarativeBase):

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+from siyu.db import Base, BigIntPK, EnumText, JSONType, UTCDateTime, utcnow
 
 
 class Role(enum.StrEnum):
@@ -32,7 +32,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     username: Mapped[str] = mapped_column(String(80), unique=True)
     display_name: Mapped[str] = mapped_column(String(120), default="")
-    role: Mapped[Role] = mapped_column(String(32))
+    role: Mapped[Role] = mapped_column(EnumText(Role, 32))
     password_hash: Mapped[str] = mapped_column(String(255))
     # The WeCom UserID of a sales associate: how WeCom callbacks name them.
     wecom_userid: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
@@ -49,7 +49,7 @@ class ApiKey(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     name: Mapped[str] = mapped_column(String(120))
-    role: Mapped[Role] = mapped_column(String(32))
+    role: Mapped[Role] = mapped_column(EnumText(Role, 32))
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)

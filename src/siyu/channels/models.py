@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+from siyu.db import Base, BigIntPK, EnumText, JSONType, UTCDateTime, utcnow
 
 
 class ChannelKind(enum.StrEnum):
@@ -34,10 +34,10 @@ class ChannelAccount(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     # The slug in callback URLs: /wechat/oa/{name}/callback.
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    kind: Mapped[ChannelKind] = mapped_column(String(16))
+    kind: Mapped[ChannelKind] = mapped_column(EnumText(ChannelKind, 16))
     # The Official Account's or Mini Program's app id; WeCom's corp id.
     app_id: Mapped[str] = mapped_column(String(64))
-    oa_type: Mapped[OaType | None] = mapped_column(String(16), default=None)
+    oa_type: Mapped[OaType | None] = mapped_column(EnumText(OaType, 16), default=None)
     # WeCom: the agent id of the self-built app the callbacks are configured on (optional).
     agent_id: Mapped[str | None] = mapped_column(String(32), default=None)
     # The app secret (WeCom: the customer-contact secret), sealed.
@@ -72,7 +72,7 @@ class WechatQrCode(Base):
     # The scene string WeChat sends back as EventKey (qrscene_<scene> on a follow).
     scene: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(120))
-    purpose: Mapped[QrPurpose] = mapped_column(String(16))
+    purpose: Mapped[QrPurpose] = mapped_column(EnumText(QrPurpose, 16))
     store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"), default=None)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     campaign: Mapped[str | None] = mapped_column(String(120), default=None)
@@ -127,7 +127,7 @@ class OaMenuItem(Base):
     label: Mapped[str] = mapped_column(String(60))
     # WeChat's button type: click, view, miniprogram, scancode_push, …
     action_type: Mapped[str] = mapped_column(String(32), default="click")
-    category: Mapped[MenuCategory] = mapped_column(String(16))
+    category: Mapped[MenuCategory] = mapped_column(EnumText(MenuCategory, 16))
 
 
 class MassSendReceipt(Base):

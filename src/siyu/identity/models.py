@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+from siyu.db import Base, BigIntPK, EnumText, JSONType, UTCDateTime, utcnow
 
 
 class IdentifierType(enum.StrEnum):
@@ -73,7 +73,7 @@ class IdentityMerge(Base):
     __tablename__ = "identity_merges"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    kind: Mapped[MergeKind] = mapped_column(String(16))
+    kind: Mapped[MergeKind] = mapped_column(EnumText(MergeKind, 16))
     # merge: the survivor; unmerge: the profile that was split.
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
     # merge: the absorbed profile; unmerge: the new profile split off.
@@ -104,7 +104,9 @@ class MergeReview(Base):
     identifier_b_id: Mapped[int] = mapped_column(ForeignKey("identifiers.id"))
     message_id: Mapped[str | None] = mapped_column(String(255), default=None)
     reason: Mapped[str] = mapped_column(String(255))
-    status: Mapped[ReviewStatus] = mapped_column(String(16), default=ReviewStatus.open, index=True)
+    status: Mapped[ReviewStatus] = mapped_column(
+        EnumText(ReviewStatus, 16), default=ReviewStatus.open, index=True
+    )
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     decided_by: Mapped[str | None] = mapped_column(String(120), default=None)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+from siyu.db import Base, BigIntPK, EnumText, JSONType, UTCDateTime, utcnow
 
 
 class Event(Base):
@@ -79,6 +79,6 @@ class QueuedBatch(Base):
     events: Mapped[str] = mapped_column(Text)
     batch_context: Mapped[str | None] = mapped_column(Text, default=None)
     event_count: Mapped[int] = mapped_column(Integer)
-    status: Mapped[QueueStatus] = mapped_column(String(16), default=QueueStatus.pending)
+    status: Mapped[QueueStatus] = mapped_column(EnumText(QueueStatus, 16), default=QueueStatus.pending)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)

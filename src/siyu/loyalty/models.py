@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+from siyu.db import Base, BigIntPK, EnumText, JSONType, UTCDateTime, utcnow
 
 
 class MemberStatus(enum.StrEnum):
@@ -36,7 +36,7 @@ class Member(Base):
     member_number: Mapped[str] = mapped_column(String(32), unique=True)
     # The code friends enter (or the link carries) to be referred by this member.
     invite_code: Mapped[str | None] = mapped_column(String(16), unique=True, default=None)
-    status: Mapped[MemberStatus] = mapped_column(String(16), default=MemberStatus.active)
+    status: Mapped[MemberStatus] = mapped_column(EnumText(MemberStatus, 16), default=MemberStatus.active)
     tier: Mapped[str] = mapped_column(String(40), default="")
     join_channel: Mapped[str] = mapped_column(String(40), default="")
     join_store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"), default=None)
@@ -72,7 +72,7 @@ class Posting(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("loyalty_members.id"))
-    kind: Mapped[PostingKind] = mapped_column(String(16))
+    kind: Mapped[PostingKind] = mapped_column(EnumText(PostingKind, 16))
     points: Mapped[int] = mapped_column(BigInteger)
     # What the posting did to the spendable balance (0 for an earn that is pending).
     balance_change: Mapped[int] = mapped_column(BigInteger)
@@ -134,7 +134,7 @@ class EarningRule(Base):
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     name: Mapped[str] = mapped_column(String(120))
     event: Mapped[str] = mapped_column(String(200))
-    mode: Mapped[RuleMode] = mapped_column(String(16))
+    mode: Mapped[RuleMode] = mapped_column(EnumText(RuleMode, 16))
     amount: Mapped[float] = mapped_column(Float)
     # Only the member's first such event earns (first Mini Program visit, sign-up).
     first_only: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -166,7 +166,7 @@ class VoucherTemplate(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     name: Mapped[str] = mapped_column(String(120))
-    kind: Mapped[VoucherKind] = mapped_column(String(16))
+    kind: Mapped[VoucherKind] = mapped_column(EnumText(VoucherKind, 16))
     value: Mapped[int] = mapped_column(BigInteger, default=0)
     gift_sku: Mapped[str | None] = mapped_column(String(100), default=None)
     min_spend_fen: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -197,7 +197,7 @@ class Voucher(Base):
     template_id: Mapped[int] = mapped_column(ForeignKey("loyalty_voucher_templates.id"))
     member_id: Mapped[int] = mapped_column(ForeignKey("loyalty_members.id"))
     code: Mapped[str] = mapped_column(String(32), unique=True)
-    status: Mapped[VoucherStatus] = mapped_column(String(16), default=VoucherStatus.issued)
+    status: Mapped[VoucherStatus] = mapped_column(EnumText(VoucherStatus, 16), default=VoucherStatus.issued)
     issue_key: Mapped[str] = mapped_column(String(255), unique=True)
     issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     valid_until: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -288,7 +288,9 @@ class ReferralProgram(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     name: Mapped[str] = mapped_column(String(120))
-    trigger: Mapped[ReferralTrigger] = mapped_column(String(16), default=ReferralTrigger.sign_up)
+    trigger: Mapped[ReferralTrigger] = mapped_column(
+        EnumText(ReferralTrigger, 16), default=ReferralTrigger.sign_up
+    )
     referrer_template_id: Mapped[int | None] = mapped_column(
         ForeignKey("loyalty_voucher_templates.id"), default=None
     )
@@ -319,7 +321,9 @@ class Referral(Base):
     referrer_member_id: Mapped[int] = mapped_column(ForeignKey("loyalty_members.id"))
     friend_profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), unique=True)
     code: Mapped[str] = mapped_column(String(16))
-    status: Mapped[ReferralStatus] = mapped_column(String(16), default=ReferralStatus.pending)
+    status: Mapped[ReferralStatus] = mapped_column(
+        EnumText(ReferralStatus, 16), default=ReferralStatus.pending
+    )
     reason: Mapped[str] = mapped_column(Text, default="")
     message_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

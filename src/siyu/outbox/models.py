@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+from siyu.db import Base, BigIntPK, EnumText, JSONType, UTCDateTime, utcnow
 
 
 class OutboxStatus(enum.StrEnum):
@@ -28,7 +28,7 @@ class OutboxMessage(Base):
     topic: Mapped[str] = mapped_column(String(80))
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    status: Mapped[OutboxStatus] = mapped_column(String(16), default=OutboxStatus.pending)
+    status: Mapped[OutboxStatus] = mapped_column(EnumText(OutboxStatus, 16), default=OutboxStatus.pending)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     available_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -8,7 +8,7 @@ import enum
 from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from siyu.db import Base, BigIntPK, UTCDateTime, utcnow
+from siyu.db import Base, BigIntPK, EnumText, UTCDateTime, utcnow
 
 
 class ImportStatus(enum.StrEnum):
@@ -28,7 +28,7 @@ class FileImport(Base):
     filename: Mapped[str] = mapped_column(String(255))
     file_sha256: Mapped[str] = mapped_column(String(64), index=True)
     actor: Mapped[str] = mapped_column(String(120), default="")
-    status: Mapped[ImportStatus] = mapped_column(String(16), default=ImportStatus.running)
+    status: Mapped[ImportStatus] = mapped_column(EnumText(ImportStatus, 16), default=ImportStatus.running)
     rows_read: Mapped[int] = mapped_column(Integer, default=0)
     rows_imported: Mapped[int] = mapped_column(Integer, default=0)
     rows_duplicate: Mapped[int] = mapped_column(Integer, default=0)
