@@ -43,9 +43,7 @@ def callback_path(account: ChannelAccount) -> str | None:
 
 def _account(kind: ChannelKind, name: str) -> ChannelAccount:
     with unit_of_work() as session:
-        account = service.get_account(session, kind, name)
-        if account is None:
-            raise NotFound(f"no {kind} channel account named {name!r}")
+        account = service.get_account_or_raise(session, kind, name)
         session.expunge(account)
         return account
 
@@ -61,18 +59,15 @@ def _receive(kind: ChannelKind, name: str, query: dict[str, str], body: bytes) -
     settings = get_settings()
     now = utcnow()
     with unit_of_work() as session:
-        account = service.get_account(session, kind, name)
-        if account is None:
-            raise NotFound(f"no {kind} channel account named {name!r}")
+        account = service.get_account_or_raise(session, kind, name)
         receive = oa.receive if kind == ChannelKind.oa else wecom.receive
         try:
             receipt = receive(session, account, query, body, now, settings)
         except BadRequest as exc:
             # The dead letter written for an unreadable body commits with this unit of work.
             return PlainTextResponse(exc.message, status_code=400)
-    running = processor.current()
-    if running is not None and receipt.queued:
-        running.wake()
+    if receipt.queued:
+        processor.wake()
     return PlainTextResponse(receipt.reply)
 
 
@@ -131,7 +126,7 @@ def mp_session(body: SessionIn, _writer: WriterDep, session: SessionDep) -> Sess
     """code2session on the server; links the openid to the unionid on the customer's profile."""
     account = miniprogram.pick_account(session, body.account)
     login = miniprogram.login(session, account, body.code, now=utcnow(), settings=get_settings())
-    _wake()
+    processor.wake()
     return SessionOut(
         session=login.session, openid=login.openid, unionid=login.unionid, expires_at=login.expires_at
     )
@@ -146,14 +141,8 @@ def mp_phone(body: PhoneIn, _writer: WriterDep, session: SessionDep) -> PhoneOut
     masked = miniprogram.authorize_phone(
         session, account, mp_session_row, body.code, now=now, settings=get_settings()
     )
-    _wake()
+    processor.wake()
     return PhoneOut(phone=masked)
-
-
-def _wake() -> None:
-    running = processor.current()
-    if running is not None:
-        running.wake()
 
 
 def require_admin(principal: ReaderDep) -> Principal:

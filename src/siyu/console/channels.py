@@ -23,21 +23,21 @@ from siyu.channels.models import ChannelKind, OaType, QrPurpose
 from siyu.clienteling.models import Store
 from siyu.config import get_settings
 from siyu.console.rendering import render
-from siyu.console.security import OperationsDep, PageError, ReadSession, WriterDep, WriteSession, flash
+from siyu.console.routes import see_other
+from siyu.console.security import (
+    OperationsDep,
+    OperationsWriterDep,
+    PageError,
+    ReadSession,
+    WriterDep,
+    WriteSession,
+    flash,
+)
 from siyu.errors import SiyuError
 
 router = APIRouter(include_in_schema=False)
 log = structlog.get_logger()
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-
-
-def _see_other(url: str) -> Response:
-    return Response(status_code=303, headers={"Location": url, "Cache-Control": "no-store"})
-
-
-def _require_operations(viewer: object) -> None:
-    if not getattr(viewer, "sees_operations", False):
-        raise PageError(403, "Channels are managed by admin, hq and marketer.")
 
 
 @router.get("/channels", response_class=HTMLResponse)
@@ -107,21 +107,20 @@ def create_account(
     )
     path = callback_path(account)
     flash(request, f"{account.name} configured." + (f" Callback URL path: {path}" if path else ""))
-    return _see_other("/channels")
+    return see_other("/channels")
 
 
 @router.post("/channels/qr-codes")
 def create_qr_code(
     request: Request,
     session: WriteSession,
-    viewer: WriterDep,
+    viewer: OperationsWriterDep,
     account: Annotated[str, Form()],
     name: Annotated[str, Form()],
     purpose: Annotated[QrPurpose, Form()],
     target: Annotated[str, Form()] = "",
 ) -> Response:
     """Create a QR code on WeChat; `target` is the store code, associate, campaign or placement."""
-    _require_operations(viewer)
     oa = service.get_account_or_raise(session, ChannelKind.oa, account)
     value = target.strip() or None
     qr = codes.create_qr_code(
@@ -135,25 +134,24 @@ def create_qr_code(
         placement=value if purpose == QrPurpose.placement else None,
     )
     flash(request, f"QR code “{qr.name}” created (scene {qr.scene}).")
-    return _see_other("/channels#qr-codes")
+    return see_other("/channels#qr-codes")
 
 
 @router.post("/channels/contact-ways")
 def create_contact_way(
     request: Request,
     session: WriteSession,
-    viewer: WriterDep,
+    viewer: OperationsWriterDep,
     account: Annotated[str, Form()],
     name: Annotated[str, Form()],
     associate: Annotated[str, Form()],
     campaign: Annotated[str, Form()] = "",
 ) -> Response:
     """Create a 「联系我」 code on WeCom for one associate."""
-    _require_operations(viewer)
     corp = service.get_account_or_raise(session, ChannelKind.wecom, account)
     way = codes.create_contact_way(session, corp, name=name, associate=associate, campaign=campaign or None)
     flash(request, f"Contact code “{way.name}” created (state {way.state}).")
-    return _see_other("/channels#contact-ways")
+    return see_other("/channels#contact-ways")
 
 
 def _run_upload(path: Path, kind: str, source: str, actor: str) -> None:
@@ -169,13 +167,12 @@ def upload(
     request: Request,
     background: BackgroundTasks,
     session: WriteSession,
-    viewer: WriterDep,
+    viewer: OperationsWriterDep,
     kind: Annotated[str, Form()],
     source: Annotated[str, Form()],
     file: Annotated[UploadFile, File()],
 ) -> Response:
     """Save the upload under var/imports and import it in the background; the page shows its progress."""
-    _require_operations(viewer)
     mapping = mappings.load(kind, source)  # refuses an unknown kind or source before saving anything
     filename = Path(file.filename or "upload.csv").name
     if Path(filename).suffix.lower() not in (".csv", ".txt", ".tsv", ".xlsx", ".xlsm"):
@@ -203,4 +200,4 @@ def upload(
         raise PageError(400, exc.message) from exc
     background.add_task(_run_upload, target, kind, source, viewer.display_name)
     flash(request, f"{filename} is being imported: refresh to follow it.")
-    return _see_other("/channels#imports")
+    return see_other("/channels#imports")

@@ -173,6 +173,14 @@ def require_operations(viewer: Annotated[Viewer, Depends(reading_viewer)]) -> Vi
     return viewer
 
 
+def require_operations_writer(viewer: Annotated[Viewer, Depends(writing_viewer)]) -> Viewer:
+    """The same check for a form's POST (after its CSRF token checked out)."""
+    if not viewer.sees_operations:
+        raise PageError(403, f"The {viewer.role} role cannot change this.")
+    return viewer
+
+
 ReaderDep = Annotated[Viewer, Depends(reading_viewer)]
 WriterDep = Annotated[Viewer, Depends(writing_viewer)]
 OperationsDep = Annotated[Viewer, Depends(require_operations)]
+OperationsWriterDep = Annotated[Viewer, Depends(require_operations_writer)]

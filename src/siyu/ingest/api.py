@@ -55,9 +55,8 @@ def _run(raw_events: list[Any], key_id: int, batch_context: dict[str, Any] | Non
     )
     with unit_of_work() as session:
         result = enqueue_batch(session, checked, batch_context=batch_context)
-    running = processor.current()
-    if running is not None and result.accepted:
-        running.wake()
+    if result.accepted:
+        processor.wake()
     return result
 
 

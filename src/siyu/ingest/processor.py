@@ -119,6 +119,12 @@ def current() -> Processor | None:
     return _current
 
 
+def wake() -> None:
+    """Tell this process's processor (if it runs one) that something was queued."""
+    if _current is not None:
+        _current.wake()
+
+
 def set_current(processor: Processor | None) -> None:
     global _current
     _current = processor

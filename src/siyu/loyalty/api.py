@@ -108,6 +108,13 @@ def list_postings(
     return [_out(p) for p in service.history(session, member.id, limit=limit, before_id=before_id)]
 
 
+def require_key(idempotency_key: str | None, scope: str = "api") -> str:
+    """The ledger key of a request's Idempotency-Key header; BadRequest without one."""
+    if not idempotency_key:
+        raise BadRequest("Idempotency-Key: send a unique key per request, so a retry never acts twice")
+    return f"{scope}:{idempotency_key}"
+
+
 def _out(posting: Posting) -> PostingOut:
     return PostingOut.model_validate(posting, from_attributes=True)
 
@@ -124,13 +131,11 @@ def create_posting(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> PostingOut:
     """201 with the posting; a repeat of the Idempotency-Key answers 200 with the first result; 409 on overdraw."""
-    if not idempotency_key:
-        raise BadRequest("Idempotency-Key: send a unique key per posting, so a retry never posts twice")
     allowed = SPEND_ROLES if body.kind == "spend" else PROGRAMME_ROLES
     if principal.role not in allowed:
         raise Forbidden(f"a {principal.role} cannot {body.kind} points")
     member = _member(session, principal, profile_id)
-    key = f"api:{idempotency_key}"
+    key = require_key(idempotency_key)
     if body.kind == "earn":
         result = service.earn(
             session,
@@ -191,12 +196,6 @@ def patch_rule(rule_id: int, body: RulePatch, principal: ReaderDep, session: Ses
     return RuleOut.model_validate(rule, from_attributes=True)
 
 
-def _key(idempotency_key: str | None) -> str:
-    if not idempotency_key:
-        raise BadRequest("Idempotency-Key: send a unique key per request, so a retry never acts twice")
-    return f"api:{idempotency_key}"
-
-
 @router.post(
     "/voucher-templates",
     response_model=VoucherTemplateOut,
@@ -235,7 +234,7 @@ def issue_voucher(
 ) -> VoucherOut:
     _programme(principal)
     member = _member(session, principal, profile_id)
-    voucher, replayed = vouchers.issue(session, body.template_id, member.id, key=_key(idempotency_key))
+    voucher, replayed = vouchers.issue(session, body.template_id, member.id, key=require_key(idempotency_key))
     response.status_code = 200 if replayed else 201
     return VoucherOut.model_validate(voucher, from_attributes=True)
 
@@ -255,7 +254,7 @@ def buy_reward(
         raise Forbidden(f"a {principal.role} cannot redeem points")
     member = _member(session, principal, profile_id)
     voucher, replayed = vouchers.buy_reward(
-        session, body.template_id, member.id, key=_key(idempotency_key), actor=principal.actor
+        session, body.template_id, member.id, key=require_key(idempotency_key), actor=principal.actor
     )
     response.status_code = 200 if replayed else 201
     return VoucherOut.model_validate(voucher, from_attributes=True)
@@ -284,7 +283,7 @@ def redeem_voucher(
     voucher, _ = vouchers.redeem(
         session,
         code,
-        key=_key(idempotency_key),
+        key=require_key(idempotency_key),
         channel=body.channel,
         order_total_fen=body.order_total_fen,
         order_id=body.order_id,
@@ -339,7 +338,7 @@ def draw_blind_box(
     if principal.role not in SPEND_ROLES:
         raise Forbidden(f"a {principal.role} cannot draw for a member")
     member = _member(session, principal, profile_id)
-    result = blind_boxes.draw(session, box_id, member.id, key=_key(idempotency_key))
+    result = blind_boxes.draw(session, box_id, member.id, key=require_key(idempotency_key))
     response.status_code = 200 if result.replayed else 201
     return DrawOut(
         draw_id=result.draw.id,

@@ -17,9 +17,10 @@ from siyu.channels import miniprogram
 from siyu.channels.api import WriterDep
 from siyu.db import utcnow
 from siyu.deps import SessionDep
-from siyu.errors import BadRequest, NotFound, Unauthorized
+from siyu.errors import NotFound, Unauthorized
 from siyu.identity.models import Identifier
 from siyu.loyalty import service, vouchers
+from siyu.loyalty.api import require_key
 from siyu.loyalty.models import Member, VoucherTemplate
 from siyu.loyalty.schemas import IssueIn, LotOut, VoucherOut, VoucherTemplateOut
 from siyu.profiles.service import live_id
@@ -117,11 +118,8 @@ def buy(
     account: str | None = None,
 ) -> VoucherOut:
     """201 with the voucher; a retry with the same Idempotency-Key answers 200 with it; 409 without enough points."""
-    if not idempotency_key:
-        raise BadRequest("Idempotency-Key: send a unique key per purchase, so a retry never buys twice")
     member = _me(session, x_siyu_session, account)
-    voucher, replayed = vouchers.buy_reward(
-        session, body.template_id, member.id, key=f"mp:{member.id}:{idempotency_key}", actor="member"
-    )
+    key = require_key(idempotency_key, scope=f"mp:{member.id}")
+    voucher, replayed = vouchers.buy_reward(session, body.template_id, member.id, key=key, actor="member")
     response.status_code = 200 if replayed else 201
     return VoucherOut.model_validate(voucher, from_attributes=True)
