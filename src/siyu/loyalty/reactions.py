@@ -25,7 +25,8 @@ EVENTS = SIGN_UPS | {"Order Completed", "Order Refunded"}
 
 def react(session: Session, events: Sequence[StoredEvent]) -> None:
     """Enrol, earn and reverse for the batch's events, in time order."""
-    wanted = EVENTS | rules.rule_events(session)
+    book = rules.RuleBook.load(session)
+    wanted = EVENTS | book.events()
     relevant = [ev for ev in events if ev.event in wanted or ev.properties.get("referral_code")]
     if not relevant:
         return
@@ -56,13 +57,20 @@ def react(session: Session, events: Sequence[StoredEvent]) -> None:
         if ev.event == "Order Refunded":
             _reverse(session, member.id, str(ev.properties.get("order_id") or ev.message_id), ev)
             continue
-        _earn(session, member, ev, at, settings)
+        _earn(session, member, ev, at, settings, book)
 
 
-def _earn(session: Session, member: Member, ev: StoredEvent, at: dt.datetime, settings: Settings) -> None:
+def _earn(
+    session: Session,
+    member: Member,
+    ev: StoredEvent,
+    at: dt.datetime,
+    settings: Settings,
+    book: rules.RuleBook,
+) -> None:
     is_order = ev.event == "Order Completed"
     order_id = str(ev.properties.get("order_id") or ev.message_id) if is_order else None
-    for award in rules.evaluate(session, member, ev, at, settings):
+    for award in rules.evaluate(session, member, ev, at, settings, book):
         # One award per rule and order (or event): the same order from another channel earns once.
         subject = order_id or ev.message_id
         key = f"rule:{award.rule.id}:{subject}" if award.rule else f"order:{subject}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.config import Settings
@@ -63,24 +63,34 @@ def validate(rule: EarningRule) -> None:
             raise BadRequest(f"item_multipliers.{key}: keys are 'category:<name>' or 'sku:<sku>'")
 
 
-def rule_events(session: Session) -> set[str]:
-    """Event names some active rule listens to."""
-    return set(session.execute(select(EarningRule.event).where(EarningRule.active).distinct()).scalars())
+@dataclass(frozen=True, slots=True)
+class RuleBook:
+    """The active rules by event and the tiers' multipliers, read once per batch of events."""
 
+    by_event: dict[str, list[EarningRule]]
+    tier_multipliers: dict[str, float]
 
-def _active(session: Session, event: str, at: dt.datetime) -> list[EarningRule]:
-    return list(
-        session.execute(
-            select(EarningRule)
-            .where(
-                EarningRule.active,
-                EarningRule.event == event,
-                or_(EarningRule.starts_at.is_(None), EarningRule.starts_at <= at),
-                or_(EarningRule.ends_at.is_(None), EarningRule.ends_at > at),
-            )
-            .order_by(EarningRule.id)
-        ).scalars()
-    )
+    @classmethod
+    def load(cls, session: Session) -> RuleBook:
+        by_event: dict[str, list[EarningRule]] = {}
+        for rule in session.execute(
+            select(EarningRule).where(EarningRule.active).order_by(EarningRule.id)
+        ).scalars():
+            by_event.setdefault(rule.event, []).append(rule)
+        tiers = {name: multiplier for name, multiplier in session.execute(select(Tier.name, Tier.multiplier))}
+        return cls(by_event, tiers)
+
+    def events(self) -> set[str]:
+        """Event names some active rule listens to."""
+        return set(self.by_event)
+
+    def active(self, event: str, at: dt.datetime) -> list[EarningRule]:
+        """The event's rules whose window holds at."""
+        return [
+            r
+            for r in self.by_event.get(event, [])
+            if (r.starts_at is None or r.starts_at <= at) and (r.ends_at is None or r.ends_at > at)
+        ]
 
 
 def channel_of(ev: StoredEvent) -> str:
@@ -161,11 +171,11 @@ def _local_day(at: dt.datetime, zone: ZoneInfo) -> tuple[dt.datetime, dt.datetim
 
 
 def evaluate(
-    session: Session, member: Member, ev: StoredEvent, at: dt.datetime, settings: Settings
+    session: Session, member: Member, ev: StoredEvent, at: dt.datetime, settings: Settings, book: RuleBook
 ) -> list[Award]:
     """What each matching rule awards for ev, multiplied and capped; the built-in order rule when none applies."""
     assert ev.event is not None
-    rules = _active(session, ev.event, at)
+    rules = book.active(ev.event, at)
     campaign = 1.0
     campaigns: list[str] = []
     for rule in rules:
@@ -175,9 +185,7 @@ def evaluate(
     earning = [r for r in rules if r.mode != RuleMode.multiplier]
     awards: list[Award] = []
     # The member's tier multiplier, for rules that do not name the tier themselves (and the built-in one).
-    tier_default = (
-        session.execute(select(Tier.multiplier).where(Tier.name == member.tier)).scalar_one_or_none() or 1.0
-    )
+    tier_default = book.tier_multipliers.get(member.tier, 1.0)
     if ev.event == "Order Completed" and not any(r.mode == RuleMode.per_yuan for r in earning):
         rate = settings.loyalty_points_per_yuan * tier_default * campaign
         points = math.floor(ev.amount_fen / 100 * rate + 1e-9)
