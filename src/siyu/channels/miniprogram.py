@@ -75,7 +75,7 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _ids(account: ChannelAccount, openid: str, unionid: str | None) -> list[dict[str, str]]:
+def _ids(openid: str, unionid: str | None) -> list[dict[str, str]]:
     ids = [{"id": openid, "type": "wechat_openid"}]
     if unionid:
         ids.append({"id": unionid, "type": "wechat_unionid"})
@@ -112,7 +112,7 @@ def login(
         "type": "identify",
         # One identify per openid / unionid pair is enough to link them.
         "messageId": f"wx-mp-login:{account.app_id}:{openid}:{unionid or ''}",
-        "context": {"channel": "miniprogram", "externalIds": _ids(account, openid, unionid)},
+        "context": {"channel": "miniprogram", "externalIds": _ids(openid, unionid)},
     }
     callbacks.enqueue(session, [event], now, settings)
     session.flush()
@@ -163,7 +163,7 @@ def authorize_phone(
         "properties": {"purpose": "phone_number", "source": f"miniprogram:{account.app_id}"},
         "context": {
             "channel": "miniprogram",
-            "externalIds": _ids(account, mp_session.openid, mp_session.unionid),
+            "externalIds": _ids(mp_session.openid, mp_session.unionid),
             "traits": {"phone": phone},
         },
     }

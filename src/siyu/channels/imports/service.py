@@ -449,13 +449,14 @@ def _import_chunk(
             )
         batch = ingest_batch(session, events, source_key_id=None, settings=settings) if events else None
         refused: set[int] = set()
+        values_of = dict(chunk)
         for rejection in batch.errors if batch is not None else []:
             row = owner[rejection.index]
             if row.number in refused:
                 continue
             refused.add(row.number)
             column = _rejection_column(rejection.reason, row, converter)
-            values = next(v for n, v in chunk if n == row.number)
+            values = values_of[row.number]
             # The column is named, so the event field the pipeline names would only confuse.
             reason = _EXTERNAL_ID_FIELD.sub("", rejection.reason) if column else rejection.reason
             failures.append(
