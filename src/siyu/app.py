@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(SiyuError)
     async def siyu_error(_request: Request, exc: SiyuError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return JSONBytesResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+        return JSONBytesResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> Response:

@@ -106,6 +106,44 @@ class Settings(BaseSettings):
         default=60.0, description="How often the worker releases pending points and expires old ones"
     )
 
+    # The brand's calendar: dates in segment rules ("between 2026-01-01 and …") are days in this zone.
+    timezone: str = Field(default="Asia/Shanghai", description="The brand's calendar for dates in rules")
+
+    # Lifecycle stages (domain.md §3): every threshold of the default rules.
+    lifecycle_loyal_purchases_365: int = Field(
+        default=4, description="Loyal: at least this many purchase days in the trailing 365 days"
+    )
+    lifecycle_loyal_top_tier: bool = Field(
+        default=True, description="Loyal: a member in the top loyalty tier is Loyal whatever the count"
+    )
+    lifecycle_indecisive_p_alive: float = Field(
+        default=0.5, description="Indecisive: a buyer whose P(alive) is below this"
+    )
+    lifecycle_indecisive_gap_factor: float = Field(
+        default=2.0,
+        description="Indecisive: days since the last purchase exceed this times the buyer's median gap",
+    )
+    lifecycle_intent_events: list[str] = Field(
+        default=["Product Added to Wishlist", "Product Added", "Consultation Started"],
+        description="High-intent actions (favourite, add to cart, consultation)",
+    )
+    lifecycle_indecisive_intent_actions: int = Field(
+        default=3, description="Indecisive: a window customer with this many high-intent actions …"
+    )
+    lifecycle_intent_window_days: int = Field(default=30, description="… within this many days")
+    lifecycle_lapsed_p_alive: float = Field(default=0.15, description="Lapsed: P(alive) below this")
+    lifecycle_lapsed_days: int = Field(default=365, description="Lapsed: no purchase for this many days")
+    lifecycle_prediction_days: int = Field(
+        default=90, description="Expected purchases and CLV are predicted over this many days"
+    )
+    lifecycle_schedule_seconds: float = Field(
+        default=300.0, description="How often the worker re-stages everyone (time alone lapses customers)"
+    )
+    segments_schedule_seconds: float = Field(
+        default=240.0,
+        description="How often the worker recomputes segments whose rules depend on time (at most 5 min)",
+    )
+
     # File imports uploaded in the console are kept here.
     import_dir: str = Field(
         default="var/imports", description="Where console uploads are saved before import"

@@ -14,6 +14,10 @@ class SiyuError(Exception):
         if status_code is not None:
             self.status_code = status_code
 
+    def body(self) -> dict[str, object]:
+        """The JSON the API answers with."""
+        return {"detail": self.message}
+
 
 class NotFound(SiyuError):
     status_code = 404

@@ -23,6 +23,7 @@ from siyu.identity.models import (
     MergeReview,
 )
 from siyu.ingest.models import DeadLetter, Event
+from siyu.lifecycle.models import LifecycleChange, LifecycleState, Stage, ValueModel
 from siyu.loyalty.models import (
     BlindBox,
     BlindBoxDraw,
@@ -39,7 +40,8 @@ from siyu.loyalty.models import (
     VoucherTemplate,
 )
 from siyu.outbox.models import OutboxMessage
-from siyu.profiles.models import Consent, Profile
+from siyu.profiles.models import Consent, Profile, Tag
+from siyu.segments.models import Segment, SegmentMember, SegmentSize
 
 __all__ = [
     "Alert",
@@ -62,6 +64,8 @@ __all__ = [
     "IdentifierType",
     "IdentityLink",
     "IdentityMerge",
+    "LifecycleChange",
+    "LifecycleState",
     "Lot",
     "LotDraw",
     "MassSendReceipt",
@@ -77,9 +81,15 @@ __all__ = [
     "ReferralProgram",
     "Region",
     "Role",
+    "Segment",
+    "SegmentMember",
+    "SegmentSize",
+    "Stage",
     "Store",
+    "Tag",
     "Tier",
     "User",
+    "ValueModel",
     "Voucher",
     "VoucherTemplate",
     "WechatQrCode",

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from siyu import bulk
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
+from siyu.identity.models import Identifier
 from siyu.identity.service import Resolver
 from siyu.ingest import reactors
 from siyu.ingest.models import DeadLetter, Event, QueuedBatch, QueueStatus
@@ -434,3 +435,56 @@ def record_dead_letter(
             payload=payload,
         )
     )
+
+
+def enqueue_for_profiles(
+    session: Session,
+    events: Sequence[tuple[int, dict[str, Any]]],
+    *,
+    channel: str,
+    settings: Settings | None = None,
+) -> int:
+    """Queue events siyu itself observed (stage changes, segment entries) onto the given profiles' timelines.
+
+    Each event goes through the pipeline on the profile's first identifier, like any other event (and
+    so reaches the reactors, journeys among them); a profile without identifiers is skipped. Returns how
+    many were queued. Flushes, never commits.
+    """
+    if not events:
+        return 0
+    settings = settings or get_settings()
+    ids = sorted({pid for pid, _ in events})
+    first: dict[int, tuple[str, str]] = {}
+    for chunk_start in range(0, len(ids), 10_000):
+        chunk = ids[chunk_start : chunk_start + 10_000]
+        lowest = (
+            select(func.min(Identifier.id))
+            .where(bulk.matches(session, Identifier.profile_id, chunk))
+            .group_by(Identifier.profile_id)
+        )
+        rows = session.execute(
+            select(Identifier.profile_id, Identifier.type, Identifier.value).where(Identifier.id.in_(lowest))
+        )
+        for pid, id_type, value in rows:
+            first[pid] = (id_type, value)
+    raw: list[dict[str, Any]] = []
+    for pid, event in events:
+        if pid not in first:
+            continue
+        id_type, value = first[pid]
+        context = dict(event.get("context") or {})
+        context.setdefault("channel", channel)
+        context["externalIds"] = [{"id": value, "type": id_type}]
+        raw.append({**event, "context": context})
+    queued = 0
+    now = utcnow()
+    for start in range(0, len(raw), settings.ingest_process_events):
+        checked = check_batch(
+            raw[start : start + settings.ingest_process_events],
+            source_key_id=None,
+            batch_context=None,
+            received_at=now,
+            settings=settings,
+        )
+        queued += enqueue_batch(session, checked, batch_context=None).accepted
+    return queued

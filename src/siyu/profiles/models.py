@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from siyu.db import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+from siyu.db import Base, BigIntPK, EnumText, JSONType, UTCDateTime, utcnow
 
 
 class Profile(Base):
@@ -56,3 +57,23 @@ class Consent(Base):
     message_id: Mapped[str] = mapped_column(String(255))
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TagSource(enum.StrEnum):
+    manual = "manual"  # put on by a person (console, API) and only removed by one
+    rule = "rule"  # kept up to date by an automatic tag rule as events arrive
+
+
+class Tag(Base):
+    """A label on a customer: manual, or maintained by an automatic rule (`rule` names which)."""
+
+    __tablename__ = "profile_tags"
+    __table_args__ = (UniqueConstraint("profile_id", "name"), Index(None, "name", "profile_id"))
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"))
+    name: Mapped[str] = mapped_column(String(80))
+    source: Mapped[TagSource] = mapped_column(EnumText(TagSource, 16), default=TagSource.manual)
+    rule: Mapped[str | None] = mapped_column(String(40), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(120), default="system")

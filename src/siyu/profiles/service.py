@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, case, false, func, insert, or_, select
+from sqlalchemy import Select, and_, case, delete, false, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -18,11 +18,11 @@ from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.clienteling.models import Store
 from siyu.db import is_postgres, utcnow
-from siyu.errors import NotFound
+from siyu.errors import BadRequest, NotFound
 from siyu.identity.models import Identifier, IdentityMerge
 from siyu.ingest.models import Event
 from siyu.ingest.reactors import StoredEvent
-from siyu.profiles.models import Consent, Profile
+from siyu.profiles.models import Consent, Profile, Tag, TagSource
 from siyu.profiles.traits import OrgDirectory, ProfileState
 
 ORDER_COMPLETED = "Order Completed"
@@ -346,3 +346,42 @@ def consents(session: Session, profile_id: int) -> Sequence[Consent]:
         .scalars()
         .all()
     )
+
+
+# --- tags -------------------------------------------------------------------------------------------------
+
+
+def tags(session: Session, profile_id: int) -> Sequence[Tag]:
+    """The customer's tags, by name."""
+    return session.execute(select(Tag).where(Tag.profile_id == profile_id).order_by(Tag.name)).scalars().all()
+
+
+def add_tag(
+    session: Session,
+    profile_id: int,
+    name: str,
+    *,
+    source: TagSource = TagSource.manual,
+    rule: str | None = None,
+    actor: str = "system",
+) -> Tag:
+    """Put the tag on the customer (a no-op returning the existing tag when it is already there)."""
+    name = name.strip()
+    if not name or len(name) > 80:
+        raise BadRequest("a tag is 1 to 80 characters")
+    existing = session.execute(
+        select(Tag).where(Tag.profile_id == profile_id, Tag.name == name)
+    ).scalar_one_or_none()
+    if existing is not None:
+        return existing
+    tag = Tag(profile_id=profile_id, name=name, source=source, rule=rule, created_by=actor)
+    session.add(tag)
+    session.flush()
+    return tag
+
+
+def remove_tag(session: Session, profile_id: int, name: str) -> bool:
+    """Take the tag off the customer; False when it was not there."""
+    result = session.execute(delete(Tag).where(Tag.profile_id == profile_id, Tag.name == name.strip()))
+    session.flush()
+    return bool(getattr(result, "rowcount", 0))

@@ -1,0 +1,1 @@
+"""Lifecycle stages, RFM scores and predicted value (BG/NBD + Gamma-Gamma)."""

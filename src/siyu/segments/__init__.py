@@ -1,0 +1,1 @@
+"""Segments: the rule language, its compiler to Ibis, and memberships kept up to date."""

@@ -1,0 +1,408 @@
+"""Segments: create and edit them, compute who is in them, keep that true as events arrive and time passes.
+
+Rules compile to Ibis (`compiler`), rendered to the operational database's SQL and run on the request's
+own connection, so a batch's reactor sees the rows the batch just wrote. Memberships change in three
+ways: a full computation (creation, an edited rule, the console's "recompute"), the ingest reactor for the
+profiles a batch touched, and the schedule for rules that time alone can change. Each change after the
+first computation writes `Segment Entered` / `Segment Exited` to the customer's timeline.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, cast
+
+import ibis
+import orjson
+import structlog
+from sqlalchemy import Table, delete, select
+from sqlalchemy.orm import Session
+
+from siyu import bulk
+from siyu.config import get_settings
+from siyu.db import is_postgres, utcnow
+from siyu.errors import Conflict, NotFound
+from siyu.ingest import service as ingest_service
+from siyu.ingest.reactors import StoredEvent
+from siyu.segments import rules
+from siyu.segments.compiler import SCOPE_TABLE, compile_rule
+from siyu.segments.models import Segment, SegmentMember, SegmentSize, SegmentStatus
+from siyu.segments.tables import tables
+
+log = structlog.get_logger(__name__)
+_members = cast(Table, SegmentMember.__table__)
+ENTERED, EXITED = "Segment Entered", "Segment Exited"
+# Events the reactor ignores: its own, which would otherwise re-evaluate the segment they came from.
+_OWN_EVENTS = frozenset({ENTERED, EXITED})
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """The size of a rule's audience now and a few of its members."""
+
+    size: int
+    sample: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a computation changed."""
+
+    size: int
+    entered: int
+    exited: int
+
+
+# --- compiling and running ----------------------------------------------------------------------------
+
+
+def dialect(session: Session) -> str:
+    """The Ibis dialect of the session's database."""
+    return "postgres" if is_postgres(session) else "sqlite"
+
+
+def check(rule: Any) -> rules.Node:
+    """The parsed rule, in the brand's time zone; RuleError pointing at the offending node."""
+    return rules.parse(rule, get_settings().timezone)
+
+
+def to_sql(rule: Any, sql_dialect: str, as_of: dt.datetime, *, scoped: bool = False) -> str:
+    """The SQL of a rule on an engine, relative windows evaluated at as_of (to the minute)."""
+    minute = as_of.astimezone(dt.UTC).replace(second=0, microsecond=0)
+    return _sql(orjson.dumps(rule, option=orjson.OPT_SORT_KEYS).decode(), sql_dialect, minute, scoped)
+
+
+@lru_cache(maxsize=512)
+def _sql(rule_json: str, sql_dialect: str, minute: dt.datetime, scoped: bool) -> str:
+    # Compiling takes tens of milliseconds; the reactor runs every segment on every batch, so cache it.
+    node = check(orjson.loads(rule_json))
+    expr = compile_rule(node, tables(sql_dialect), as_of=minute, scoped=scoped)
+    return str(ibis.to_sql(expr, dialect=sql_dialect))
+
+
+def matching(
+    session: Session, rule: Any, *, as_of: dt.datetime, scope: Iterable[int] | None = None
+) -> list[int]:
+    """Ids of the live profiles matching rule at as_of (only among scope when given), in the session."""
+    sql = to_sql(rule, dialect(session), as_of, scoped=scope is not None)
+    if scope is not None:
+        ids = ",".join(str(int(pid)) for pid in scope)
+        if is_postgres(session):
+            values = f"SELECT unnest(ARRAY[{ids}]::bigint[]) AS profile_id"
+        else:
+            values = f"SELECT value AS profile_id FROM json_each('[{ids}]')"
+        sql = f"WITH {SCOPE_TABLE} AS ({values}) SELECT profile_id FROM ({sql}) AS scoped_members"
+    # The driver's own cursor: no bind-parameter parsing of a rule's literals (a ':' or '%' in a value).
+    cursor = bulk._dbapi(session).cursor()
+    try:
+        cursor.execute(sql)
+        return [int(row[0]) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def preview(session: Session, rule: Any, *, sample: int = 10, as_of: dt.datetime | None = None) -> Preview:
+    """How many customers a rule matches now and the first few of them (checks the rule first)."""
+    check(rule)
+    ids = matching(session, rule, as_of=as_of or utcnow())
+    return Preview(size=len(ids), sample=sorted(ids)[:sample])
+
+
+# --- segments -------------------------------------------------------------------------------------------
+
+
+def list_(session: Session) -> Sequence[Segment]:
+    """Every segment, by name."""
+    return session.execute(select(Segment).order_by(Segment.name)).scalars().all()
+
+
+def get(session: Session, segment_id: int) -> Segment | None:
+    """The segment, or None."""
+    return session.get(Segment, segment_id)
+
+
+def get_or_raise(session: Session, segment_id: int) -> Segment:
+    """The segment; NotFound otherwise."""
+    segment = session.get(Segment, segment_id)
+    if segment is None:
+        raise NotFound(f"no segment {segment_id}")
+    return segment
+
+
+def create(
+    session: Session,
+    *,
+    name: str,
+    rule: Any,
+    description: str = "",
+    actor: str = "system",
+    compute: bool = True,
+    now: dt.datetime | None = None,
+) -> Segment:
+    """A new segment (RuleError for a bad rule, Conflict for a taken name), computed now unless told not to."""
+    check(rule)
+    name = name.strip()
+    if not name:
+        raise rules.RuleError("$", "a segment needs a name")
+    if session.execute(select(Segment.id).where(Segment.name == name)).first():
+        raise Conflict(f"a segment named {name!r} exists")
+    now = now or utcnow()
+    segment = Segment(
+        name=name, rule=rule, description=description, created_by=actor, created_at=now, updated_at=now
+    )
+    session.add(segment)
+    session.flush()
+    if compute:
+        refresh(session, segment, now=now, kind="full")
+    return segment
+
+
+def update(
+    session: Session,
+    segment: Segment,
+    *,
+    rule: Any | None = None,
+    name: str | None = None,
+    description: str | None = None,
+    now: dt.datetime | None = None,
+) -> Segment:
+    """Change a segment; a new rule bumps the version and recomputes the memberships (with entries/exits)."""
+    now = now or utcnow()
+    if name is not None and name.strip() != segment.name:
+        taken = session.execute(
+            select(Segment.id).where(Segment.name == name.strip(), Segment.id != segment.id)
+        )
+        if taken.first():
+            raise Conflict(f"a segment named {name!r} exists")
+        segment.name = name.strip()
+    if description is not None:
+        segment.description = description
+    segment.updated_at = now
+    if rule is not None and rule != segment.rule:
+        check(rule)
+        segment.rule = rule
+        segment.version += 1
+        session.flush()
+        refresh(session, segment, now=now, kind="full")
+    session.flush()
+    return segment
+
+
+def delete_(session: Session, segment: Segment) -> None:
+    """Remove a segment with its memberships and size history (customers get no exit event)."""
+    session.execute(delete(SegmentMember).where(SegmentMember.segment_id == segment.id))
+    session.execute(delete(SegmentSize).where(SegmentSize.segment_id == segment.id))
+    session.delete(segment)
+    session.flush()
+
+
+def refresh(
+    session: Session, segment: Segment, *, now: dt.datetime | None = None, kind: str = "full"
+) -> Change | None:
+    """Recompute everyone's membership; on failure mark the segment failed with the error and keep the old ones."""
+    now = now or utcnow()
+    first = segment.computed_at is None
+    try:
+        with session.begin_nested():
+            found = set(matching(session, segment.rule, as_of=now))
+    except Exception as exc:
+        # A failed computation must show as failed, never as a segment stuck "building".
+        log.warning("segment.compute_failed", segment_id=segment.id, error=str(exc))
+        segment.status = SegmentStatus.failed
+        segment.error = f"{type(exc).__name__}: {exc}"[:2000]
+        session.flush()
+        return None
+    current = set(
+        session.execute(
+            select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment.id)
+        ).scalars()
+    )
+    change = _apply(session, segment, found - current, current - found, now=now, announce=not first)
+    segment.size = len(found)
+    segment.status = SegmentStatus.ready
+    segment.error = None
+    segment.computed_at = now
+    session.add(
+        SegmentSize(
+            segment_id=segment.id, at=now, size=len(found), entered=change[0], exited=change[1], kind=kind
+        )
+    )
+    session.flush()
+    return Change(size=len(found), entered=change[0], exited=change[1])
+
+
+def _apply(
+    session: Session,
+    segment: Segment,
+    entered: set[int],
+    exited: set[int],
+    *,
+    now: dt.datetime,
+    announce: bool,
+) -> tuple[int, int]:
+    if entered:
+        bulk.insert_rows(
+            session,
+            "segment_members",
+            [("segment_id", "int"), ("profile_id", "int"), ("entered_at", "ts")],
+            [(segment.id, pid, now) for pid in sorted(entered)],
+        )
+    gone = sorted(exited)
+    for start in range(0, len(gone), 10_000):
+        chunk = gone[start : start + 10_000]
+        session.execute(
+            delete(SegmentMember).where(
+                SegmentMember.segment_id == segment.id, bulk.matches(session, SegmentMember.profile_id, chunk)
+            )
+        )
+    if announce and (entered or exited):
+        stamp = now.isoformat()
+        properties = {"segment_id": segment.id, "segment": segment.name, "version": segment.version}
+        timeline = [
+            (pid, _event(name, segment, pid, stamp, properties))
+            for name, ids in ((ENTERED, sorted(entered)), (EXITED, gone))
+            for pid in ids
+        ]
+        ingest_service.enqueue_for_profiles(session, timeline, channel="segments")
+    return len(entered), len(exited)
+
+
+def _event(name: str, segment: Segment, pid: int, stamp: str, properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": name,
+        # One entry (or exit) per segment, customer and moment: a retried job adds nothing.
+        "messageId": f"segment:{segment.id}:{pid}:{name[8:].lower()}:{stamp}",
+        "timestamp": stamp,
+        "properties": properties,
+    }
+
+
+def react(session: Session, events: Sequence[StoredEvent]) -> None:
+    """Reactor: re-evaluate every ready segment for the profiles this batch touched."""
+    touched = sorted({e.profile_id for e in events if e.event not in _OWN_EVENTS})
+    if not touched:
+        return
+    segments = session.execute(select(Segment).where(Segment.status == SegmentStatus.ready)).scalars().all()
+    if not segments:
+        return
+    now = utcnow()
+    for segment in segments:
+        refresh_profiles(session, segment, touched, now=now)
+
+
+def refresh_profiles(
+    session: Session, segment: Segment, profile_ids: Sequence[int], *, now: dt.datetime
+) -> Change:
+    """Re-evaluate the segment for these profiles only (entries and exits recorded and announced)."""
+    found = set(matching(session, segment.rule, as_of=now, scope=profile_ids))
+    current: set[int] = set()
+    for start in range(0, len(profile_ids), 10_000):
+        chunk = profile_ids[start : start + 10_000]
+        current.update(
+            session.execute(
+                select(SegmentMember.profile_id).where(
+                    SegmentMember.segment_id == segment.id,
+                    bulk.matches(session, SegmentMember.profile_id, chunk),
+                )
+            ).scalars()
+        )
+    entered, exited = found - current, current - found
+    if entered or exited:
+        _apply(session, segment, entered, exited, now=now, announce=True)
+        segment.size += len(entered) - len(exited)
+        session.add(
+            SegmentSize(
+                segment_id=segment.id,
+                at=now,
+                size=segment.size,
+                entered=len(entered),
+                exited=len(exited),
+                kind="incremental",
+            )
+        )
+        session.flush()
+    return Change(size=segment.size, entered=len(entered), exited=len(exited))
+
+
+def due(session: Session) -> Sequence[Segment]:
+    """Segments the schedule must recompute: those not computed yet, failed, or whose rule depends on time."""
+    out = []
+    for segment in session.execute(select(Segment).order_by(Segment.id)).scalars():
+        if segment.status != SegmentStatus.ready:
+            out.append(segment)
+            continue
+        try:
+            node = check(segment.rule)
+        except rules.RuleError:
+            out.append(segment)
+            continue
+        if rules.time_sensitive(node):
+            out.append(segment)
+    return out
+
+
+def members(session: Session, segment: Segment, *, limit: int = 50, after: int = 0) -> Sequence[int]:
+    """Profile ids in the segment, in id order, after the cursor."""
+    statement = (
+        select(SegmentMember.profile_id)
+        .where(SegmentMember.segment_id == segment.id, SegmentMember.profile_id > after)
+        .order_by(SegmentMember.profile_id)
+        .limit(limit)
+    )
+    return session.execute(statement).scalars().all()
+
+
+def history(session: Session, segment: Segment, *, limit: int = 500) -> Sequence[SegmentSize]:
+    """The segment's size after each computation, oldest first (the last `limit`)."""
+    rows = (
+        session.execute(
+            select(SegmentSize)
+            .where(SegmentSize.segment_id == segment.id)
+            .order_by(SegmentSize.at.desc(), SegmentSize.id.desc())
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    return list(reversed(rows))
+
+
+def segments_of(session: Session, profile_id: int) -> Sequence[Segment]:
+    """The segments a customer is in."""
+    statement = (
+        select(Segment)
+        .join(SegmentMember, SegmentMember.segment_id == Segment.id)
+        .where(SegmentMember.profile_id == profile_id)
+        .order_by(Segment.name)
+    )
+    return session.execute(statement).scalars().all()
+
+
+def export_csv(session: Session, segment: Segment) -> Iterable[str]:
+    """The segment's members as CSV text chunks: profile id and when they entered, in id order."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["profile_id", "entered_at"])
+    yield buffer.getvalue()
+    last = 0
+    while True:
+        rows = session.execute(
+            select(SegmentMember.profile_id, SegmentMember.entered_at)
+            .where(SegmentMember.segment_id == segment.id, SegmentMember.profile_id > last)
+            .order_by(SegmentMember.profile_id)
+            .limit(5000)
+        ).all()
+        if not rows:
+            return
+        buffer.seek(0)
+        buffer.truncate()
+        for pid, entered_at in rows:
+            writer.writerow([pid, entered_at.isoformat()])
+        last = rows[-1][0]
+        yield buffer.getvalue()
