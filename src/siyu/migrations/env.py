@@ -22,7 +22,7 @@ def _url() -> str:
 def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
     # An enum column is a plain string in the database; migrations must not import the enum.
     if type_ == "type" and isinstance(obj, EnumText):
-        return f"sa.String(length={obj.impl_instance.length})"
+        return f"sa.String(length={getattr(obj.impl_instance, 'length', None)})"
     return False
 
 
