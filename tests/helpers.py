@@ -14,6 +14,9 @@ from siyu.ingest.models import Event
 from siyu.profiles.models import Profile
 from tests import factories
 
+# Events siyu writes itself onto timelines (segment entries): tests about what a source sent leave them out.
+SYSTEM_EVENTS = ("Segment Entered", "Segment Exited")
+
 
 class Api:
     """A client holding a write key and an admin key."""

@@ -31,6 +31,7 @@ from siyu.ingest.api import router as ingest_router
 from siyu.loyalty.api import router as loyalty_router
 from siyu.loyalty.member_api import router as member_loyalty_router
 from siyu.profiles.api import router as profiles_router
+from siyu.segments.api import router as segments_router
 
 
 def mount_fake_wechat(app: FastAPI, settings: Settings) -> None:
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(channels_router)
     app.include_router(loyalty_router)
     app.include_router(member_loyalty_router)
+    app.include_router(segments_router)
     app.include_router(channel_callbacks)
     app.include_router(mp_router)
     app.include_router(qr_images_router)

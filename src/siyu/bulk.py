@@ -19,10 +19,17 @@ from sqlalchemy.orm import Session
 
 from siyu.db import is_postgres
 
-Kind = Literal["int", "text", "bool", "ts", "json"]
+Kind = Literal["int", "float", "text", "bool", "ts", "json"]
 Columns = Sequence[tuple[str, Kind]]
 
-_PG_TYPE = {"int": "bigint", "text": "text", "bool": "boolean", "ts": "timestamptz", "json": "jsonb"}
+_PG_TYPE = {
+    "int": "bigint",
+    "float": "double precision",
+    "text": "text",
+    "bool": "boolean",
+    "ts": "timestamptz",
+    "json": "jsonb",
+}
 
 
 def _sqlite_ts(value: dt.datetime | None) -> str | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import os
 import secrets
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
+from zoneinfo import ZoneInfo
 
 import typer
 import uvicorn
@@ -38,6 +40,10 @@ channels_add = typer.Typer(
     help="Configure a channel account (secrets are encrypted and never shown again)", no_args_is_help=True
 )
 channels_app.add_typer(channels_add, name="add")
+lifecycle_app = typer.Typer(help="Lifecycle stages and predicted value", no_args_is_help=True)
+segments_app = typer.Typer(help="Segments", no_args_is_help=True)
+app.add_typer(lifecycle_app, name="lifecycle")
+app.add_typer(segments_app, name="segments")
 app.add_typer(channels_app, name="channels")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="apikeys")
@@ -78,25 +84,31 @@ def serve(
 def worker(
     once: Annotated[bool, typer.Option(help="Run what is due, then exit")] = False,
 ) -> None:
-    """Run background jobs: the ingest queue, the outbox (messages, WeChat calls), scheduled loyalty runs."""
-    from siyu.loyalty.tasks import run_scheduled
+    """Run background jobs: the ingest queue, the outbox (messages, WeChat calls), scheduled runs."""
+    from siyu.lifecycle.service import Run
+    from siyu.loyalty.tasks import Scheduled
+    from siyu.schedule import Scheduler
 
     settings = get_settings()
     factory = get_sessionmaker()
+    scheduler = Scheduler(settings)
     console.print("worker started")
-    next_schedule = 0.0
     while True:
         drained = ingest_processor.drain(settings) if once else ingest_processor.run_once(settings)
         done = outbox_service.run_once(factory, settings.worker_batch_size)
-        if time.monotonic() >= next_schedule:
-            scheduled = run_scheduled(factory)
-            next_schedule = time.monotonic() + settings.loyalty_schedule_seconds
+        ran = scheduler.run_due(factory)
         if once:
-            console.print(
-                f"stored {drained.events} queued event(s), ran {done} job(s), "
-                f"released {scheduled.released} and expired {scheduled.expired} points lot(s), "
-                f"reviewed {scheduled.reviewed} tier(s)"
-            )
+            parts = [f"stored {drained.events} queued event(s)", f"ran {done} job(s)"]
+            loyalty, lifecycle = ran.get("loyalty"), ran.get("lifecycle")
+            if isinstance(loyalty, Scheduled):
+                parts.append(
+                    f"released {loyalty.released} and expired {loyalty.expired} points lot(s), "
+                    f"reviewed {loyalty.reviewed} tier(s)"
+                )
+            if isinstance(lifecycle, Run):
+                parts.append(f"staged {lifecycle.profiles} customer(s) ({lifecycle.changed} changed)")
+            parts.append(f"recomputed {len(cast(dict[int, Any], ran.get('segments') or {}))} segment(s)")
+            console.print(", ".join(parts))
             return
         if done == 0 and drained.batches == 0:
             time.sleep(settings.worker_poll_seconds)
@@ -237,6 +249,109 @@ def channels_list() -> None:
         for a in channels_service.list_accounts(session):
             table.add_row(str(a.id), a.kind, a.name, a.app_id, a.oa_type or "", callback_path(a) or "")
     Console().print(table)
+
+
+@lifecycle_app.command("fit")
+def lifecycle_fit(
+    calibration_end: Annotated[
+        str | None,
+        typer.Option(help="Fit on purchases up to this date (YYYY-MM-DD) and compare with what came after"),
+    ] = None,
+    time_unit: Annotated[str, typer.Option(help="day or week")] = "week",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Fit BG/NBD and Gamma-Gamma on the brand's purchases; without a calibration end, score customers with it."""
+    import json
+
+    from rich.table import Table
+
+    from siyu.lifecycle import predictive
+    from siyu.lifecycle import service as lifecycle_service
+
+    end = None
+    if calibration_end is not None:
+        try:
+            day = dt.date.fromisoformat(calibration_end)
+        except ValueError:
+            _fail(f"--calibration-end {calibration_end!r} is not a date (YYYY-MM-DD)")
+        zone = ZoneInfo(get_settings().timezone)
+        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone).astimezone(dt.UTC)
+    try:
+        with unit_of_work() as session:
+            result = lifecycle_service.fit(session, calibration_end=end, time_unit=time_unit)
+    except predictive.FitError as exc:
+        _fail(str(exc))
+    bg, gg, holdout = result.bgnbd, result.gamma_gamma, result.holdout
+    if as_json:
+        out: dict[str, Any] = {
+            "time_unit": result.time_unit,
+            "observed_until": result.observed_until.isoformat(),
+            "customers": result.customers,
+            "bgnbd": {
+                "r": bg.r,
+                "alpha": bg.alpha,
+                "a": bg.a,
+                "b": bg.b,
+                "log_likelihood": bg.log_likelihood,
+                "converged": bg.converged,
+            },
+            "gamma_gamma": None
+            if gg is None
+            else {"p": gg.p, "q": gg.q, "v": gg.v, "log_likelihood": gg.log_likelihood, "customers": gg.n},
+            "gamma_gamma_error": result.gamma_gamma_error,
+            "model_id": result.model_id,
+        }
+        if holdout is not None:
+            out["holdout"] = {
+                "period": holdout.period,
+                "customers": holdout.customers,
+                "predicted": holdout.predicted,
+                "actual": holdout.actual,
+                "by_frequency": [
+                    {"repeat_purchases": g, "customers": n, "predicted_mean": p, "actual_mean": a}
+                    for g, n, p, a in holdout.by_frequency
+                ],
+            }
+        print(json.dumps(out))
+        return
+    console.print(
+        f"BG/NBD on {result.customers} buyers, purchases up to {result.observed_until:%Y-%m-%d %H:%M} UTC, "
+        f"time in {result.time_unit}s"
+    )
+    table = Table("model", "parameters", "log-likelihood")
+    table.add_row(
+        "BG/NBD", f"r={bg.r:.4f} alpha={bg.alpha:.4f} a={bg.a:.4f} b={bg.b:.4f}", f"{bg.log_likelihood:.2f}"
+    )
+    if gg is not None:
+        table.add_row("Gamma-Gamma", f"p={gg.p:.4f} q={gg.q:.4f} v={gg.v:.2f}", f"{gg.log_likelihood:.2f}")
+    Console().print(table)
+    if result.gamma_gamma_error:
+        console.print(f"Gamma-Gamma not fitted: {result.gamma_gamma_error}")
+    if holdout is not None:
+        t = Table(
+            "repeat purchases in calibration", "customers", "predicted per customer", "actual per customer"
+        )
+        for g, n, p, a in holdout.by_frequency:
+            t.add_row(f"{g}+" if g == 7 else str(g), str(n), f"{p:.3f}", f"{a:.3f}")
+        Console().print(t)
+        console.print(
+            f"holdout of {holdout.period:.1f} {result.time_unit}s: predicted {holdout.predicted:.1f} "
+            f"repeat purchase days, actual {holdout.actual}"
+        )
+    else:
+        console.print(f"saved as value model #{result.model_id}; customers are scored with it from now on")
+
+
+@lifecycle_app.command("run")
+def lifecycle_run() -> None:
+    """Re-stage every customer now (the worker does this every SIYU_LIFECYCLE_SCHEDULE_SECONDS)."""
+    from siyu.lifecycle import service as lifecycle_service
+
+    with unit_of_work() as session:
+        run = lifecycle_service.restage(session)
+    console.print(f"staged {run.profiles} customer(s), {run.changed} changed")
+    for stage, n in run.by_stage.items():
+        console.print(f"  {stage}: {n}")
 
 
 @app.command("import")

@@ -16,6 +16,7 @@ from siyu.ingest import processor
 from siyu.ingest.models import DeadLetter, Event, QueuedBatch
 from tests import factories
 from tests.channels.wechat import OA_TOKEN, OaPusher, oa_account, oa_event
+from tests.helpers import SYSTEM_EVENTS
 
 TEXT = (
     "<xml><ToUserName><![CDATA[toUser]]></ToUserName><FromUserName><![CDATA[fromUser]]></FromUserName>"
@@ -45,7 +46,9 @@ def stored(session: Session, openid: str) -> list[Event]:
     ).scalar()
     return list(
         session.execute(
-            select(Event).where(Event.profile_id == profile_id).order_by(Event.timestamp, Event.id)
+            select(Event)
+            .where(Event.profile_id == profile_id, Event.event.not_in(SYSTEM_EVENTS))
+            .order_by(Event.timestamp, Event.id)
         ).scalars()
     )
 

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from siyu.console.channels import router as channels_router
 from siyu.console.loyalty import router as loyalty_router
 from siyu.console.routes import install_error_pages, router, static_files
+from siyu.console.segments import router as segments_router
 
 
 def mount(app: FastAPI) -> None:
@@ -16,3 +17,4 @@ def mount(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(channels_router)
     app.include_router(loyalty_router)
+    app.include_router(segments_router)

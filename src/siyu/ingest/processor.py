@@ -8,7 +8,6 @@ takes turns on an advisory lock), on SQLite the write lock makes them take turns
 from __future__ import annotations
 
 import threading
-import time
 
 import structlog
 
@@ -17,6 +16,7 @@ from siyu.db import get_sessionmaker, unit_of_work
 from siyu.ingest.service import Drained, park_failed, pending_batch_ids, process_queue
 from siyu.metrics import INGEST_EVENTS
 from siyu.outbox import service as outbox_service
+from siyu.schedule import Scheduler
 
 log = structlog.get_logger()
 
@@ -74,7 +74,7 @@ class Processor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="siyu-ingest-processor", daemon=True)
-        self._next_schedule = 0.0
+        self._scheduler = Scheduler(self.settings)
 
     def start(self) -> None:
         self._thread.start()
@@ -102,11 +102,7 @@ class Processor:
                         get_sessionmaker(), self.settings.worker_batch_size
                     ):
                         pass
-                    if time.monotonic() >= self._next_schedule:
-                        from siyu.loyalty.tasks import run_scheduled  # the loyalty domain builds on ingest
-
-                        run_scheduled(get_sessionmaker())
-                        self._next_schedule = time.monotonic() + self.settings.loyalty_schedule_seconds
+                    self._scheduler.run_due(get_sessionmaker())
             except Exception:  # a database outage: keep the thread alive and try again at the next poll
                 log.exception("ingest.processor.error")
 

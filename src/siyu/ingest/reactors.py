@@ -51,8 +51,10 @@ def _install_defaults() -> None:
     # Imported here: those domains import this module for StoredEvent.
     from siyu.channels import service as channels_service
     from siyu.clienteling import service as clienteling_service
+    from siyu.lifecycle import service as lifecycle_service
     from siyu.loyalty import reactions as loyalty_reactions
     from siyu.profiles import service as profiles_service
+    from siyu.segments import service as segments_service
 
     subscribe(
         frozenset({"Official Account Followed", "QR Code Scanned", "WeCom Contact Added"}),
@@ -62,6 +64,9 @@ def _install_defaults() -> None:
     subscribe(profiles_service.CONSENT_EVENTS, profiles_service.record_consents)
     # Every event: earning rules may name any event; the reactor filters by the active rules.
     subscribe(None, loyalty_reactions.react)
+    # Then the stage (it reads the tier), then segments (they read the stage): the order matters.
+    subscribe(None, lifecycle_service.react)
+    subscribe(None, segments_service.react)
 
 
 _installed = False

@@ -85,7 +85,72 @@
     window.addEventListener("resize", function () { chart.resize(); });
   }
 
-  var charts = { "events-per-minute": eventsPerMinute };
+  function base() {
+    return {
+      animation: !window.matchMedia("(prefers-reduced-motion: reduce)").matches,
+      animationDuration: 300,
+      textStyle: { fontFamily: getComputedStyle(document.body).fontFamily },
+      grid: { left: 8, right: 16, top: 32, bottom: 8, containLabel: true },
+      tooltip: { trigger: "axis" }
+    };
+  }
+
+  var stageColors = ["#9ca3af", "#60a5fa", "#34d399", "#0f8a6c", "#065f46", "#f59e0b", "#dc2626"];
+
+  function draw(el, option) {
+    var chart = window.echarts.init(el, null, { renderer: "canvas" });
+    chart.setOption(option);
+    window.addEventListener("resize", function () { chart.resize(); });
+  }
+
+  function stageCounts(el, data) {
+    var option = base();
+    option.xAxis = { type: "category", data: data.stages, axisLabel: { color: palette.axis } };
+    option.yAxis = { type: "value", minInterval: 1, splitLine: { lineStyle: { color: palette.grid } } };
+    option.series = [{
+      name: "Customers", type: "bar", barMaxWidth: 48,
+      data: data.counts.map(function (v, i) { return { value: v, itemStyle: { color: stageColors[i] } }; }),
+      label: { show: true, position: "top", color: palette.text }
+    }];
+    draw(el, option);
+  }
+
+  function stageWeekly(el, data) {
+    var option = base();
+    option.legend = { top: 0 };
+    option.xAxis = { type: "category", data: data.weeks, axisLabel: { color: palette.axis } };
+    option.yAxis = { type: "value", minInterval: 1, splitLine: { lineStyle: { color: palette.grid } } };
+    option.series = data.stages.map(function (stage, i) {
+      return { name: stage, type: "bar", stack: "moves", data: data.entered[stage], itemStyle: { color: stageColors[i] } };
+    });
+    draw(el, option);
+  }
+
+  function segmentSize(el, data) {
+    var option = base();
+    option.legend = { top: 0 };
+    option.xAxis = {
+      type: "category", data: data.labels,
+      axisLabel: { color: palette.axis, formatter: function (v) { return new Date(v).toLocaleString(); } }
+    };
+    option.yAxis = [
+      { type: "value", name: "customers", minInterval: 1, splitLine: { lineStyle: { color: palette.grid } } },
+      { type: "value", name: "moves", minInterval: 1, splitLine: { show: false } }
+    ];
+    option.series = [
+      { name: "Size", type: "line", step: "end", data: data.sizes, itemStyle: { color: palette.bar } },
+      { name: "Entered", type: "bar", yAxisIndex: 1, stack: "moves", data: data.entered, itemStyle: { color: "#60a5fa" } },
+      { name: "Left", type: "bar", yAxisIndex: 1, stack: "moves", data: data.exited, itemStyle: { color: "#f59e0b" } }
+    ];
+    draw(el, option);
+  }
+
+  var charts = {
+    "events-per-minute": eventsPerMinute,
+    "stage-counts": stageCounts,
+    "stage-weekly": stageWeekly,
+    "segment-size": segmentSize
+  };
 
   function initCharts(root) {
     if (!window.echarts) return;
