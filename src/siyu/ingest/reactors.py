@@ -54,6 +54,7 @@ def _install_defaults() -> None:
     from siyu.lifecycle import service as lifecycle_service
     from siyu.loyalty import reactions as loyalty_reactions
     from siyu.profiles import service as profiles_service
+    from siyu.profiles import tagging
     from siyu.segments import service as segments_service
 
     subscribe(
@@ -64,7 +65,8 @@ def _install_defaults() -> None:
     subscribe(profiles_service.CONSENT_EVENTS, profiles_service.record_consents)
     # Every event: earning rules may name any event; the reactor filters by the active rules.
     subscribe(None, loyalty_reactions.react)
-    # Then the stage (it reads the tier), then segments (they read the stage): the order matters.
+    # Then automatic tags and the stage (it reads the tier), then segments (they read both): order matters.
+    subscribe(tagging.RELEVANT, tagging.react)
     subscribe(None, lifecycle_service.react)
     subscribe(None, segments_service.react)
 

@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -19,20 +19,27 @@ from siyu.identity import service as identity_service
 from siyu.identity.models import IdentifierType
 from siyu.ingest.normalize import EventError
 from siyu.ingest.service import normalizer
+from siyu.lifecycle import service as lifecycle_service
 from siyu.profiles import service as profiles_service
 from siyu.profiles.masking import mask_identifier, mask_name, mask_payload
 from siyu.profiles.models import Profile
 from siyu.profiles.schemas import (
     Counters,
     IdentityOut,
+    LifecycleOut,
     MergeOut,
     ProfileOut,
     ProfileSummary,
+    SegmentRefOut,
+    StageChangeOut,
+    TagIn,
+    TagOut,
     TimelineEvent,
     TimelinePage,
     UnmergeIn,
     UnmergeOut,
 )
+from siyu.segments import service as segments_service
 
 router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"])
 
@@ -78,6 +85,7 @@ def build_profile_out(
         )
     mask_names = principal.role in NAME_MASKED_ROLES
     idents = profiles_service.identities(session, profile.id)
+    state = lifecycle_service.get_state(session, profile.id)
     key_ids = {i.source_key_id for i in idents if i.source_key_id is not None}
     sources = (
         {k: v for k, v in session.execute(select(ApiKey.id, ApiKey.name).where(ApiKey.id.in_(key_ids)))}
@@ -119,6 +127,17 @@ def build_profile_out(
             for m in profiles_service.merge_history(session, profile.id)
         ],
         revealed=reveal,
+        tags=[
+            TagOut.model_validate(t, from_attributes=True) for t in profiles_service.tags(session, profile.id)
+        ],
+        lifecycle=LifecycleOut.model_validate(state, from_attributes=True) if state else None,
+        stage_changes=[
+            StageChangeOut.model_validate(c, from_attributes=True)
+            for c in lifecycle_service.changes_of(session, profile.id, limit=20)
+        ],
+        segments=[
+            SegmentRefOut(id=s.id, name=s.name) for s in segments_service.segments_of(session, profile.id)
+        ],
     )
 
 
@@ -208,3 +227,30 @@ def unmerge(principal: ReaderDep, session: SessionDep, profile_id: int, body: Un
         identifier_ids=result.identifier_ids,
         events_moved=result.events_moved,
     )
+
+
+@router.get("/{profile_id}/tags", response_model=list[TagOut], summary="The customer's tags")
+def list_tags(principal: ReaderDep, session: SessionDep, profile_id: int) -> list[TagOut]:
+    profile = profiles_service.get_or_raise(session, principal, profile_id)
+    return [
+        TagOut.model_validate(t, from_attributes=True) for t in profiles_service.tags(session, profile.id)
+    ]
+
+
+@router.post("/{profile_id}/tags", response_model=TagOut, status_code=201, summary="Tag the customer")
+def add_tag(principal: ReaderDep, session: SessionDep, profile_id: int, body: TagIn) -> TagOut:
+    """201 with the tag (the existing one when the customer already has it)."""
+    profile = profiles_service.get_or_raise(session, principal, profile_id)
+    tag = profiles_service.add_tag(session, profile.id, body.name, actor=principal.actor)
+    segments_service.refresh_for(session, [profile.id])
+    return TagOut.model_validate(tag, from_attributes=True)
+
+
+@router.delete("/{profile_id}/tags/{name}", status_code=204, summary="Remove a tag")
+def remove_tag(principal: ReaderDep, session: SessionDep, profile_id: int, name: str) -> Response:
+    """204; 404 when the customer does not have the tag."""
+    profile = profiles_service.get_or_raise(session, principal, profile_id)
+    if not profiles_service.remove_tag(session, profile.id, name):
+        raise NotFound(f"profile {profile.id} has no tag {name!r}")
+    segments_service.refresh_for(session, [profile.id])
+    return Response(status_code=204)

@@ -54,6 +54,10 @@ class ProfileOut(BaseModel):
     identities: list[IdentityOut]
     merges: list[MergeOut]
     revealed: bool
+    tags: list[TagOut] = Field(default_factory=list)
+    lifecycle: LifecycleOut | None = None
+    stage_changes: list[StageChangeOut] = Field(default_factory=list, description="Newest first, the last 20")
+    segments: list[SegmentRefOut] = Field(default_factory=list)
 
 
 class ProfileSummary(BaseModel):
@@ -92,3 +96,41 @@ class UnmergeOut(BaseModel):
     new_profile_id: int
     identifier_ids: list[int]
     events_moved: int
+
+
+class TagIn(BaseModel):
+    name: str = Field(min_length=1, max_length=80)
+
+
+class TagOut(BaseModel):
+    name: str
+    source: str = Field(description="manual, or rule: kept up to date by an automatic rule")
+    rule: str | None
+    created_at: dt.datetime
+    created_by: str
+
+
+class LifecycleOut(BaseModel):
+    stage: str
+    since: dt.datetime
+    reason: str
+    purchase_days: int
+    recency_score: int | None
+    frequency_score: int | None
+    monetary_score: int | None
+    p_alive: float | None
+    expected_purchases: float | None
+    expected_order_value_fen: float | None
+    clv_fen: float | None
+
+
+class StageChangeOut(BaseModel):
+    from_stage: str | None
+    to_stage: str
+    at: dt.datetime
+    reason: str
+
+
+class SegmentRefOut(BaseModel):
+    id: int
+    name: str

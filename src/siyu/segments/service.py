@@ -285,15 +285,17 @@ def _event(name: str, segment: Segment, pid: int, stamp: str, properties: dict[s
 
 def react(session: Session, events: Sequence[StoredEvent]) -> None:
     """Reactor: re-evaluate every ready segment for the profiles this batch touched."""
-    touched = sorted({e.profile_id for e in events if e.event not in _OWN_EVENTS})
-    if not touched:
+    refresh_for(session, sorted({e.profile_id for e in events if e.event not in _OWN_EVENTS}))
+
+
+def refresh_for(session: Session, profile_ids: Sequence[int]) -> None:
+    """Re-evaluate every ready segment for these profiles (after events, a tag, a merge)."""
+    if not profile_ids:
         return
     segments = session.execute(select(Segment).where(Segment.status == SegmentStatus.ready)).scalars().all()
-    if not segments:
-        return
     now = utcnow()
     for segment in segments:
-        refresh_profiles(session, segment, touched, now=now)
+        refresh_profiles(session, segment, profile_ids, now=now)
 
 
 def refresh_profiles(

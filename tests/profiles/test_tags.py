@@ -1,0 +1,110 @@
+"""Tags: put on by people, or kept true by automatic rules as events arrive; segments follow both."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from siyu.db import utcnow
+from siyu.profiles import service
+from siyu.segments.models import SegmentMember
+from tests import factories
+from tests.factories import event
+from tests.helpers import Api
+
+
+def at(days_ago: float) -> str:
+    return (utcnow() - dt.timedelta(days=days_ago)).isoformat()
+
+
+def order(
+    user: str, n: int, *, channel: str, discount: float = 0, store: str | None = None
+) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "order_id": f"{user}-{n}",
+        "total": 100,
+        "channel": channel,
+        "discount": discount,
+    }
+    if store:
+        props["store"] = store
+    return event(userId=user, event="Order Completed", properties=props, timestamp=at(10 - n))
+
+
+@pytest.fixture
+def api(client: TestClient, session: Session) -> Api:
+    return Api(client, session)
+
+
+def names(session: Session, pid: int, source: str | None = None) -> set[str]:
+    return {t.name for t in service.tags(session, pid) if source is None or t.source == source}
+
+
+def test_automatic_tags_follow_behaviour(api: Api, session: Session) -> None:
+    views = [
+        event(userId="amy", event="Product Viewed", properties={"category": c}, timestamp=at(5))
+        for c in ("qipao", "qipao", "qipao", "shoes", "shoes")
+    ]
+    api.send(
+        *views,
+        order("amy", 1, channel="store", store="SH01", discount=50),
+        order("amy", 2, channel="store", store="SH01", discount=20),
+    )
+    pid = int(api.lookup("member_id", "amy")["id"])
+    assert names(session, pid) == {
+        "favourite-category:qipao",
+        "preferred-channel:store",
+        "preferred-store:SH01",
+        "price-sensitive",
+    }
+    # More shoes than qipao now, and three full-price orders online: the rules move the tags.
+    api.send(
+        *[
+            event(
+                userId="amy",
+                event="Product Added to Wishlist",
+                properties={"category": "shoes"},
+                timestamp=at(1),
+            )
+            for _ in range(3)
+        ],
+        *[order("amy", n, channel="mini_program") for n in (3, 4, 5, 6)],
+    )
+    tags = names(session, pid)
+    assert "favourite-category:shoes" in tags and "favourite-category:qipao" not in tags
+    assert "preferred-channel:mini_program" in tags
+    assert "price-sensitive" not in tags  # 2 discounted of 6 orders
+
+
+def test_manual_tags_through_the_api_move_segments(api: Api, session: Session) -> None:
+    api.send(event("identify", userId="bo", traits={"name": "Bo"}))
+    pid = int(api.lookup("member_id", "bo")["id"])
+    headers = factories.auth(api.admin_key)
+    r = api.client.post("/api/v1/segments", json={"name": "VIPs", "rule": {"tag": "vip"}}, headers=headers)
+    seg = r.json()["id"]
+    r = api.client.post(f"/api/v1/profiles/{pid}/tags", json={"name": "vip"}, headers=headers)
+    assert r.status_code == 201 and r.json()["source"] == "manual"
+    assert session.get(SegmentMember, (seg, pid))
+    assert [t["name"] for t in api.profile(pid)["tags"]] == ["vip"]
+    # Automatic rules never remove a manual tag.
+    api.send(order("bo", 1, channel="store"))
+    assert "vip" in names(session, pid, "manual")
+    assert api.client.delete(f"/api/v1/profiles/{pid}/tags/vip", headers=headers).status_code == 204
+    assert not session.get(SegmentMember, (seg, pid))
+    assert api.client.delete(f"/api/v1/profiles/{pid}/tags/vip", headers=headers).status_code == 404
+    assert (
+        api.client.post(f"/api/v1/profiles/{pid}/tags", json={"name": ""}, headers=headers).status_code == 422
+    )
+
+
+def test_profile_360_has_stage_tags_and_segments(api: Api, session: Session) -> None:
+    api.send(order("cy", 1, channel="tmall"))
+    pid = int(api.lookup("member_id", "cy")["id"])
+    body = api.profile(pid)
+    assert body["lifecycle"]["stage"] == "First-Time"
+    assert body["stage_changes"][0]["to_stage"] == "First-Time"
+    assert "preferred-channel:tmall" in [t["name"] for t in body["tags"]]
