@@ -554,9 +554,24 @@ def _install_merge_hooks() -> None:
     if _hooks_installed:
         return
     _hooks_installed = True
-    from siyu.loyalty.service import merge_memberships  # lazily: loyalty builds on identity
+    from siyu.lifecycle.service import forget_merged  # lazily: these domains build on identity
+    from siyu.loyalty.service import merge_memberships
+    from siyu.profiles.service import merge_tags
+    from siyu.segments.service import forget_merged as leave_segments
 
-    _merge_hooks.append(merge_memberships)
+    _merge_hooks.extend([merge_memberships, merge_tags, forget_merged, leave_segments])
+
+
+def refresh_derived(session: Session, profile_ids: Sequence[int]) -> None:
+    """Re-derive automatic tags, stages and segment memberships of profiles a merge or split reshaped."""
+    from siyu.lifecycle.service import restage
+    from siyu.profiles.tagging import refresh as refresh_tags
+    from siyu.segments.service import refresh_for
+
+    ids = sorted(set(profile_ids))
+    refresh_tags(session, ids)
+    restage(session, scope=ids)
+    refresh_for(session, ids)
 
 
 def merge_many(session: Session, merges: Sequence[PlannedMerge], *, now: dt.datetime | None = None) -> None:
@@ -623,6 +638,7 @@ def merge_profiles(
         [PlannedMerge(winner, losers, rule, message_id, identifier_id, actor, detail or {})],
     )
     profiles_service.recompute(session, [winner, *losers])
+    refresh_derived(session, [winner])
 
 
 @dataclass(slots=True)
@@ -726,6 +742,7 @@ def unmerge(
                 BlockedLink(a_id=pair[0], b_id=pair[1], reason="unmerge", created_at=now, merge_id=record.id)
             )
     profiles_service.recompute(session, [profile.id, new_profile.id])
+    refresh_derived(session, [profile.id, new_profile.id])
     _audit(
         session,
         principal,

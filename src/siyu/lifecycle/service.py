@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -444,6 +444,13 @@ def restage(
             ],
         )
     return Run(profiles=len(ids), changed=len(changes), by_stage=by_stage)
+
+
+def forget_merged(session: Session, pairs: list[tuple[int, int]], now: dt.datetime) -> None:
+    """Identity hook: an absorbed profile has no stage of its own any more (its history stays)."""
+    losers = [loser for loser, _ in pairs]
+    if losers:
+        session.execute(delete(LifecycleState).where(LifecycleState.profile_id.in_(losers)))
 
 
 def react(session: Session, events: Sequence[StoredEvent]) -> None:

@@ -385,3 +385,16 @@ def remove_tag(session: Session, profile_id: int, name: str) -> bool:
     result = session.execute(delete(Tag).where(Tag.profile_id == profile_id, Tag.name == name.strip()))
     session.flush()
     return bool(getattr(result, "rowcount", 0))
+
+
+def merge_tags(session: Session, pairs: list[tuple[int, int]], now: dt.datetime) -> None:
+    """Identity hook: an absorbed profile's tags move to the survivor (one of each name)."""
+    for loser, winner in pairs:
+        have = set(session.execute(select(Tag.name).where(Tag.profile_id == winner)).scalars())
+        for tag in session.execute(select(Tag).where(Tag.profile_id == loser)).scalars().all():
+            if tag.name in have:
+                session.delete(tag)
+            else:
+                tag.profile_id = winner
+                have.add(tag.name)
+    session.flush()

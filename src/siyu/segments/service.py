@@ -20,8 +20,10 @@ from typing import Any, cast
 import ibis
 import orjson
 import structlog
-from sqlalchemy import Table, delete, select
+from sqlalchemy import Table, delete, func, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from siyu import bulk
 from siyu.config import get_settings
@@ -317,7 +319,7 @@ def refresh_profiles(
     entered, exited = found - current, current - found
     if entered or exited:
         _apply(session, segment, entered, exited, now=now, announce=True)
-        segment.size += len(entered) - len(exited)
+        _add_to_size(session, segment, len(entered) - len(exited))
         session.add(
             SegmentSize(
                 segment_id=segment.id,
@@ -330,6 +332,37 @@ def refresh_profiles(
         )
         session.flush()
     return Change(size=segment.size, entered=len(entered), exited=len(exited))
+
+
+def forget_merged(session: Session, pairs: list[tuple[int, int]], now: dt.datetime) -> None:
+    """Identity hook: an absorbed profile leaves its segments silently (the person lives on in the survivor)."""
+    losers = [loser for loser, _ in pairs]
+    if not losers:
+        return
+    counts = session.execute(
+        select(SegmentMember.segment_id, func.count())
+        .where(SegmentMember.profile_id.in_(losers))
+        .group_by(SegmentMember.segment_id)
+    ).all()
+    if not counts:
+        return
+    session.execute(delete(SegmentMember).where(SegmentMember.profile_id.in_(losers)))
+    for segment_id, n in counts:
+        segment = session.get(Segment, segment_id)
+        if segment is not None:
+            _add_to_size(session, segment, -int(n))
+
+
+def _add_to_size(session: Session, segment: Segment, delta: int) -> None:
+    # In SQL, not read-modify-write: a tag added in the console and an ingest batch may move it at once.
+    session.flush()
+    new = session.execute(
+        sql_update(Segment)
+        .where(Segment.id == segment.id)
+        .values(size=Segment.size + delta)
+        .returning(Segment.size)
+    ).scalar_one()
+    set_committed_value(segment, "size", new)
 
 
 def due(session: Session) -> Sequence[Segment]:
