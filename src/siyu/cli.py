@@ -258,6 +258,7 @@ def lifecycle_fit(
         typer.Option(help="Fit on purchases up to this date (YYYY-MM-DD) and compare with what came after"),
     ] = None,
     time_unit: Annotated[str, typer.Option(help="day or week")] = "week",
+    penalizer: Annotated[float, typer.Option(help="L2 penalty on the parameters (0 for none)")] = 0.001,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Fit BG/NBD and Gamma-Gamma on the brand's purchases; without a calibration end, score customers with it."""
@@ -278,7 +279,9 @@ def lifecycle_fit(
         end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone).astimezone(dt.UTC)
     try:
         with unit_of_work() as session:
-            result = lifecycle_service.fit(session, calibration_end=end, time_unit=time_unit)
+            result = lifecycle_service.fit(
+                session, calibration_end=end, time_unit=time_unit, penalizer=penalizer
+            )
     except predictive.FitError as exc:
         _fail(str(exc))
     bg, gg, holdout = result.bgnbd, result.gamma_gamma, result.holdout

@@ -235,6 +235,34 @@ def enrol(request: Request, session: WriteSession, viewer: WriterDep, profile_id
     return see_other(f"/customers/{profile.id}#membership")
 
 
+@router.post("/customers/{profile_id:int}/tags")
+def add_tag(
+    request: Request, session: WriteSession, viewer: WriterDep, profile_id: int, name: Annotated[str, Form()]
+) -> RedirectResponse:
+    """Tag the customer (anyone who may see them); segments that use the tag follow at once."""
+    from siyu.segments import service as segments_service
+
+    profile = profiles_service.get_or_raise(session, viewer.principal, profile_id)
+    tag = profiles_service.add_tag(session, profile.id, name, actor=viewer.principal.actor)
+    segments_service.refresh_for(session, [profile.id])
+    flash(request, f"Tagged “{tag.name}”.")
+    return see_other(f"/customers/{profile.id}#tags")
+
+
+@router.post("/customers/{profile_id:int}/tags/remove")
+def remove_tag(
+    request: Request, session: WriteSession, viewer: WriterDep, profile_id: int, name: Annotated[str, Form()]
+) -> RedirectResponse:
+    """Take a tag off the customer."""
+    from siyu.segments import service as segments_service
+
+    profile = profiles_service.get_or_raise(session, viewer.principal, profile_id)
+    if profiles_service.remove_tag(session, profile.id, name):
+        segments_service.refresh_for(session, [profile.id])
+        flash(request, f"Removed “{name}”.")
+    return see_other(f"/customers/{profile.id}#tags")
+
+
 @router.post("/customers/{profile_id:int}/unmerge")
 def unmerge(
     request: Request,

@@ -32,6 +32,7 @@ from siyu.demo import loyalty as demo_loyalty
 from siyu.demo import org, population, story
 from siyu.demo.channels import DemoChannels
 from siyu.demo.population import Event
+from siyu.demo.segments import ensure_segments, replay_lifecycle
 from siyu.ingest.service import ingest_batch
 from siyu.loyalty.tasks import run_scheduled
 
@@ -134,6 +135,15 @@ def run(*, customers: int, seed: int, console: Console | None = None) -> DemoRes
 
     # What `siyu worker` would have done meanwhile: release points whose return window closed, expire old ones.
     run_scheduled(factory)
+    # Then what siyu keeps on top of the events: weekly stages (with their history), the value model, segments.
+    with factory() as session:
+        staged = replay_lifecycle(session)
+        made = ensure_segments(session)
+        session.commit()
+    if console:
+        stages = ", ".join(f"{n:,} {stage}" for stage, n in staged.by_stage.items())
+        console.print(f"lifecycle: {stages}")
+        console.print("segments: " + ", ".join(f"{s.name} ({s.size:,})" for s in made))
     seconds = time.perf_counter() - started
     if console:
         again = f", {duplicates:,} already stored" if duplicates else ""

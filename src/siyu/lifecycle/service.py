@@ -52,6 +52,9 @@ ENGAGEMENT_EVENTS = (
 # Events siyu writes about segments: they change no stage.
 _OWN_EVENTS = frozenset({"Segment Entered", "Segment Exited"})
 TIME_UNITS = {"day": 1.0, "week": 7.0}
+# A small L2 penalty (as lifetimes recommends): where the data show almost no dropout, the unpenalised
+# maximum runs a and b off to infinity and the predictions become NaN.
+DEFAULT_PENALIZER = 0.001
 
 
 @dataclass(slots=True)
@@ -565,6 +568,7 @@ def fit(
     *,
     calibration_end: dt.datetime | None = None,
     time_unit: str = "week",
+    penalizer: float = DEFAULT_PENALIZER,
     now: dt.datetime | None = None,
 ) -> Fit:
     """Fit BG/NBD and Gamma-Gamma on the purchases up to calibration_end (or now).
@@ -584,7 +588,7 @@ def fit(
         raise predictive.FitError("no purchases to fit on (no Order Completed events)")
     unit = TIME_UNITS[time_unit]
     inputs = rfm_inputs(buyers, until, unit)
-    bg = predictive.fit_bgnbd(inputs["x"], inputs["t_x"], inputs["T"])
+    bg = predictive.fit_bgnbd(inputs["x"], inputs["t_x"], inputs["T"], penalizer=penalizer)
     gg: predictive.GammaGammaParams | None = None
     gg_error: str | None = None
     try:

@@ -134,13 +134,13 @@
       axisLabel: { color: palette.axis, formatter: function (v) { return new Date(v).toLocaleString(); } }
     };
     option.yAxis = [
-      { type: "value", name: "customers", minInterval: 1, splitLine: { lineStyle: { color: palette.grid } } },
-      { type: "value", name: "moves", minInterval: 1, splitLine: { show: false } }
+      { type: "value", minInterval: 1, splitLine: { lineStyle: { color: palette.grid } } },
+      { type: "value", minInterval: 1, splitLine: { show: false } }
     ];
     option.series = [
       { name: "Size", type: "line", step: "end", data: data.sizes, itemStyle: { color: palette.bar } },
-      { name: "Entered", type: "bar", yAxisIndex: 1, stack: "moves", data: data.entered, itemStyle: { color: "#60a5fa" } },
-      { name: "Left", type: "bar", yAxisIndex: 1, stack: "moves", data: data.exited, itemStyle: { color: "#f59e0b" } }
+      { name: "Entered", type: "bar", yAxisIndex: 1, stack: "moves", barMaxWidth: 24, data: data.entered, itemStyle: { color: "#60a5fa" } },
+      { name: "Left", type: "bar", yAxisIndex: 1, stack: "moves", barMaxWidth: 24, data: data.exited, itemStyle: { color: "#f59e0b" } }
     ];
     draw(el, option);
   }
