@@ -41,7 +41,7 @@ from siyu.loyalty.models import (
 )
 from siyu.outbox.models import OutboxMessage
 from siyu.profiles.models import Consent, Profile, Tag
-from siyu.segments.models import Segment, SegmentMember, SegmentSize
+from siyu.segments.models import Segment, SegmentMember, SegmentSize, WechatTagged, WechatTagLink
 
 __all__ = [
     "Alert",
@@ -93,4 +93,6 @@ __all__ = [
     "Voucher",
     "VoucherTemplate",
     "WechatQrCode",
+    "WechatTagLink",
+    "WechatTagged",
 ]

@@ -253,6 +253,14 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
             fake.tags[tag_id] = {"name": name, "openids": set()}
         return JSONResponse({"tag": {"id": tag_id, "name": name}})
 
+    @app.get("/cgi-bin/tags/get")
+    async def tags_get(request: Request) -> JSONResponse:
+        if (denied := check(request, "tags/get")) is not None:
+            return denied
+        with fake.lock:
+            tags = [{"id": i, "name": t["name"], "count": len(t["openids"])} for i, t in fake.tags.items()]
+        return JSONResponse({"tags": tags})
+
     @app.post("/cgi-bin/tags/members/batchtagging")
     @app.post("/cgi-bin/tags/members/batchuntagging")
     async def tags_members(request: Request) -> JSONResponse:

@@ -11,7 +11,7 @@ from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import Forbidden
-from siyu.segments import service
+from siyu.segments import service, wechat_tags
 from siyu.segments.models import Segment
 from siyu.segments.schemas import (
     ChangeOut,
@@ -22,6 +22,8 @@ from siyu.segments.schemas import (
     SegmentOut,
     SegmentPatch,
     SizeOut,
+    WechatTagIn,
+    WechatTagOut,
 )
 
 router = APIRouter(prefix="/api/v1/segments", tags=["segments"])
@@ -138,3 +140,31 @@ def export(segment_id: int, principal: ReaderDep, session: SessionDep) -> Stream
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+@router.put(
+    "/{segment_id}/wechat-tag",
+    response_model=WechatTagOut,
+    status_code=202,
+    summary="Mirror the segment as an Official Account user tag",
+)
+def link_wechat_tag(
+    segment_id: int, body: WechatTagIn, principal: ReaderDep, session: SessionDep
+) -> WechatTagOut:
+    """202: the worker creates the tag and keeps the members' openids on it as the segment changes."""
+    require_segments(principal)
+    segment = service.get_or_raise(session, segment_id)
+    return WechatTagOut.model_validate(
+        wechat_tags.link(session, segment, body.account, tag_name=body.tag_name), from_attributes=True
+    )
+
+
+@router.get(
+    "/{segment_id}/wechat-tags", response_model=list[WechatTagOut], summary="The segment's WeChat tags"
+)
+def list_wechat_tags(segment_id: int, principal: ReaderDep, session: SessionDep) -> list[WechatTagOut]:
+    require_segments(principal)
+    segment = service.get_or_raise(session, segment_id)
+    return [
+        WechatTagOut.model_validate(t, from_attributes=True) for t in wechat_tags.links(session, segment.id)
+    ]

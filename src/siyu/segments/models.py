@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.db import Base, BigIntPK, EnumText, JSONType, UTCDateTime, utcnow
@@ -63,3 +63,30 @@ class SegmentSize(Base):
     exited: Mapped[int] = mapped_column(Integer, default=0)
     # full: a computation over everyone; incremental: the profiles an ingest batch touched; schedule: time moved.
     kind: Mapped[str] = mapped_column(String(16))
+
+
+class WechatTagLink(Base):
+    """A segment mirrored as an Official Account user tag: its members' openids are kept tagged."""
+
+    __tablename__ = "segment_wechat_tags"
+    __table_args__ = (UniqueConstraint("segment_id", "account_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("channel_accounts.id"))
+    tag_name: Mapped[str] = mapped_column(String(30))
+    # Filled by the first sync (tags/create); the tag then keeps its id even if renamed on WeChat.
+    tag_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    tagged: Mapped[int] = mapped_column(Integer, default=0)
+    synced_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WechatTagged(Base):
+    """An openid siyu has put on a link's tag (what a sync compares the members with)."""
+
+    __tablename__ = "segment_wechat_tagged"
+
+    link_id: Mapped[int] = mapped_column(ForeignKey("segment_wechat_tags.id"), primary_key=True)
+    openid: Mapped[str] = mapped_column(String(128), primary_key=True)

@@ -65,3 +65,16 @@ class SizeOut(BaseModel):
 class MembersOut(BaseModel):
     profile_ids: list[int]
     next_after: int | None = Field(description="Pass as `after` for the next page; null on the last page")
+
+
+class WechatTagIn(BaseModel):
+    account: str = Field(description="The Official Account's name in siyu (`siyu channels list`)")
+    tag_name: str | None = Field(default=None, max_length=30, description="Default: the segment's name")
+
+
+class WechatTagOut(BaseModel):
+    account_id: int
+    tag_name: str
+    tag_id: int | None = Field(description="WeChat's tag id, once the first sync created it")
+    tagged: int
+    synced_at: dt.datetime | None

@@ -31,7 +31,7 @@ from siyu.db import is_postgres, utcnow
 from siyu.errors import Conflict, NotFound
 from siyu.ingest import service as ingest_service
 from siyu.ingest.reactors import StoredEvent
-from siyu.segments import rules
+from siyu.segments import rules, wechat_tags
 from siyu.segments.compiler import SCOPE_TABLE, compile_rule
 from siyu.segments.models import Segment, SegmentMember, SegmentSize, SegmentStatus
 from siyu.segments.tables import tables
@@ -262,6 +262,9 @@ def _apply(
                 SegmentMember.segment_id == segment.id, bulk.matches(session, SegmentMember.profile_id, chunk)
             )
         )
+    if entered or exited:
+        # Mirrors of the segment on WeChat (user tags) follow its members.
+        wechat_tags.request_sync(session, [segment.id], now=now)
     if announce and (entered or exited):
         stamp = now.isoformat()
         properties = {"segment_id": segment.id, "segment": segment.name, "version": segment.version}

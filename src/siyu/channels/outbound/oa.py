@@ -108,6 +108,10 @@ class OaClient(ApiClient):
         """tags/create: a user tag (30 characters at most); answers {"tag": {"id", "name"}}."""
         return self.call("POST", "/cgi-bin/tags/create", json={"tag": {"name": name[:30]}})
 
+    def list_tags(self) -> list[dict[str, Any]]:
+        """tags/get: every user tag of the account ({"id", "name", "count"})."""
+        return list(self.call("GET", "/cgi-bin/tags/get").get("tags") or [])
+
     def tag_users(self, tag_id: int, openids: list[str], *, untag: bool = False) -> None:
         """tags/members/batchtagging (or batchuntagging), 50 openids per call."""
         path = "/cgi-bin/tags/members/" + ("batchuntagging" if untag else "batchtagging")
