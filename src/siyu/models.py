@@ -23,7 +23,7 @@ from siyu.identity.models import (
     MergeReview,
 )
 from siyu.ingest.models import DeadLetter, Event
-from siyu.lifecycle.models import LifecycleChange, LifecycleState, Stage, ValueModel
+from siyu.lifecycle.models import LifecycleChange, LifecycleState, Stage, StageCount, ValueModel
 from siyu.loyalty.models import (
     BlindBox,
     BlindBoxDraw,
@@ -85,6 +85,7 @@ __all__ = [
     "SegmentMember",
     "SegmentSize",
     "Stage",
+    "StageCount",
     "Store",
     "Tag",
     "Tier",

@@ -325,6 +325,7 @@ def test_segment_editor_counts_while_typing(page: Page, live_server: LiveServer,
     page.click("nav.mainnav >> text=Lifecycle")
     expect(page.locator("[data-chart=stage-counts] canvas")).to_be_visible()
     expect(page.locator("[data-chart=stage-weekly] canvas")).to_be_visible()
+    expect(page.locator("[data-chart=stage-trend] canvas")).to_be_visible()
     page.screenshot(path=SHOTS.format("lifecycle"), full_page=True)
     page.goto(f"{live_server.url}/customers/{seeded.nancy}")
     expect(page.locator("#lifecycle")).to_be_visible()

@@ -148,6 +148,9 @@ def test_full_run_ranks_rfm_and_counts_flows(api: Api, session: Session) -> None
     counts = service.counts(session)
     assert list(counts) == [s.value for s in Stage]
     assert sum(counts.values()) == run.profiles
+    # A full run leaves the day's counts for the trend chart.
+    [today] = service.trend(session)
+    assert {k: v for k, v in today.items() if k != "day"} == counts
     service.restage(session, as_of=NOW + dt.timedelta(days=400))
     flows = service.flows(session, since=NOW - dt.timedelta(days=1), until=NOW + dt.timedelta(days=401))
     assert ("Repeat", "Lapsed", 1) in flows

@@ -178,6 +178,11 @@ def lifecycle_page(request: Request, session: ReadSession, viewer: OperationsDep
         "counts": [counts[s.value] for s in Stage],
         "weeks": [w["week_start"] for w in weekly],
         "entered": {s.value: [w[s.value] for w in weekly] for s in Stage},
+        "trend": lifecycle.trend(session, days=90, now=now),
+        "flows": [
+            {"source": f"{a} ·", "target": f"· {b}", "value": n}
+            for a, b, n in lifecycle.flows(session, since=now - dt.timedelta(days=30), until=now)
+        ],
     }
     context = {
         "counts": counts,

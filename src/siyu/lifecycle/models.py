@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String
+from sqlalchemy import Date, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.db import Base, BigIntPK, EnumText, UTCDateTime, utcnow
@@ -86,3 +86,13 @@ class ValueModel(Base):
     p: Mapped[float | None] = mapped_column(Float, default=None)
     q: Mapped[float | None] = mapped_column(Float, default=None)
     v: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class StageCount(Base):
+    """How many customers were in each stage on a day (the last full staging of that day): the trend chart."""
+
+    __tablename__ = "lifecycle_stage_counts"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    stage: Mapped[Stage] = mapped_column(EnumText(Stage, 16), primary_key=True)
+    customers: Mapped[int] = mapped_column(Integer)

@@ -27,7 +27,7 @@ from siyu.db import is_postgres, utcnow
 from siyu.identity.models import IdentifierType
 from siyu.ingest.reactors import StoredEvent
 from siyu.lifecycle import predictive
-from siyu.lifecycle.models import LifecycleChange, LifecycleState, Stage, ValueModel
+from siyu.lifecycle.models import LifecycleChange, LifecycleState, Stage, StageCount, ValueModel
 from siyu.profiles.service import ORDER_COMPLETED
 
 # Identifiers that make a customer known (an openid or a device id alone does not).
@@ -446,7 +446,31 @@ def restage(
                 )
             ],
         )
+    if scope is None:
+        _snapshot(session, now, by_stage, settings)
     return Run(profiles=len(ids), changed=len(changes), by_stage=by_stage)
+
+
+def _snapshot(session: Session, now: dt.datetime, by_stage: dict[str, int], settings: Settings) -> None:
+    # The day's counts are those of its last full run: replace them.
+    day = now.astimezone(ZoneInfo(settings.timezone)).date()
+    session.execute(delete(StageCount).where(StageCount.day == day))
+    session.add_all(StageCount(day=day, stage=Stage(s), customers=by_stage.get(s.value, 0)) for s in Stage)
+    session.flush()
+
+
+def trend(session: Session, *, days: int = 90, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Customers per stage on each day with a full staging, the last `days` days, oldest first."""
+    since = ((now or utcnow()) - dt.timedelta(days=days)).date()
+    rows = session.execute(
+        select(StageCount.day, StageCount.stage, StageCount.customers)
+        .where(StageCount.day >= since)
+        .order_by(StageCount.day)
+    ).all()
+    by_day: dict[dt.date, dict[str, Any]] = {}
+    for day, stage, n in rows:
+        by_day.setdefault(day, {"day": day.isoformat(), **{s.value: 0 for s in Stage}})[str(stage)] = n
+    return list(by_day.values())
 
 
 def forget_merged(session: Session, pairs: list[tuple[int, int]], now: dt.datetime) -> None:

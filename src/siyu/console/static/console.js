@@ -126,6 +126,37 @@
     draw(el, option);
   }
 
+  function stageTrend(el, data) {
+    var option = base();
+    option.legend = { top: 0 };
+    option.xAxis = { type: "category", data: data.trend.map(function (d) { return d.day; }), axisLabel: { color: palette.axis } };
+    option.yAxis = { type: "value", minInterval: 1, splitLine: { lineStyle: { color: palette.grid } } };
+    option.series = data.stages.map(function (stage, i) {
+      return {
+        name: stage, type: "line", stack: "customers", areaStyle: {}, symbol: "none",
+        data: data.trend.map(function (d) { return d[stage]; }), itemStyle: { color: stageColors[i] }
+      };
+    });
+    draw(el, option);
+  }
+
+  function stageFlows(el, data) {
+    if (!data.flows.length) { el.textContent = "No customer changed stage in the last 30 days."; el.classList.add("empty"); return; }
+    var names = {};
+    data.flows.forEach(function (f) { names[f.source] = 1; names[f.target] = 1; });
+    var colorOf = function (name) { return stageColors[data.stages.indexOf(name.replace(/^· | ·$/g, ""))]; };
+    var option = base();
+    option.tooltip = { trigger: "item" };
+    option.series = [{
+      type: "sankey", left: 8, right: 120, top: 8, bottom: 8, nodeAlign: "justify",
+      data: Object.keys(names).map(function (n) { return { name: n, itemStyle: { color: colorOf(n) } }; }),
+      links: data.flows,
+      lineStyle: { color: "gradient", opacity: 0.35 },
+      label: { color: palette.text }
+    }];
+    draw(el, option);
+  }
+
   function segmentSize(el, data) {
     var option = base();
     option.legend = { top: 0 };
@@ -149,6 +180,8 @@
     "events-per-minute": eventsPerMinute,
     "stage-counts": stageCounts,
     "stage-weekly": stageWeekly,
+    "stage-trend": stageTrend,
+    "stage-flows": stageFlows,
     "segment-size": segmentSize
   };
 
