@@ -28,6 +28,7 @@ from siyu.identity.api import router as identity_router
 from siyu.ingest import processor
 from siyu.ingest.admin_api import router as ingest_admin_router
 from siyu.ingest.api import router as ingest_router
+from siyu.lifecycle.api import router as lifecycle_router
 from siyu.loyalty.api import router as loyalty_router
 from siyu.loyalty.member_api import router as member_loyalty_router
 from siyu.profiles.api import router as profiles_router
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(loyalty_router)
     app.include_router(member_loyalty_router)
     app.include_router(segments_router)
+    app.include_router(lifecycle_router)
     app.include_router(channel_callbacks)
     app.include_router(mp_router)
     app.include_router(qr_images_router)

@@ -9,7 +9,6 @@ import secrets
 import time
 from pathlib import Path
 from typing import Annotated, Any, cast
-from zoneinfo import ZoneInfo
 
 import typer
 import uvicorn
@@ -275,8 +274,7 @@ def lifecycle_fit(
             day = dt.date.fromisoformat(calibration_end)
         except ValueError:
             _fail(f"--calibration-end {calibration_end!r} is not a date (YYYY-MM-DD)")
-        zone = ZoneInfo(get_settings().timezone)
-        end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone).astimezone(dt.UTC)
+        end = lifecycle_service.end_of_day(day)
     try:
         with unit_of_work() as session:
             result = lifecycle_service.fit(

@@ -72,6 +72,9 @@ def test_lifecycle_page_and_360(client: TestClient, session: Session) -> None:
     page = client.get("/lifecycle")
     assert page.status_code == 200
     assert 'data-stage="First-Time">1<' in page.text
+    refit = client.post("/lifecycle/fit", data={"csrf_token": csrf_of(page.text)}, follow_redirects=True)
+    # One buyer with one purchase cannot be fitted: the page says why instead of failing.
+    assert "could not be fitted" in refit.text
     pid = profile_of(session, "M3")
     card = client.get(f"/customers/{pid}")
     assert 'id="stage-badge">First-Time<' in card.text

@@ -23,6 +23,7 @@ from siyu.console.security import (
 )
 from siyu.db import utcnow
 from siyu.errors import Conflict
+from siyu.lifecycle import predictive
 from siyu.lifecycle import service as lifecycle
 from siyu.lifecycle.models import Stage
 from siyu.profiles.masking import mask_name
@@ -193,3 +194,16 @@ def lifecycle_page(request: Request, session: ReadSession, viewer: OperationsDep
         "model": lifecycle.latest_model(session),
     }
     return render(request, "lifecycle.html", context)
+
+
+@router.post("/lifecycle/fit")
+def refit(request: Request, session: WriteSession, viewer: OperationsWriterDep) -> RedirectResponse:
+    """Fit the value model on all purchases now and re-stage everyone with it."""
+    try:
+        result = lifecycle.fit(session)
+    except predictive.FitError as exc:
+        flash(request, f"The model could not be fitted: {exc}", kind="error")
+        return see_other("/lifecycle")
+    run = lifecycle.restage(session)
+    flash(request, f"Fitted on {result.customers:,} buyers; {run.changed:,} customer(s) changed stage.")
+    return see_other("/lifecycle#model-h")

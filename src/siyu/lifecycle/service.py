@@ -587,6 +587,12 @@ class Fit:
     model_id: int | None
 
 
+def end_of_day(day: dt.date, settings: Settings | None = None) -> dt.datetime:
+    """The UTC moment a day of the brand's calendar ends (a calibration end names a whole day)."""
+    zone = ZoneInfo((settings or get_settings()).timezone)
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), zone).astimezone(dt.UTC)
+
+
 def fit(
     session: Session,
     *,
