@@ -12,9 +12,9 @@ from siyu.auth.models import Role
 from siyu.demo.loyalty import ensure_programme
 from siyu.identity.models import Identifier
 from siyu.loyalty import blind_boxes, service
-from siyu.loyalty.models import BlindBox
+from siyu.loyalty.models import BlindBox, EarningRule, VoucherTemplate
 from tests import factories
-from tests.console.conftest import event, login, send
+from tests.console.conftest import csrf_of, event, login, send
 
 
 def test_programme_page_and_member_card(client: TestClient, session: Session) -> None:
@@ -68,3 +68,70 @@ def test_store_staff_enrol_a_customer(client: TestClient, session: Session) -> N
     member = service.get_member_by_profile_or_raise(session, profile_id)
     assert (member.join_channel, member.join_store_id) == ("console", store.id)
     assert member.member_number in client.get(f"/customers/{profile_id}").text
+
+
+def test_programme_is_edited_from_the_page(client: TestClient, session: Session) -> None:
+    login(client, factories.user(session, Role.hq).username)
+    page = client.get("/loyalty")
+    token = csrf_of(page.text)
+    r = client.post(
+        "/loyalty/tiers",
+        data={"csrf_token": token, "name": "Jade", "rank": "0", "threshold_points": "0", "multiplier": "1"},
+        follow_redirects=True,
+    )
+    assert "Tier “Jade” defined." in r.text
+    r = client.post(
+        "/loyalty/rules",
+        data={
+            "csrf_token": token,
+            "name": "Store double points",
+            "event": "Order Completed",
+            "mode": "multiplier",
+            "amount": "2",
+            "channels": "store",
+            "starts": "2026-12-12",
+            "ends": "2026-12-12",
+        },
+        follow_redirects=True,
+    )
+    assert "Rule “Store double points” created" in r.text
+    rule = session.execute(select(EarningRule).where(EarningRule.name == "Store double points")).scalar_one()
+    assert rule.channels == ["store"] and rule.starts_at is not None and rule.ends_at is not None
+    # 12.12 in Shanghai: from 16:00 UTC on the 11th to 16:00 UTC on the 12th.
+    assert (rule.ends_at - rule.starts_at).total_seconds() == 86400
+    r = client.post(f"/loyalty/rules/{rule.id}/toggle", data={"csrf_token": token}, follow_redirects=True)
+    assert "switched off" in r.text
+    r = client.post(
+        "/loyalty/voucher-templates",
+        data={
+            "csrf_token": token,
+            "name": "50 off 500",
+            "kind": "amount_off",
+            "value": "50",
+            "min_spend": "500",
+        },
+        follow_redirects=True,
+    )
+    template = session.execute(
+        select(VoucherTemplate).where(VoucherTemplate.name == "50 off 500")
+    ).scalar_one()
+    assert (template.value, template.min_spend_fen) == (5000, 50000)
+    bad = client.post(
+        "/loyalty/rules",
+        data={
+            "csrf_token": token,
+            "name": "x",
+            "event": "Order Completed",
+            "mode": "fixed",
+            "amount": "1",
+            "cap_per_day": "many",
+        },
+    )
+    assert bad.status_code == 400 and "cap per day" in bad.text
+
+
+def test_marketers_see_the_programme_but_do_not_change_it(client: TestClient, session: Session) -> None:
+    token = login(client, factories.user(session, Role.marketer).username)
+    assert client.get("/loyalty").status_code == 200
+    r = client.post("/loyalty/tiers", data={"csrf_token": token, "name": "X", "rank": "9"})
+    assert r.status_code == 403

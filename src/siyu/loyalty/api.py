@@ -10,16 +10,14 @@ from sqlalchemy import select
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.deps import ReaderDep, SessionDep
-from siyu.errors import BadRequest, Conflict, Forbidden, NotFound
+from siyu.errors import BadRequest, Forbidden
 from siyu.loyalty import blind_boxes, referrals, rules, service, tiers, vouchers
 from siyu.loyalty.models import (
     BlindBox,
     BlindBoxPrize,
-    EarningRule,
     Member,
     Posting,
     ReferralProgram,
-    Tier,
     VoucherTemplate,
 )
 from siyu.loyalty.schemas import (
@@ -172,11 +170,7 @@ def _programme(principal: Principal) -> None:
 @router.post("/rules", response_model=RuleOut, status_code=201, summary="Create an earning rule or campaign")
 def create_rule(body: RuleIn, principal: ReaderDep, session: SessionDep) -> RuleOut:
     _programme(principal)
-    rule = EarningRule(**body.model_dump())
-    rules.validate(rule)
-    session.add(rule)
-    session.flush()
-    return RuleOut.model_validate(rule, from_attributes=True)
+    return RuleOut.model_validate(rules.create(session, **body.model_dump()), from_attributes=True)
 
 
 @router.get("/rules", response_model=list[RuleOut], summary="Earning rules and campaigns")
@@ -188,12 +182,7 @@ def list_rules(principal: ReaderDep, session: SessionDep) -> list[RuleOut]:
 @router.patch("/rules/{rule_id}", response_model=RuleOut, summary="Switch a rule on or off")
 def patch_rule(rule_id: int, body: RulePatch, principal: ReaderDep, session: SessionDep) -> RuleOut:
     _programme(principal)
-    rule = session.get(EarningRule, rule_id)
-    if rule is None:
-        raise NotFound(f"no rule {rule_id}")
-    rule.active = body.active
-    session.flush()
-    return RuleOut.model_validate(rule, from_attributes=True)
+    return RuleOut.model_validate(rules.set_active(session, rule_id, body.active), from_attributes=True)
 
 
 @router.post(
@@ -204,10 +193,7 @@ def patch_rule(rule_id: int, body: RulePatch, principal: ReaderDep, session: Ses
 )
 def create_template(body: VoucherTemplateIn, principal: ReaderDep, session: SessionDep) -> VoucherTemplateOut:
     _programme(principal)
-    template = VoucherTemplate(**body.model_dump(), issued=0)
-    vouchers.validate_template(template)
-    session.add(template)
-    session.flush()
+    template = vouchers.create_template(session, **body.model_dump())
     return VoucherTemplateOut.model_validate(template, from_attributes=True)
 
 
@@ -353,13 +339,7 @@ def draw_blind_box(
 @router.post("/tiers", response_model=TierOut, status_code=201, summary="Define a tier")
 def create_tier(body: TierIn, principal: ReaderDep, session: SessionDep) -> TierOut:
     _programme(principal)
-    tier = Tier(**body.model_dump())
-    tiers.validate(tier)
-    if session.execute(select(Tier.id).where((Tier.name == tier.name) | (Tier.rank == tier.rank))).first():
-        raise Conflict(f"a tier named {tier.name!r} or of rank {tier.rank} exists")
-    session.add(tier)
-    session.flush()
-    return TierOut.model_validate(tier, from_attributes=True)
+    return TierOut.model_validate(tiers.create(session, **body.model_dump()), from_attributes=True)
 
 
 @router.get("/tiers", response_model=list[TierOut], summary="Tiers, entry tier first")

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from siyu.config import Settings
 from siyu.db import is_postgres
-from siyu.errors import BadRequest
+from siyu.errors import BadRequest, NotFound
 from siyu.ingest.reactors import StoredEvent
 from siyu.loyalty.models import EarningRule, Member, Posting, PostingKind, RuleMode, Tier
 
@@ -227,6 +227,25 @@ def evaluate(
         if points > 0:
             awards.append(Award(rule, points, detail))
     return awards
+
+
+def create(session: Session, **fields: Any) -> EarningRule:
+    """A new earning rule or campaign from its fields (BadRequest naming what is wrong)."""
+    rule = EarningRule(**fields)
+    validate(rule)
+    session.add(rule)
+    session.flush()
+    return rule
+
+
+def set_active(session: Session, rule_id: int, active: bool) -> EarningRule:
+    """Switch a rule on or off; NotFound for an unknown id."""
+    rule = session.get(EarningRule, rule_id)
+    if rule is None:
+        raise NotFound(f"no rule {rule_id}")
+    rule.active = active
+    session.flush()
+    return rule
 
 
 def list_rules(session: Session) -> Sequence[EarningRule]:

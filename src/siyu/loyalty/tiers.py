@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.config import get_settings
 from siyu.db import utcnow
-from siyu.errors import BadRequest
+from siyu.errors import BadRequest, Conflict
 from siyu.identity.models import Identifier
 from siyu.ingest.models import Event
 from siyu.ingest.service import check_batch, enqueue_batch
@@ -37,6 +38,17 @@ def validate(tier: Tier) -> None:
         )
     if tier.multiplier <= 0:
         raise BadRequest("multiplier: must be more than 0")
+
+
+def create(session: Session, **fields: Any) -> Tier:
+    """A new tier (BadRequest for bad thresholds, Conflict for a taken name or rank)."""
+    tier = Tier(**fields)
+    validate(tier)
+    if session.execute(select(Tier.id).where((Tier.name == tier.name) | (Tier.rank == tier.rank))).first():
+        raise Conflict(f"a tier named {tier.name!r} or of rank {tier.rank} exists")
+    session.add(tier)
+    session.flush()
+    return tier
 
 
 def list_tiers(session: Session) -> Sequence[Tier]:

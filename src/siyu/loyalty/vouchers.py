@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,6 +45,15 @@ def validate_template(t: VoucherTemplate) -> None:
         raise BadRequest("points_cost: must be more than 0 when set")
     if t.stock is not None and t.stock < 0:
         raise BadRequest("stock: must be 0 or more when set")
+
+
+def create_template(session: Session, **fields: Any) -> VoucherTemplate:
+    """A new voucher template (BadRequest naming what is wrong)."""
+    template = VoucherTemplate(**fields, issued=0)
+    validate_template(template)
+    session.add(template)
+    session.flush()
+    return template
 
 
 def _lock_template(session: Session, template_id: int) -> VoucherTemplate:
