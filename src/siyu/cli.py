@@ -261,12 +261,11 @@ def lifecycle_fit(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
     """Fit BG/NBD and Gamma-Gamma on the brand's purchases; without a calibration end, score customers with it."""
-    import json
-
     from rich.table import Table
 
     from siyu.lifecycle import predictive
     from siyu.lifecycle import service as lifecycle_service
+    from siyu.lifecycle.schemas import FitOut
 
     end = None
     if calibration_end is not None:
@@ -284,36 +283,7 @@ def lifecycle_fit(
         _fail(str(exc))
     bg, gg, holdout = result.bgnbd, result.gamma_gamma, result.holdout
     if as_json:
-        out: dict[str, Any] = {
-            "time_unit": result.time_unit,
-            "observed_until": result.observed_until.isoformat(),
-            "customers": result.customers,
-            "bgnbd": {
-                "r": bg.r,
-                "alpha": bg.alpha,
-                "a": bg.a,
-                "b": bg.b,
-                "log_likelihood": bg.log_likelihood,
-                "converged": bg.converged,
-            },
-            "gamma_gamma": None
-            if gg is None
-            else {"p": gg.p, "q": gg.q, "v": gg.v, "log_likelihood": gg.log_likelihood, "customers": gg.n},
-            "gamma_gamma_error": result.gamma_gamma_error,
-            "model_id": result.model_id,
-        }
-        if holdout is not None:
-            out["holdout"] = {
-                "period": holdout.period,
-                "customers": holdout.customers,
-                "predicted": holdout.predicted,
-                "actual": holdout.actual,
-                "by_frequency": [
-                    {"repeat_purchases": g, "customers": n, "predicted_mean": p, "actual_mean": a}
-                    for g, n, p, a in holdout.by_frequency
-                ],
-            }
-        print(json.dumps(out))
+        print(FitOut.of(result).model_dump_json())
         return
     console.print(
         f"BG/NBD on {result.customers} buyers, purchases up to {result.observed_until:%Y-%m-%d %H:%M} UTC, "

@@ -11,7 +11,7 @@ from siyu.db import utcnow
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import BadRequest
 from siyu.lifecycle import predictive, service
-from siyu.lifecycle.schemas import FitIn, FitOut, FlowOut, HoldoutOut, HoldoutRow, StagesOut
+from siyu.lifecycle.schemas import FitIn, FitOut, FlowOut, StagesOut
 from siyu.segments.api import require_segments
 
 router = APIRouter(prefix="/api/v1/lifecycle", tags=["lifecycle"])
@@ -38,31 +38,4 @@ def fit(body: FitIn, principal: ReaderDep, session: SessionDep) -> FitOut:
         result = service.fit(session, calibration_end=end, time_unit=body.time_unit, penalizer=body.penalizer)
     except predictive.FitError as exc:
         raise BadRequest(str(exc)) from None
-    bg, gg, h = result.bgnbd, result.gamma_gamma, result.holdout
-    return FitOut(
-        model_id=result.model_id,
-        customers=result.customers,
-        time_unit=result.time_unit,
-        observed_until=result.observed_until,
-        r=bg.r,
-        alpha=bg.alpha,
-        a=bg.a,
-        b=bg.b,
-        log_likelihood=bg.log_likelihood,
-        p=gg.p if gg else None,
-        q=gg.q if gg else None,
-        v=gg.v if gg else None,
-        gamma_gamma_error=result.gamma_gamma_error,
-        holdout=None
-        if h is None
-        else HoldoutOut(
-            period=h.period,
-            customers=h.customers,
-            predicted=h.predicted,
-            actual=h.actual,
-            by_frequency=[
-                HoldoutRow(repeat_purchases=g, customers=n, predicted_mean=p, actual_mean=a)
-                for g, n, p, a in h.by_frequency
-            ],
-        ),
-    )
+    return FitOut.of(result)

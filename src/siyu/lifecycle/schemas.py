@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from siyu.lifecycle.service import Fit
 
 
 class FlowOut(BaseModel):
@@ -59,3 +63,37 @@ class FitOut(BaseModel):
     v: float | None
     gamma_gamma_error: str | None
     holdout: HoldoutOut | None
+
+    @classmethod
+    def of(cls, result: Fit) -> FitOut:
+        """The API (and `siyu lifecycle fit --json`) shape of a fit."""
+        bg, gg, h = result.bgnbd, result.gamma_gamma, result.holdout
+        holdout = None
+        if h is not None:
+            rows = [
+                HoldoutRow(repeat_purchases=g, customers=n, predicted_mean=p, actual_mean=a)
+                for g, n, p, a in h.by_frequency
+            ]
+            holdout = HoldoutOut(
+                period=h.period,
+                customers=h.customers,
+                predicted=h.predicted,
+                actual=h.actual,
+                by_frequency=rows,
+            )
+        return cls(
+            model_id=result.model_id,
+            customers=result.customers,
+            time_unit=result.time_unit,
+            observed_until=result.observed_until,
+            r=bg.r,
+            alpha=bg.alpha,
+            a=bg.a,
+            b=bg.b,
+            log_likelihood=bg.log_likelihood,
+            p=gg.p if gg else None,
+            q=gg.q if gg else None,
+            v=gg.v if gg else None,
+            gamma_gamma_error=result.gamma_gamma_error,
+            holdout=holdout,
+        )
