@@ -74,7 +74,8 @@ def _convert(session: Session, columns: Columns, rows: Sequence[Sequence[Any]]) 
     return out
 
 
-def _dbapi(session: Session) -> Any:
+def driver_connection(session: Session) -> Any:
+    """The session's own DBAPI connection (psycopg or sqlite3), after a flush: same transaction, no ORM."""
     session.flush()
     return session.connection().connection.driver_connection
 
@@ -109,7 +110,7 @@ def insert_rows(session: Session, table: str, columns: Columns, rows: Sequence[S
         return
     names = ", ".join(name for name, _ in columns)
     values = _convert(session, columns, rows)
-    conn = _dbapi(session)
+    conn = driver_connection(session)
     if is_postgres(session):
         with conn.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
             for row in values:
@@ -125,7 +126,7 @@ def update_rows(
     """Set columns on the rows whose key is each row's first value; one statement on PostgreSQL."""
     if not rows:
         return
-    conn = _dbapi(session)
+    conn = driver_connection(session)
     if is_postgres(session):
         # One JSON document (orjson, C) instead of one array per column (psycopg dumps lists in Python).
         all_columns = [(key, "int"), *columns]
@@ -149,7 +150,7 @@ def repoint(session: Session, table: str, column: str, pairs: Sequence[tuple[int
     """Set column to new wherever it equals old, for each (old, new) pair."""
     if not pairs:
         return
-    conn = _dbapi(session)
+    conn = driver_connection(session)
     if is_postgres(session):
         with conn.cursor() as cursor:
             cursor.execute(
@@ -169,3 +170,6 @@ def matches(session: Session, column: Any, values: Sequence[Any]) -> ColumnEleme
         return clause
     clause = column.in_(values)
     return clause
+
+
+_dbapi = driver_connection  # TEMPORARY: bench/segments.py is being written against the old name

@@ -48,17 +48,16 @@ def test_lizzy_follows_and_becomes_a_window_customer(api: Api, session: Session)
     # Seed 001: "Lizzy is now a window customer" once she follows the brand without buying.
     api.send(event(anonymousId="lizzy-phone", event="Product Viewed", timestamp=ago(2)))
     pid = int(api.lookup("anonymous_id", "lizzy-phone")["id"])
-    state = service.get_state(session, pid)
-    assert state is not None and state.stage is Stage.anonymous
+    # An anonymous visitor has no stage row; she counts as Anonymous.
+    assert service.get_state(session, pid) is None
+    assert service.counts(session)["Anonymous"] == 1
     api.send(event(anonymousId="lizzy-phone", event="Official Account Followed", timestamp=ago(1)))
     state = service.get_state(session, pid)
     assert state is not None and state.stage is Stage.window
     assert state.reason == "known and engaged, no purchase yet"
+    assert service.counts(session)["Anonymous"] == 0
     changes = service.changes_of(session, pid)
-    assert [(c.from_stage, c.to_stage) for c in changes] == [
-        (Stage.anonymous, Stage.window),
-        (None, Stage.anonymous),
-    ]
+    assert [(c.from_stage, c.to_stage) for c in changes] == [(None, Stage.window)]
     assert changes[0].reason == "known and engaged, no purchase yet"
 
 

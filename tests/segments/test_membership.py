@@ -21,6 +21,8 @@ CASES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("profile number", {"profile": "orders_count", "op": "gte", "value": 1}, {"bea", "cai"}),
     ("profile time", {"profile": "last_order_at", "within_days": 30}, {"cai"}),
     ("tag", {"tag": "hi-po"}, {"amy", "dan"}),
+    ("stage Anonymous is also no stage row", {"stage": "Anonymous"}, {"eve"}),
+    ("stage", {"stage": ["First-Time", "Repeat"]}, {"bea", "cai"}),
     ("no tag", {"tag": "hi-po", "has": False}, {"bea", "cai", "eve"}),
     ("identifier", {"identifier": "phone"}, {"bea"}),
     ("consent withdrawn is not consent", {"consent": "marketing"}, set()),

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from siyu.db import utcnow
 from siyu.lifecycle.models import LifecycleState
 from siyu.profiles import service as profiles_service
 from siyu.profiles.models import Profile
@@ -49,8 +50,10 @@ def test_merge_and_unmerge(api: Api, session: Session) -> None:
     result = api.unmerge(survivor, "anonymous_id", "dev-1")
     new_id = result["new_profile_id"]
     assert session.get(SegmentMember, (everyone.id, new_id)) is not None
-    state = session.execute(
-        select(LifecycleState.stage).where(LifecycleState.profile_id == new_id)
-    ).scalar_one()
-    assert state == "Anonymous"
+    # The split-off device is an anonymous visitor again: no stage row, and "Anonymous" in rules.
+    assert (
+        session.execute(select(LifecycleState.stage).where(LifecycleState.profile_id == new_id)).first()
+        is None
+    )
+    assert new_id in service.matching(session, {"stage": "Anonymous"}, as_of=utcnow())
     members_match_size(session)

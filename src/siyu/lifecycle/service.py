@@ -49,6 +49,8 @@ ENGAGEMENT_EVENTS = (
     "Signed Up",
     "Product Added to Wishlist",
 )
+# Events a stage depends on (with SIYU_LIFECYCLE_INTENT_EVENTS): the reactor re-stages only their profiles.
+_STAGE_EVENTS = frozenset({ORDER_COMPLETED, "Order Refunded", "Tier Changed", *ENGAGEMENT_EVENTS})
 # Events siyu writes about segments: they change no stage.
 _OWN_EVENTS = frozenset({"Segment Entered", "Segment Exited"})
 TIME_UNITS = {"day": 1.0, "week": 7.0}
@@ -376,21 +378,18 @@ def restage(
     buyers = [f for f in found.values() if f.purchase_days > 0]
     score(buyers, latest_model(session), now, rank=scope is None, days=settings.lifecycle_prediction_days)
     ids = sorted(found)
-    previous: dict[int, tuple[Stage, dt.datetime, tuple[Any, Any, Any]]] = {}
+    # What is stored now, column for column, so that unchanged rows are not written again.
+    stored_columns = [getattr(LifecycleState, name) for name, _ in _STATE_COLUMNS[:-1]]
+    previous: dict[int, tuple[Any, ...]] = {}
     for start in range(0, len(ids), 10_000):
         chunk = ids[start : start + 10_000]
         rows = session.execute(
-            select(
-                LifecycleState.profile_id,
-                LifecycleState.stage,
-                LifecycleState.since,
-                LifecycleState.recency_score,
-                LifecycleState.frequency_score,
-                LifecycleState.monetary_score,
-            ).where(bulk.matches(session, LifecycleState.profile_id, chunk))
+            select(LifecycleState.profile_id, *stored_columns).where(
+                bulk.matches(session, LifecycleState.profile_id, chunk)
+            )
         )
-        for pid, stage, since, recency, frequency, monetary in rows:
-            previous[pid] = (stage, since, (recency, frequency, monetary))
+        for pid, *values in rows:
+            previous[pid] = tuple(values)
     updates: list[tuple[Any, ...]] = []
     inserts: list[tuple[Any, ...]] = []
     changes: list[tuple[Any, ...]] = []
@@ -400,8 +399,14 @@ def restage(
         stage, reason = classify(f, now, settings)
         by_stage[stage.value] = by_stage.get(stage.value, 0) + 1
         before = previous.get(pid)
-        since = now if before is None or before[0] != stage else before[1]
-        scores = f.scores or (before[2] if before and f.purchase_days else (None, None, None))
+        if before is None and stage is Stage.anonymous:
+            # No row is an anonymous visitor: most profiles are, and they then cost nothing here.
+            continue
+        before_stage = Stage(before[0]) if before else None
+        since = now if before is None or before_stage is not stage else _aware(before[1])
+        scores = f.scores or (
+            (before[9], before[10], before[11]) if before and f.purchase_days else (None, None, None)
+        )
         row = (
             stage.value,
             since,
@@ -417,14 +422,15 @@ def restage(
             f.expected_purchases,
             f.expected_order_value_fen,
             f.clv_fen,
-            now,
         )
         if before is None:
-            inserts.append((pid, *row))
-        else:
-            updates.append((pid, *row))
-        if before is None or before[0] != stage:
-            changes.append((pid, before[0].value if before else None, stage.value, now, reason[:200]))
+            inserts.append((pid, *row, now))
+        elif _differs(before, row):
+            updates.append((pid, *row, now))
+        if before_stage is not stage:
+            changes.append(
+                (pid, before_stage.value if before_stage else None, stage.value, now, reason[:200])
+            )
     bulk.insert_rows(session, "lifecycle_states", [("profile_id", "int"), *_STATE_COLUMNS], inserts)
     bulk.update_rows(session, "lifecycle_states", _STATE_COLUMNS, updates, key="profile_id")
     if changes:
@@ -449,6 +455,15 @@ def restage(
     if scope is None:
         _snapshot(session, now, by_stage, settings)
     return Run(profiles=len(ids), changed=len(changes), by_stage=by_stage)
+
+
+def _differs(before: tuple[Any, ...], row: tuple[Any, ...]) -> bool:
+    return any(
+        _aware(old) != _aware(new)
+        if isinstance(old, dt.datetime | str) and isinstance(new, dt.datetime)
+        else old != new
+        for old, new in zip(before, row, strict=True)
+    )
 
 
 def _snapshot(session: Session, now: dt.datetime, by_stage: dict[str, int], settings: Settings) -> None:
@@ -481,10 +496,32 @@ def forget_merged(session: Session, pairs: list[tuple[int, int]], now: dt.dateti
 
 
 def react(session: Session, events: Sequence[StoredEvent]) -> None:
-    """Reactor: re-stage the profiles a batch touched, before segments read their stage."""
-    touched = sorted({e.profile_id for e in events if e.event not in _OWN_EVENTS})
-    if touched:
-        restage(session, scope=touched)
+    """Reactor: re-stage the profiles this batch may have moved, before segments read their stage.
+
+    Those are new profiles (no stage yet) and those with an event a stage depends on: an order, a
+    high-intent or engagement action, a tier change, or an identify / alias (a new identifier may make a
+    visitor known). A page view moves no one; time's effects are the schedule's.
+    """
+    settings = get_settings()
+    moving = {*_STAGE_EVENTS, *settings.lifecycle_intent_events}
+    touched = {e.profile_id for e in events if e.event not in _OWN_EVENTS}
+    if not touched:
+        return
+    relevant = {e.profile_id for e in events if e.type in ("identify", "alias") or e.event in moving}
+    others = sorted(touched - relevant)
+    staged: set[int] = set()
+    for start in range(0, len(others), 10_000):
+        chunk = others[start : start + 10_000]
+        staged.update(
+            session.execute(
+                select(LifecycleState.profile_id).where(
+                    bulk.matches(session, LifecycleState.profile_id, chunk)
+                )
+            ).scalars()
+        )
+    scope = sorted(relevant | (touched - staged))
+    if scope:
+        restage(session, scope=scope, settings=settings)
 
 
 def get_state(session: Session, profile_id: int) -> LifecycleState | None:
@@ -506,7 +543,10 @@ def changes_of(session: Session, profile_id: int, *, limit: int = 50) -> Sequenc
 
 
 def counts(session: Session) -> dict[str, int]:
-    """How many live customers are in each stage now (every stage listed, in order)."""
+    """How many live customers are in each stage now (every stage listed, in order).
+
+    A live profile without a stage row is Anonymous (anonymous visitors get no row).
+    """
     rows: dict[str, int] = dict(
         session.execute(
             text(
@@ -515,7 +555,12 @@ def counts(session: Session) -> dict[str, int]:
             )
         ).all()
     )
-    return {stage.value: int(rows.get(stage.value, 0)) for stage in Stage}
+    live = session.execute(text("SELECT count(*) FROM profiles WHERE merged_into_id IS NULL")).scalar_one()
+    out = {stage.value: int(rows.get(stage.value, 0)) for stage in Stage}
+    out[Stage.anonymous.value] = int(live) - sum(
+        n for stage, n in out.items() if stage != Stage.anonymous.value
+    )
+    return out
 
 
 def flows(

@@ -55,7 +55,9 @@ class ProfileOut(BaseModel):
     merges: list[MergeOut]
     revealed: bool
     tags: list[TagOut] = Field(default_factory=list)
-    lifecycle: LifecycleOut | None = None
+    lifecycle: LifecycleOut | None = Field(
+        default=None, description="null: Anonymous (visitors get no stage row)"
+    )
     stage_changes: list[StageChangeOut] = Field(default_factory=list, description="Newest first, the last 20")
     segments: list[SegmentRefOut] = Field(default_factory=list)
 

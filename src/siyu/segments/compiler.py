@@ -18,6 +18,7 @@ from typing import Any
 import ibis
 from ibis.expr.types import BooleanValue, Column, Table, Value
 
+from siyu.lifecycle.models import Stage
 from siyu.segments import rules as r
 from siyu.segments.tables import Tables
 
@@ -86,7 +87,10 @@ class _Compiler:
             case r.InStage(stages):
                 states = self.scoped(self.t.lifecycle_states)
                 chosen = states.filter(states.stage.isin([s.value for s in stages]))
-                return _true(p.id.isin(chosen.profile_id))
+                if Stage.anonymous not in stages:
+                    return _true(p.id.isin(chosen.profile_id))
+                # Anonymous visitors have no stage row: "Anonymous" is also "no row at all".
+                return _true(p.id.isin(chosen.profile_id)) | ~_true(p.id.isin(states.profile_id))
             case r.Score(name, compare):
                 states = self.scoped(self.t.lifecycle_states)
                 chosen = states.filter(_value_compare(states[name], compare))

@@ -100,7 +100,7 @@ def matching(
             values = f"SELECT value AS profile_id FROM json_each('[{ids}]')"
         sql = f"WITH {SCOPE_TABLE} AS ({values}) SELECT profile_id FROM ({sql}) AS scoped_members"
     # The driver's own cursor: no bind-parameter parsing of a rule's literals (a ':' or '%' in a value).
-    cursor = bulk._dbapi(session).cursor()
+    cursor = bulk.driver_connection(session).cursor()
     try:
         cursor.execute(sql)
         return [int(row[0]) for row in cursor.fetchall()]
