@@ -54,6 +54,22 @@ def test_define_a_segment_with_a_live_count(client: TestClient, session: Session
         f"/segments/{segment.id}/refresh", data={"csrf_token": csrf_of(saved.text)}, follow_redirects=True
     )
     assert "Recomputed: 1 customer(s)" in again.text
+    edited = client.post(
+        f"/segments/{segment.id}/edit",
+        data={
+            "csrf_token": token,
+            "name": "North and East",
+            "rule": '{"trait": "city", "op": "in", "value": ["Shanghai", "Beijing"]}',
+        },
+        follow_redirects=True,
+    )
+    assert "Version 2 saved: 2 customer(s)." in edited.text
+    bad = client.post(
+        f"/segments/{segment.id}/edit", data={"csrf_token": token, "name": "x", "rule": '{"stage": "Nope"}'}
+    )
+    assert bad.status_code == 422 and "$.stage" in bad.text
+    gone = client.post(f"/segments/{segment.id}/delete", data={"csrf_token": token}, follow_redirects=True)
+    assert "Segment “North and East” deleted." in gone.text
 
 
 def test_lifecycle_page_and_360(client: TestClient, session: Session) -> None:

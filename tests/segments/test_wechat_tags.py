@@ -61,6 +61,9 @@ def test_members_follow_onto_the_wechat_tag(api: Api, session: Session, fake: Fa
     assert calls.count("tags/create") == 1
     body = api.client.get(f"/api/v1/segments/{seg['id']}/wechat-tags", headers=headers).json()
     assert body[0]["tagged"] == 2 and body[0]["tag_id"] == next(iter(fake.tags))
+    # Deleting the segment removes the link (the tag stays on WeChat, untouched).
+    assert api.client.delete(f"/api/v1/segments/{seg['id']}", headers=headers).status_code == 204
+    assert wechat_tags.links(session, seg["id"]) == []
 
 
 def test_a_tag_created_by_a_failed_sync_is_found_again(api: Api, session: Session, fake: FakeState) -> None:

@@ -136,6 +136,48 @@ def segment_page(request: Request, session: ReadSession, viewer: OperationsDep, 
     return render(request, "segment.html", context)
 
 
+@router.post("/segments/{segment_id:int}/edit")
+def edit(
+    request: Request,
+    session: WriteSession,
+    viewer: OperationsWriterDep,
+    segment_id: int,
+    name: Annotated[str, Form()],
+    rule: Annotated[str, Form()],
+    description: Annotated[str, Form()] = "",
+) -> RedirectResponse:
+    """Save a changed rule (a new version: members recomputed, entries and exits announced) or name."""
+    segment = segments.get(session, segment_id)
+    if segment is None:
+        raise PageError(404, f"No segment #{segment_id}.")
+    before = segment.version
+    try:
+        segments.update(session, segment, rule=_parse_json(rule), name=name, description=description)
+    except rules.RuleError as exc:
+        raise PageError(422, f"The rule is not valid at {exc.path}: {exc.problem}") from None
+    except Conflict as exc:
+        raise PageError(409, exc.message) from None
+    if segment.version != before:
+        flash(request, f"Version {segment.version} saved: {segment.size:,} customer(s).")
+    else:
+        flash(request, "Saved.")
+    return see_other(f"/segments/{segment.id}")
+
+
+@router.post("/segments/{segment_id:int}/delete")
+def delete(
+    request: Request, session: WriteSession, viewer: OperationsWriterDep, segment_id: int
+) -> RedirectResponse:
+    """Delete the segment (its members get no exit event)."""
+    segment = segments.get(session, segment_id)
+    if segment is None:
+        raise PageError(404, f"No segment #{segment_id}.")
+    name = segment.name
+    segments.delete_(session, segment)
+    flash(request, f"Segment “{name}” deleted.")
+    return see_other("/segments")
+
+
 @router.post("/segments/{segment_id:int}/refresh")
 def refresh(
     request: Request, session: WriteSession, viewer: OperationsWriterDep, segment_id: int

@@ -33,7 +33,14 @@ from siyu.ingest import service as ingest_service
 from siyu.ingest.reactors import StoredEvent
 from siyu.segments import rules, wechat_tags
 from siyu.segments.compiler import SCOPE_TABLE, compile_rule
-from siyu.segments.models import Segment, SegmentMember, SegmentSize, SegmentStatus
+from siyu.segments.models import (
+    Segment,
+    SegmentMember,
+    SegmentSize,
+    SegmentStatus,
+    WechatTagged,
+    WechatTagLink,
+)
 from siyu.segments.tables import tables
 
 log = structlog.get_logger(__name__)
@@ -196,7 +203,10 @@ def update(
 
 
 def delete_(session: Session, segment: Segment) -> None:
-    """Remove a segment with its memberships and size history (customers get no exit event)."""
+    """Remove a segment with its memberships, size history and WeChat tag links (no exit events; the tag stays on WeChat)."""
+    links = select(WechatTagLink.id).where(WechatTagLink.segment_id == segment.id).scalar_subquery()
+    session.execute(delete(WechatTagged).where(WechatTagged.link_id.in_(links)))
+    session.execute(delete(WechatTagLink).where(WechatTagLink.segment_id == segment.id))
     session.execute(delete(SegmentMember).where(SegmentMember.segment_id == segment.id))
     session.execute(delete(SegmentSize).where(SegmentSize.segment_id == segment.id))
     session.delete(segment)
