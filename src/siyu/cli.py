@@ -25,6 +25,7 @@ from siyu.db import get_sessionmaker, unit_of_work
 from siyu.errors import SiyuError
 from siyu.ingest import processor as ingest_processor
 from siyu.outbox import service as outbox_service
+from siyu.warehouse.cli import segments_compute, warehouse_app
 
 app = typer.Typer(help="siyu: private-domain CRM and customer data platform", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema", no_args_is_help=True)
@@ -43,6 +44,8 @@ lifecycle_app = typer.Typer(help="Lifecycle stages and predicted value", no_args
 segments_app = typer.Typer(help="Segments", no_args_is_help=True)
 app.add_typer(lifecycle_app, name="lifecycle")
 app.add_typer(segments_app, name="segments")
+app.add_typer(warehouse_app, name="warehouse")
+segments_app.command("compute")(segments_compute)
 app.add_typer(channels_app, name="channels")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="apikeys")

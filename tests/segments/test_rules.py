@@ -46,6 +46,7 @@ def error(rule: Any) -> rules.RuleError:
         ({"tag": "vip", "op": "eq"}, "$", "unknown key 'op'"),
         ({"owner": "someone"}, "$.owner", "user id"),
         ([1, 2], "$", "JSON object"),
+        ({"trait": 'say "hi"', "op": "exists"}, "$.trait", "double quote"),
     ],
 )
 def test_errors_point_at_the_node(rule: Any, path: str, words: str) -> None:

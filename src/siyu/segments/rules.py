@@ -487,6 +487,9 @@ _KINDS: dict[str, set[str]] = {
 def _name(raw: Any, path: str) -> str:
     if not isinstance(raw, str) or not raw.strip() or len(raw) > 200:
         raise RuleError(path, "expects a non-empty name (at most 200 characters)")
+    if '"' in raw:
+        # SQLite's JSON paths cannot name such a key: refused everywhere, so every engine answers alike.
+        raise RuleError(path, 'a name cannot contain a double quote (")')
     return raw
 
 
