@@ -170,6 +170,3 @@ def matches(session: Session, column: Any, values: Sequence[Any]) -> ColumnEleme
         return clause
     clause = column.in_(values)
     return clause
-
-
-_dbapi = driver_connection  # TEMPORARY: bench/segments.py is being written against the old name

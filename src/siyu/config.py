@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     lifecycle_schedule_seconds: float = Field(
         default=300.0, description="How often the worker re-stages everyone (time alone lapses customers)"
     )
+    segments_work_mem_mb: int = Field(
+        default=128, description="PostgreSQL work_mem of a full segment computation (its transaction only)"
+    )
     segments_schedule_seconds: float = Field(
         default=240.0,
         description="How often the worker recomputes segments whose rules depend on time (at most 5 min)",

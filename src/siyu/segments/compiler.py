@@ -82,22 +82,22 @@ class _Compiler:
                 return _value_compare(column, compare)
             case r.HasTag(name, has):
                 tags = self.scoped(self.t.profile_tags)
-                found = _true(p.id.isin(tags.filter(tags.name == name).profile_id))
+                found = _member(p.id, tags.filter(tags.name == name).profile_id)
                 return found if has else ~found
             case r.InStage(stages):
                 states = self.scoped(self.t.lifecycle_states)
                 chosen = states.filter(states.stage.isin([s.value for s in stages]))
                 if Stage.anonymous not in stages:
-                    return _true(p.id.isin(chosen.profile_id))
+                    return _member(p.id, chosen.profile_id)
                 # Anonymous visitors have no stage row: "Anonymous" is also "no row at all".
-                return _true(p.id.isin(chosen.profile_id)) | ~_true(p.id.isin(states.profile_id))
+                return _member(p.id, chosen.profile_id) | ~_member(p.id, states.profile_id)
             case r.Score(name, compare):
                 states = self.scoped(self.t.lifecycle_states)
                 chosen = states.filter(_value_compare(states[name], compare))
-                return _true(p.id.isin(chosen.profile_id))
+                return _member(p.id, chosen.profile_id)
             case r.HasIdentifier(id_type, has):
                 ids = self.scoped(self.t.identifiers)
-                found = _true(p.id.isin(ids.filter(ids.type == id_type).profile_id))
+                found = _member(p.id, ids.filter(ids.type == id_type).profile_id)
                 return found if has else ~found
             case r.HasConsent(purpose, granted):
                 c = self.scoped(self.t.consents)
@@ -106,7 +106,7 @@ class _Compiler:
                     rn=ibis.row_number().over(group_by=c.profile_id, order_by=[c.at.desc(), c.id.desc()])
                 )
                 chosen = latest.filter(latest.rn == 0, latest.granted == granted)
-                return _true(p.id.isin(chosen.profile_id))
+                return _member(p.id, chosen.profile_id)
             case r.Owner(user_ids, assigned):
                 if user_ids:
                     return _true(p.owner_user_id.isin(list(user_ids)))
@@ -133,7 +133,7 @@ class _Compiler:
             agg = matching.group_by("profile_id").aggregate(
                 at=matching.timestamp.min() if node.occurrence == "first" else matching.timestamp.max()
             )
-            return _true(p.id.isin(agg.filter(self.in_window(agg.at, node.window)).profile_id))
+            return _member(p.id, agg.filter(self.in_window(agg.at, node.window)).profile_id)
         if node.window is not None:
             matching = matching.filter(self.in_window(matching.timestamp, node.window))
         if node.sum is not None:
@@ -148,8 +148,8 @@ class _Compiler:
         compare = _OPS[op]
         if compare(0, threshold):
             # Customers with no such event satisfy it too: exclude those who fail instead.
-            return ~_true(p.id.isin(agg.filter(~compare(agg.measure, threshold)).profile_id))
-        return _true(p.id.isin(agg.filter(compare(agg.measure, threshold)).profile_id))
+            return ~_member(p.id, agg.filter(~compare(agg.measure, threshold)).profile_id)
+        return _member(p.id, agg.filter(compare(agg.measure, threshold)).profile_id)
 
     def property_filter(self, events: Table, f: r.PropertyFilter) -> BooleanValue:
         if f.property == "amount_fen":
@@ -167,6 +167,15 @@ class _Compiler:
         if window.end is not None:
             parts.append(column < window.end)
         return reduce(operator.and_, parts)
+
+
+def _member(profile_id: Column, ids: Column) -> BooleanValue:
+    """profile_id IN (ids): never NULL here (neither side is), so not wrapped in a COALESCE.
+
+    A COALESCE around it keeps PostgreSQL from planning the IN as a semi-join: it then rescans the
+    subquery for every profile (bench/segments.py stopped one such query after 300 s).
+    """
+    return profile_id.isin(ids)
 
 
 def _true(expr: BooleanValue) -> BooleanValue:
