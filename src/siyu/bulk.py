@@ -42,6 +42,11 @@ def _sqlite_ts(value: dt.datetime | None) -> str | None:
     return value.isoformat(" ", "microseconds")[:26]
 
 
+def bind_time(session: Session, value: dt.datetime) -> Any:
+    """A UTC time as a raw-SQL parameter compares it with stored times (SQLite keeps them as naive text)."""
+    return value.astimezone(dt.UTC) if is_postgres(session) else _sqlite_ts(value)
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 

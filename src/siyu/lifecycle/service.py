@@ -114,12 +114,6 @@ def _scope_sql(session: Session, scope: Sequence[int] | None, column: str) -> st
     return f" AND {column} IN ({ids})"
 
 
-def _ts(session: Session, moment: dt.datetime) -> Any:
-    moment = moment.astimezone(dt.UTC)
-    # SQLite keeps UTC times as naive text; PostgreSQL compares timestamptz.
-    return moment if is_postgres(session) else moment.replace(tzinfo=None).isoformat(sep=" ")
-
-
 def _aware(value: Any) -> dt.datetime | None:
     if value is None:
         return None
@@ -140,9 +134,11 @@ def features(
     settings = settings or get_settings()
     zone = settings.timezone
     params = {
-        "as_of": _ts(session, as_of),
-        "year_ago": _ts(session, as_of - dt.timedelta(days=365)),
-        "intent_since": _ts(session, as_of - dt.timedelta(days=settings.lifecycle_intent_window_days)),
+        "as_of": bulk.bind_time(session, as_of),
+        "year_ago": bulk.bind_time(session, as_of - dt.timedelta(days=365)),
+        "intent_since": bulk.bind_time(
+            session, as_of - dt.timedelta(days=settings.lifecycle_intent_window_days)
+        ),
     }
     out: dict[int, Features] = {
         pid: Features(pid)
@@ -592,7 +588,7 @@ def weekly(session: Session, *, weeks: int = 12, now: dt.datetime | None = None)
             f"SELECT {week} AS week, to_stage, count(*) FROM lifecycle_changes "
             "WHERE at >= :start AND from_stage IS NOT NULL GROUP BY 1, 2"
         ),
-        {"start": _ts(session, start)},
+        {"start": bulk.bind_time(session, start)},
     ).all()
     buckets: list[dict[str, Any]] = [
         {"week_start": (start + dt.timedelta(weeks=i)).date().isoformat(), **{s.value: 0 for s in Stage}}
@@ -711,7 +707,11 @@ def _holdout(
             f"SELECT profile_id, count(DISTINCT {day}) FROM events "
             "WHERE event = :order AND timestamp > :start AND timestamp <= :end GROUP BY profile_id"
         ),
-        {"order": ORDER_COMPLETED, "start": _ts(session, start), "end": _ts(session, end)},
+        {
+            "order": ORDER_COMPLETED,
+            "start": bulk.bind_time(session, start),
+            "end": bulk.bind_time(session, end),
+        },
     ).all()
     actual_by_id = {int(pid): int(n) for pid, n in rows}
     period = (end - start).total_seconds() / 86400 / unit

@@ -15,12 +15,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from siyu.config import get_settings
 from siyu.db import utcnow
 from siyu.errors import BadRequest, Conflict
-from siyu.identity.models import Identifier
 from siyu.ingest.models import Event
-from siyu.ingest.service import check_batch, enqueue_batch
+from siyu.ingest.service import enqueue_for_profiles
 from siyu.loyalty.models import Member, Posting, PostingKind, Tier
 
 WINDOW = dt.timedelta(days=365)
@@ -184,24 +182,11 @@ def _timeline(
     session: Session, member: Member, previous: str, tier: str, reason: str, now: dt.datetime, key: str
 ) -> None:
     # The event goes through the pipeline on one of the customer's identifiers, like any other event.
-    identifier = session.execute(
-        select(Identifier.type, Identifier.value)
-        .where(Identifier.profile_id == member.profile_id)
-        .order_by(Identifier.id)
-        .limit(1)
-    ).first()
-    if identifier is None:
-        return
-    id_type, value = identifier
     event = {
         "type": "track",
         "event": "Tier Changed",
         "messageId": f"loyalty:{key}"[:255],
         "timestamp": now.isoformat(),
         "properties": {"from": previous, "to": tier, "reason": reason, "member_number": member.member_number},
-        "context": {"channel": "loyalty", "externalIds": [{"id": value, "type": id_type}]},
     }
-    checked = check_batch(
-        [event], source_key_id=None, batch_context=None, received_at=now, settings=get_settings()
-    )
-    enqueue_batch(session, checked, batch_context=None)
+    enqueue_for_profiles(session, [(member.profile_id, event)], channel="loyalty")

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -63,9 +63,7 @@ def compute(
     """The automatic tags (rule, tag name) each of the given profiles should have now."""
     now = now or utcnow()
     since = now - dt.timedelta(days=365)
-    params: dict[str, Any] = {
-        "since": since if is_postgres(session) else since.replace(tzinfo=None).isoformat(sep=" ")
-    }
+    params: dict[str, Any] = {"since": bulk.bind_time(session, since)}
     scope = ",".join(str(int(i)) for i in profile_ids) or "NULL"
     found: dict[int, list[tuple[str, str]]] = {pid: [] for pid in profile_ids}
     queries = (
@@ -98,19 +96,21 @@ def refresh(session: Session, profile_ids: Sequence[int], *, now: dt.datetime | 
         chunk = ids[start : start + 5000]
         wanted = compute(session, chunk, now=now)
         existing = {
-            (pid, name): (source, rule)
-            for pid, name, source, rule in session.execute(
-                text(
-                    f"SELECT profile_id, name, source, rule FROM profile_tags WHERE profile_id IN ({','.join(map(str, chunk))})"
+            (pid, name): (tag_id, source)
+            for tag_id, pid, name, source in session.execute(
+                select(Tag.id, Tag.profile_id, Tag.name, Tag.source).where(
+                    bulk.matches(session, Tag.profile_id, chunk)
                 )
             )
         }
         keep = {(pid, name) for pid, tags in wanted.items() for _, name in tags}
         stale = [
-            key for key, (source, _) in existing.items() if source == TagSource.rule.value and key not in keep
+            tag_id
+            for key, (tag_id, source) in existing.items()
+            if source is TagSource.rule and key not in keep
         ]
-        for pid, name in stale:
-            session.execute(delete(Tag).where(Tag.profile_id == pid, Tag.name == name))
+        if stale:
+            session.execute(delete(Tag).where(bulk.matches(session, Tag.id, stale)))
         stamp = now or utcnow()
         new = [
             (pid, name, TagSource.rule.value, rule, stamp, "rule")
