@@ -29,13 +29,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import importlib.util
 import itertools
 import os
 import platform
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,7 +44,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -56,21 +53,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from siyu.channels import xml
 from siyu.channels.crypto import MessageCrypto, signature, signature_matches
 
-
-def _sibling(name: str) -> ModuleType:
-    """bench/<name>.py as a module, whether this file runs as a script or as bench.callbacks."""
-    path = Path(__file__).resolve().with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"siyu_bench_{name}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # The database, server and measuring helpers are those of the ingest benchmark.
-ingest = _sibling("ingest")
+try:  # run as a script, bench/ is on sys.path
+    import ingest
+except ImportError:  # imported as a module of the bench package
+    from bench import ingest  # type: ignore[no-redef]
 BenchError = ingest.BenchError
 console = ingest.console
 
@@ -385,15 +372,6 @@ def measure_limit(pushes: Sequence[Push]) -> float:
     return best
 
 
-def db_rows(db: Any, sql: str) -> list[tuple[Any, ...]]:
-    """Every row that sql returns."""
-    if db.sqlite_path is not None:
-        with contextlib.closing(sqlite3.connect(db.sqlite_path)) as conn:
-            return conn.execute(sql).fetchall()
-    with psycopg.connect(db.pg_dsn) as conn:
-        return conn.execute(sql).fetchall()
-
-
 # --- one database ------------------------------------------------------------------------------
 
 
@@ -461,7 +439,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 raise BenchError(
                     f"the timed run stored {stored} events for {len(pushes)} pushes ({dead} dead letters)"
                 )
-            by_name = db_rows(
+            by_name = ingest.db_rows(
                 db, f"SELECT event, count(*) FROM events WHERE id > {after_id} GROUP BY event ORDER BY 2 DESC"
             )
             console.print("  stored: " + ", ".join(f"{name} {n}" for name, n in by_name))
@@ -546,8 +524,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.pushes < 1 or args.concurrency < 1 or args.followers < 1 or args.warmup < 0:
         parser.error("--pushes, --concurrency and --followers must be positive, --warmup not negative")
-    if args.py_spy and not ingest.py_spy_executable().exists():
-        parser.error(f"--py-spy needs {ingest.py_spy_executable()} (pip install py-spy into the virtualenv)")
+    if args.py_spy and ingest.py_spy_executable() is None:
+        parser.error("--py-spy needs py-spy (pip install py-spy into the virtualenv)")
     return args
 
 

@@ -40,7 +40,6 @@ import array
 import contextlib
 import csv
 import datetime as dt
-import importlib.util
 import os
 import platform
 import random
@@ -51,7 +50,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -63,21 +61,11 @@ from siyu.channels.imports import mappings, readers
 from siyu.channels.imports.service import ImportResult, RowConverter, RowError, Skip, run_import
 from siyu.config import get_settings
 
-
-def _sibling(name: str) -> ModuleType:
-    """bench/<name>.py as a module (this file cannot be imported by name: `import` is a keyword)."""
-    path = Path(__file__).resolve().with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"siyu_bench_{name}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # The database and machine helpers are those of the ingest benchmark.
-ingest = _sibling("ingest")
+try:  # run as a script, bench/ is on sys.path
+    import ingest
+except ImportError:  # imported as a module of the bench package
+    from bench import ingest  # type: ignore[no-redef]
 BenchError = ingest.BenchError
 console = ingest.console
 

@@ -33,6 +33,7 @@ import platform
 import random
 import re
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -719,16 +720,18 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def py_spy(pid: int, output: Path | None) -> Iterator[None]:
+def py_spy(pid: int, output: Path | None, *, gil: bool = False) -> Iterator[None]:
     """Sample the server with py-spy while the block runs (--py-spy; py-spy is not a dependency).
 
     py-spy pauses the server at each sample: the figures of a profiled run are lower, keep them apart.
+    With gil, only the thread holding the GIL is sampled (where a one-core server's time goes).
     """
-    if output is None:
+    exe = py_spy_executable() if output is not None else None
+    if output is None or exe is None:
         yield
         return
-    exe = py_spy_executable()
-    cmd = [str(exe), "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "-o", str(output)]
+    cmd = [str(exe), "record", "--pid", str(pid), *(["--gil"] if gil else [])]
+    cmd += ["--rate", "200", "--format", "raw", "-o", str(output)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     time.sleep(1.0)
     try:
@@ -745,8 +748,22 @@ def py_spy(pid: int, output: Path | None) -> Iterator[None]:
         console.print(f"  py-spy samples of the server (collapsed stacks): {output}")
 
 
-def py_spy_executable() -> Path:
-    return Path(sys.executable).with_name("py-spy")
+def py_spy_executable() -> Path | None:
+    """py-spy in the virtualenv, else on PATH; None when neither has it."""
+    venv = Path(sys.executable).with_name("py-spy")
+    if venv.exists():
+        return venv
+    found = shutil.which("py-spy")
+    return Path(found) if found else None
+
+
+def db_rows(db: Database, sql: str) -> list[tuple[Any, ...]]:
+    """Every row that sql returns, on a connection of its own."""
+    if db.sqlite_path is not None:
+        with contextlib.closing(sqlite3.connect(db.sqlite_path)) as conn:
+            return conn.execute(sql).fetchall()
+    with psycopg.connect(db.pg_dsn) as conn:
+        return conn.execute(sql).fetchall()
 
 
 def run_one(kind: str, args: argparse.Namespace, workload: Workload) -> dict[str, Any]:
@@ -883,8 +900,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.batches < 1 or args.batch_size < 1 or args.concurrency < 1 or args.warmup < 0:
         parser.error("--batches, --batch-size and --concurrency must be positive, --warmup not negative")
-    if args.py_spy and not py_spy_executable().exists():
-        parser.error(f"--py-spy needs {py_spy_executable()} (pip install py-spy into the virtualenv)")
+    if args.py_spy and py_spy_executable() is None:
+        parser.error("--py-spy needs py-spy (pip install py-spy into the virtualenv)")
     return args
 
 

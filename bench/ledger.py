@@ -47,14 +47,12 @@ import argparse
 import base64
 import contextlib
 import http.client
-import importlib.util
 import itertools
 import os
 import platform
 import random
 import re
 import secrets
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -66,7 +64,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, cast
 
 import orjson
@@ -78,21 +75,11 @@ from sqlalchemy.schema import conv
 from siyu.loyalty.models import Posting
 from siyu.models import Base
 
-
-def _sibling(name: str) -> ModuleType:
-    """bench/<name>.py as a module, whether this file runs as a script or as bench.ledger."""
-    path = Path(__file__).resolve().with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"siyu_bench_{name}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 # The database, server and measuring helpers are those of the ingest benchmark.
-ingest = _sibling("ingest")
+try:  # run as a script, bench/ is on sys.path
+    import ingest
+except ImportError:  # imported as a module of the bench package
+    from bench import ingest  # type: ignore[no-redef]
 BenchError = ingest.BenchError
 console = ingest.console
 
@@ -312,7 +299,7 @@ def create_members(
     started = time.perf_counter()
     run_parallel(server.port, len(bodies), concurrency, deadline, "identify", identify)
     ingest.wait_drained(db, deadline)
-    rows = db_rows(db, "SELECT value, profile_id FROM identifiers WHERE type = 'member_id'")
+    rows = ingest.db_rows(db, "SELECT value, profile_id FROM identifiers WHERE type = 'member_id'")
     by_value = {str(value).upper(): int(profile_id) for value, profile_id in rows}
     try:
         profiles = [by_value[f"BM{n}"] for n in range(count)]
@@ -401,15 +388,6 @@ def check_posting(out: Outcomes, i: int, sent: Op, status: int, data: bytes) -> 
 # --- the checks --------------------------------------------------------------------------------
 
 
-def db_rows(db: Any, sql: str) -> list[tuple[Any, ...]]:
-    """Every row that sql returns."""
-    if db.sqlite_path is not None:
-        with contextlib.closing(sqlite3.connect(db.sqlite_path)) as conn:
-            return conn.execute(sql).fetchall()
-    with psycopg.connect(db.pg_dsn) as conn:
-        return conn.execute(sql).fetchall()
-
-
 def verify_ledger(
     db: Any,
     port: int,
@@ -452,7 +430,7 @@ def verify_ledger(
         return seconds
 
     run_parallel(port, len(profiles), concurrency, deadline, "balances", get)
-    rows = db_rows(
+    rows = ingest.db_rows(
         db,
         "SELECT m.profile_id, m.balance, m.debt, "
         "(SELECT coalesce(sum(p.balance_change), 0) FROM loyalty_postings p WHERE p.member_id = m.id), "
@@ -514,7 +492,7 @@ class RawOp:
 
 def raw_ops(db: Any, out: Outcomes, first: int, profiles: Sequence[int]) -> list[RawOp]:
     """The timed requests as the raw path sends them, from what the server answered."""
-    member_ids = {int(p): int(m) for p, m in db_rows(db, "SELECT profile_id, id FROM loyalty_members")}
+    member_ids = {int(p): int(m) for p, m in ingest.db_rows(db, "SELECT profile_id, id FROM loyalty_members")}
     ops = []
     for i in range(first, len(out.ops)):
         op, status = out.ops[i], out.status[i]
@@ -674,51 +652,6 @@ def pg_sessions(db: Any) -> int | None:
         return None
 
 
-def find_py_spy() -> Path | None:
-    venv = Path(ingest.py_spy_executable())
-    if venv.exists():
-        return venv
-    found = shutil.which("py-spy")
-    return Path(found) if found else None
-
-
-@contextlib.contextmanager
-def py_spy(pid: int, output: Path | None) -> Iterator[None]:
-    """Sample the server with py-spy while the block runs (--py-spy; the figures of such a run are lower)."""
-    exe = find_py_spy() if output is not None else None
-    if output is None or exe is None:
-        yield
-        return
-    # --gil: only the thread holding the GIL, so the samples show where the server's one core goes.
-    cmd = [
-        str(exe),
-        "record",
-        "--pid",
-        str(pid),
-        "--gil",
-        "--rate",
-        "200",
-        "--format",
-        "raw",
-        "-o",
-        str(output),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    time.sleep(1.0)
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate(timeout=5)
-        if proc.returncode not in (0, -signal.SIGINT):
-            console.print(f"  [yellow]py-spy failed:[/yellow] {err.decode(errors='replace').strip()[-500:]}")
-        console.print(f"  py-spy samples of the server (collapsed stacks): {output}")
-
-
 # --- one database ------------------------------------------------------------------------------
 
 
@@ -763,7 +696,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     sessions_before = pg_sessions(db)
                     ticks_before = cpu_ticks()
                     client_before = time.process_time()
-                    with py_spy(server.proc.pid, spy):
+                    with ingest.py_spy(server.proc.pid, spy, gil=True):
                         wall, latencies = send_postings(
                             server.port,
                             admin,
@@ -896,7 +829,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.postings < 1 or args.clients < 1 or args.members < 1 or args.warmup < 0:
         parser.error("--postings, --clients and --members must be positive, --warmup not negative")
-    if args.py_spy and find_py_spy() is None:
+    if args.py_spy and ingest.py_spy_executable() is None:
         parser.error("--py-spy needs py-spy in the virtualenv or on PATH")
     return args
 
