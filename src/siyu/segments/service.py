@@ -13,7 +13,7 @@ import csv
 import datetime as dt
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
@@ -231,34 +231,58 @@ def refresh(
 ) -> Change | None:
     """Recompute everyone's membership; on failure mark the segment failed with the error and keep the old ones."""
     now = now or utcnow()
-    first = segment.computed_at is None
     try:
         with session.begin_nested():
             found = set(matching(session, segment.rule, as_of=now))
     except Exception as exc:
-        # A failed computation must show as failed, never as a segment stuck "building".
-        log.warning("segment.compute_failed", segment_id=segment.id, error=str(exc))
-        segment.status = SegmentStatus.failed
-        segment.error = f"{type(exc).__name__}: {exc}"[:2000]
-        session.flush()
+        mark_failed(session, segment, exc)
         return None
+    return write_members(session, segment, found, now=now, kind=kind)
+
+
+def mark_failed(session: Session, segment: Segment, exc: Exception) -> None:
+    """A failed computation shows as failed with its error, never as a segment stuck "building"."""
+    log.warning("segment.compute_failed", segment_id=segment.id, error=str(exc)[:500])
+    segment.status = SegmentStatus.failed
+    segment.error = f"{type(exc).__name__}: {exc}"[:2000]
+    session.flush()
+
+
+def write_members(
+    session: Session,
+    segment: Segment,
+    found: set[int],
+    *,
+    now: dt.datetime,
+    kind: str,
+    may_exit: Callable[[int], bool] | None = None,
+) -> Change:
+    """Make found the segment's members (a full computation's result): entries and exits recorded and announced.
+
+    may_exit, when given, says which current members a computation may take out (a warehouse snapshot
+    knows nothing of customers created after it).
+    """
+    first = segment.computed_at is None
     current = set(
         session.execute(
             select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment.id)
         ).scalars()
     )
-    change = _apply(session, segment, found - current, current - found, now=now, announce=not first)
-    segment.size = len(found)
+    entered = found - current
+    exited = {pid for pid in current - found if may_exit is None or may_exit(pid)}
+    _apply(session, segment, entered, exited, now=now, announce=not first)
+    size = len(current) + len(entered) - len(exited)
+    segment.size = size
     segment.status = SegmentStatus.ready
     segment.error = None
     segment.computed_at = now
     session.add(
         SegmentSize(
-            segment_id=segment.id, at=now, size=len(found), entered=change[0], exited=change[1], kind=kind
+            segment_id=segment.id, at=now, size=size, entered=len(entered), exited=len(exited), kind=kind
         )
     )
     session.flush()
-    return Change(size=len(found), entered=change[0], exited=change[1])
+    return Change(size=size, entered=len(entered), exited=len(exited))
 
 
 def _apply(
@@ -269,7 +293,7 @@ def _apply(
     *,
     now: dt.datetime,
     announce: bool,
-) -> tuple[int, int]:
+) -> None:
     if entered:
         bulk.insert_rows(
             session,
@@ -297,7 +321,6 @@ def _apply(
             for pid in ids
         ]
         ingest_service.enqueue_for_profiles(session, timeline, channel="segments")
-    return len(entered), len(exited)
 
 
 def _event(name: str, segment: Segment, pid: int, stamp: str, properties: dict[str, Any]) -> dict[str, Any]:

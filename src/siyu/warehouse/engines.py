@@ -33,7 +33,7 @@ from siyu.db import utcnow
 from siyu.profiles.models import Profile
 from siyu.segments import service
 from siyu.segments.compiler import compile_rule
-from siyu.segments.models import Segment, SegmentMember, SegmentSize, SegmentStatus
+from siyu.segments.models import Segment
 from siyu.segments.tables import schemas, tables
 from siyu.warehouse.export import WarehouseError, columns, read_manifest
 
@@ -292,44 +292,21 @@ def _refresh(
     now: dt.datetime,
     max_profile_id: int,
 ) -> service.Change | None:
-    first = segment.computed_at is None
     try:
         found = matching(con, dialect, segment.rule, as_of)
     except Exception as exc:
-        # As service.refresh: a failed computation shows as failed, and the old members stay.
-        log.warning("segment.warehouse_compute_failed", segment_id=segment.id, error=str(exc)[:500])
-        segment.status = SegmentStatus.failed
-        segment.error = f"{type(exc).__name__}: {exc}"[:2000]
-        session.flush()
+        service.mark_failed(session, segment, exc)
         return None
     # Customers merged away since the export are no longer live: the database would not count them.
-    found = _live(session, found)
-    current = set(
-        session.execute(
-            select(SegmentMember.profile_id).where(SegmentMember.segment_id == segment.id)
-        ).scalars()
-    )
     # Customers created after the export are not in the snapshot: their memberships are the reactor's.
-    exited = {pid for pid in current - found if pid <= max_profile_id}
-    entered = found - current
-    service._apply(session, segment, entered, exited, now=now, announce=not first)
-    size = len(current) + len(entered) - len(exited)
-    segment.size = size
-    segment.status = SegmentStatus.ready
-    segment.error = None
-    segment.computed_at = now
-    session.add(
-        SegmentSize(
-            segment_id=segment.id,
-            at=now,
-            size=size,
-            entered=len(entered),
-            exited=len(exited),
-            kind="warehouse",
-        )
+    return service.write_members(
+        session,
+        segment,
+        _live(session, found),
+        now=now,
+        kind="warehouse",
+        may_exit=lambda pid: pid <= max_profile_id,
     )
-    session.flush()
-    return service.Change(size=size, entered=len(entered), exited=len(exited))
 
 
 def _live(session: Session, ids: set[int]) -> set[int]:
