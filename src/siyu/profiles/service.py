@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, case, delete, false, func, insert, or_, select
+from sqlalchemy import Select, and_, case, delete, false, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -390,11 +390,15 @@ def remove_tag(session: Session, profile_id: int, name: str) -> bool:
 def merge_tags(session: Session, pairs: list[tuple[int, int]], now: dt.datetime) -> None:
     """Identity hook: an absorbed profile's tags move to the survivor (one of each name)."""
     for loser, winner in pairs:
-        have = set(session.execute(select(Tag.name).where(Tag.profile_id == winner)).scalars())
-        for tag in session.execute(select(Tag).where(Tag.profile_id == loser)).scalars().all():
-            if tag.name in have:
-                session.delete(tag)
-            else:
-                tag.profile_id = winner
-                have.add(tag.name)
-    session.flush()
+        held = select(Tag.name).where(Tag.profile_id == winner).scalar_subquery()
+        session.execute(
+            delete(Tag)
+            .where(Tag.profile_id == loser, Tag.name.in_(held))
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(
+            update(Tag)
+            .where(Tag.profile_id == loser)
+            .values(profile_id=winner)
+            .execution_options(synchronize_session=False)
+        )
