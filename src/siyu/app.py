@@ -28,9 +28,12 @@ from siyu.identity.api import router as identity_router
 from siyu.ingest import processor
 from siyu.ingest.admin_api import router as ingest_admin_router
 from siyu.ingest.api import router as ingest_router
+from siyu.journeys.api import router as journeys_router
 from siyu.lifecycle.api import router as lifecycle_router
 from siyu.loyalty.api import router as loyalty_router
 from siyu.loyalty.member_api import router as member_loyalty_router
+from siyu.messaging.api import clicks as clicks_router
+from siyu.messaging.api import router as messages_router
 from siyu.profiles.api import router as profiles_router
 from siyu.segments.api import router as segments_router
 
@@ -127,6 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(apikeys_router)
     app.include_router(channels_router)
     app.include_router(loyalty_router)
+    app.include_router(journeys_router)
+    app.include_router(messages_router)
+    app.include_router(clicks_router)
     app.include_router(member_loyalty_router)
     app.include_router(segments_router)
     app.include_router(lifecycle_router)

@@ -87,8 +87,10 @@ def worker(
     once: Annotated[bool, typer.Option(help="Run what is due, then exit")] = False,
 ) -> None:
     """Run background jobs: the ingest queue, the outbox (messages, WeChat calls), scheduled runs."""
+    from siyu.journeys import tasks as journey_tasks
     from siyu.lifecycle.service import Run
     from siyu.loyalty.tasks import Scheduled
+    from siyu.messaging import tasks as message_tasks
     from siyu.schedule import Scheduler
 
     settings = get_settings()
@@ -99,8 +101,15 @@ def worker(
         drained = ingest_processor.drain(settings) if once else ingest_processor.run_once(settings)
         done = outbox_service.run_once(factory, settings.worker_batch_size)
         ran = scheduler.run_due(factory)
+        steps = journey_tasks.run_engine(factory, settings)
+        sent = message_tasks.run_sender(factory, settings)
         if once:
-            parts = [f"stored {drained.events} queued event(s)", f"ran {done} job(s)"]
+            parts = [
+                f"stored {drained.events} queued event(s)",
+                f"ran {done} job(s)",
+                f"took {steps} journey step(s)",
+                f"sent {sent} message(s)",
+            ]
             loyalty, lifecycle = ran.get("loyalty"), ran.get("lifecycle")
             if isinstance(loyalty, Scheduled):
                 parts.append(
@@ -112,7 +121,7 @@ def worker(
             parts.append(f"recomputed {len(cast(dict[int, Any], ran.get('segments') or {}))} segment(s)")
             console.print(", ".join(parts))
             return
-        if done == 0 and drained.batches == 0:
+        if done == 0 and drained.batches == 0 and steps == 0 and sent == 0:
             time.sleep(settings.worker_poll_seconds)
 
 

@@ -147,6 +147,49 @@ class Settings(BaseSettings):
         description="How often the worker recomputes segments whose rules depend on time (at most 5 min)",
     )
 
+    # Messages (domain.md §5, wechat-protocol.md §3.4 and §4).
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="siyu's address as customers reach it (tracked links)"
+    )
+    quiet_hours: str = Field(
+        default="22:00-08:00",
+        description="No marketing message in these local hours (the customer's time zone trait, else the "
+        "brand's); a message due then waits for the end. Empty: no quiet hours",
+    )
+    wecom_mass_cap: str = Field(
+        default="1/day",
+        description="WeCom company mass messages per customer: n/day, n/week or n/month (WeChat's default "
+        "is as many a month as the month has days; strict is 1/day)",
+    )
+    oa_kefu_window_hours: float = Field(
+        default=48.0, description="Customer-service messages only this long after the customer's last message"
+    )
+    oa_kefu_messages: int = Field(
+        default=5, description="Customer-service messages allowed per window opened by a customer message"
+    )
+    sms_webhook_url: str = Field(
+        default="", description="The SMS provider's HTTP endpoint; siyu POSTs {to, text, id} as JSON"
+    )
+    messages_batch_size: int = Field(default=500, description="Messages a sender claims at a time")
+    messages_lease_seconds: float = Field(
+        default=300.0,
+        description="A claimed message not reported sent within this is marked unknown, never resent",
+    )
+    messages_max_attempts: int = Field(default=6, description="Tries of a message on transient errors")
+    wecom_confirm_poll_seconds: float = Field(
+        default=300.0,
+        description="How often the worker asks WeCom which associate-confirmed messages went out",
+    )
+
+    # Journeys.
+    journeys_batch_size: int = Field(default=1000, description="Enrolments a worker steps at a time")
+    journeys_schedule_seconds: float = Field(
+        default=60.0, description="How often the worker enrols customers of date-triggered journeys"
+    )
+    journeys_retry_seconds: float = Field(
+        default=300.0, description="A step that failed is tried again after this long"
+    )
+
     # File imports uploaded in the console are kept here.
     import_dir: str = Field(
         default="var/imports", description="Where console uploads are saved before import"

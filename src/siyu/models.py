@@ -12,7 +12,7 @@ from siyu.channels.models import (
     OaMenuItem,
     WechatQrCode,
 )
-from siyu.clienteling.models import Alert, Region, Store
+from siyu.clienteling.models import Alert, Region, Store, Task
 from siyu.db import Base
 from siyu.identity.models import (
     BlockedLink,
@@ -23,6 +23,7 @@ from siyu.identity.models import (
     MergeReview,
 )
 from siyu.ingest.models import DeadLetter, Event
+from siyu.journeys.models import Enrolment, Journey, JourneyStep, JourneyTrigger, JourneyVersion
 from siyu.lifecycle.models import LifecycleChange, LifecycleState, Stage, StageCount, ValueModel
 from siyu.loyalty.models import (
     BlindBox,
@@ -39,6 +40,7 @@ from siyu.loyalty.models import (
     Voucher,
     VoucherTemplate,
 )
+from siyu.messaging.models import Asset, CapSlot, FrequencyCap, Message, MessageTemplate, Reach
 from siyu.outbox.models import OutboxMessage
 from siyu.profiles.models import Consent, Profile, Tag
 from siyu.segments.models import Segment, SegmentMember, SegmentSize, WechatTagged, WechatTagLink
@@ -46,24 +48,32 @@ from siyu.segments.models import Segment, SegmentMember, SegmentSize, WechatTagg
 __all__ = [
     "Alert",
     "ApiKey",
+    "Asset",
     "AuditLog",
     "Base",
     "BlindBox",
     "BlindBoxDraw",
     "BlindBoxPrize",
     "BlockedLink",
+    "CapSlot",
     "ChannelAccount",
     "ChannelCall",
     "Consent",
     "ContactWay",
     "DeadLetter",
     "EarningRule",
+    "Enrolment",
     "Event",
     "FileImport",
+    "FrequencyCap",
     "Identifier",
     "IdentifierType",
     "IdentityLink",
     "IdentityMerge",
+    "Journey",
+    "JourneyStep",
+    "JourneyTrigger",
+    "JourneyVersion",
     "LifecycleChange",
     "LifecycleState",
     "Lot",
@@ -71,12 +81,15 @@ __all__ = [
     "MassSendReceipt",
     "Member",
     "MergeReview",
+    "Message",
+    "MessageTemplate",
     "MpSession",
     "OaMenuItem",
     "OutboxMessage",
     "Posting",
     "Product",
     "Profile",
+    "Reach",
     "Referral",
     "ReferralProgram",
     "Region",
@@ -88,6 +101,7 @@ __all__ = [
     "StageCount",
     "Store",
     "Tag",
+    "Task",
     "Tier",
     "User",
     "ValueModel",

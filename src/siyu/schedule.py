@@ -32,8 +32,10 @@ class Scheduler:
     def jobs(self) -> list[tuple[str, float, Job]]:
         """(name, interval in seconds, job), in the order they run."""
         # Imported here: those domains build on the ingest pipeline, which imports this module's callers.
+        from siyu.journeys.tasks import run_scheduled as journeys_job
         from siyu.lifecycle.tasks import run_scheduled as lifecycle_job
         from siyu.loyalty.tasks import run_scheduled as loyalty_job
+        from siyu.messaging.tasks import run_scheduled as messaging_job
         from siyu.segments.tasks import run_scheduled as segments_job
 
         s = self.settings
@@ -41,6 +43,8 @@ class Scheduler:
             ("loyalty", s.loyalty_schedule_seconds, loyalty_job),
             ("lifecycle", s.lifecycle_schedule_seconds, lifecycle_job),
             ("segments", s.segments_schedule_seconds, segments_job),
+            ("journeys", s.journeys_schedule_seconds, journeys_job),
+            ("messaging", s.wecom_confirm_poll_seconds, messaging_job),
         ]
 
     def run_due(self, factory: sessionmaker[Session]) -> dict[str, object]:

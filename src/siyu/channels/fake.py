@@ -40,6 +40,7 @@ class FakeState:
     )  # (api, body) of what was "delivered"
     calls: list[str] = field(default_factory=list)
     fail_next: list[tuple[int, str]] = field(default_factory=list)  # errcodes to answer next, in order
+    kefu_open: set[str] = field(default_factory=set)  # openids that wrote to the account within 48 h
     mass_jobs: dict[str, int] = field(default_factory=dict)  # clientmsgid -> msg_id
     tags: dict[int, dict[str, Any]] = field(default_factory=dict)  # tag id -> {"name", "openids"}
     group_msgs: dict[str, dict[str, Any]] = field(
@@ -171,6 +172,19 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
             return _err(40003)
         fake.sent.append(("message/template/send", body))
         return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": 200000000 + len(fake.sent)})
+
+    @app.post("/cgi-bin/message/custom/send")
+    async def custom_send(request: Request) -> JSONResponse:
+        if (denied := check(request, "message/custom/send")) is not None:
+            return denied
+        body = await request.json()
+        if body.get("touser") not in fake.users:
+            return _err(40003)
+        if body.get("touser") not in fake.kefu_open:
+            # The fake keeps WeChat's rule: no customer-service message outside the 48-hour window.
+            return _err(45015, "response out of time limit or subscription is canceled")
+        fake.sent.append(("message/custom/send", body))
+        return JSONResponse({"errcode": 0, "errmsg": "ok"})
 
     @app.get("/cgi-bin/externalcontact/get")
     def external_get(request: Request, external_userid: str = "") -> JSONResponse:

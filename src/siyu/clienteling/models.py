@@ -54,3 +54,24 @@ class Alert(Base):
     message_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     read_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class Task(Base):
+    """Something a sales associate should do for one customer, by a due time (a journey's task node, …).
+
+    `source_key` makes the creating step idempotent: a retried step creates the task once.
+    """
+
+    __tablename__ = "tasks"
+    __table_args__ = (Index(None, "user_id", "done_at", "due_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    source: Mapped[str] = mapped_column(String(80))
+    source_key: Mapped[str] = mapped_column(String(255), unique=True)
+    due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    done_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)

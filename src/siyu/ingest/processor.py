@@ -103,6 +103,12 @@ class Processor:
                     ):
                         pass
                     self._scheduler.run_due(get_sessionmaker())
+                    # Journeys and their messages, for installs without a separate `siyu worker`.
+                    from siyu.journeys.tasks import run_engine
+                    from siyu.messaging.tasks import run_sender
+
+                    run_engine(get_sessionmaker(), self.settings)
+                    run_sender(get_sessionmaker(), self.settings)
             except Exception:  # a database outage: keep the thread alive and try again at the next poll
                 log.exception("ingest.processor.error")
 

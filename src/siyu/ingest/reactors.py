@@ -51,8 +51,10 @@ def _install_defaults() -> None:
     # Imported here: those domains import this module for StoredEvent.
     from siyu.channels import service as channels_service
     from siyu.clienteling import service as clienteling_service
+    from siyu.journeys import triggers as journey_triggers
     from siyu.lifecycle import service as lifecycle_service
     from siyu.loyalty import reactions as loyalty_reactions
+    from siyu.messaging import reactions as messaging_reactions
     from siyu.profiles import service as profiles_service
     from siyu.profiles import tagging
     from siyu.segments import service as segments_service
@@ -69,6 +71,11 @@ def _install_defaults() -> None:
     subscribe(tagging.RELEVANT, tagging.react)
     subscribe(None, lifecycle_service.react)
     subscribe(None, segments_service.react)
+    # Who can be messaged where, and what the platforms reported of messages sent.
+    subscribe(messaging_reactions.REACH_EVENTS, messaging_reactions.track_reach)
+    subscribe(frozenset({messaging_reactions.RECEIPT}), messaging_reactions.record_receipts)
+    # Last: journeys read segments, tags and stages as this batch left them.
+    subscribe(None, journey_triggers.react)
 
 
 _installed = False

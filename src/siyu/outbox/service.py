@@ -76,6 +76,7 @@ def on_failure(hook: FailureHook) -> FailureHook:
 def _install_defaults() -> None:
     """Import the domains' task modules, which register their handlers: the one list of job kinds."""
     from siyu.channels import tasks  # noqa: F401
+    from siyu.journeys import tasks as journey_tasks  # noqa: F401
     from siyu.segments import wechat_tags  # noqa: F401
 
 

@@ -63,6 +63,11 @@ class OaClient(ApiClient):
             body["miniprogram"] = miniprogram
         return self.call("POST", "/cgi-bin/message/template/send", json=body, idempotency_key=idempotency_key)
 
+    def send_custom(self, openid: str, text: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """message/custom/send, a text customer-service message (only inside the 48-hour window)."""
+        body = {"touser": openid, "msgtype": "text", "text": {"content": text}}
+        return self.call("POST", "/cgi-bin/message/custom/send", json=body, idempotency_key=idempotency_key)
+
     def mass_send(
         self,
         *,

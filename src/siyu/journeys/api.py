@@ -1,0 +1,196 @@
+"""Journeys API: drafts, checks, publishing, enrolment, analytics, the library of ready-made journeys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from siyu.auth.models import Role
+from siyu.auth.principal import Principal
+from siyu.deps import ReaderDep, SessionDep
+from siyu.errors import Forbidden
+from siyu.journeys import library, service
+from siyu.journeys.models import Journey, JourneyStatus
+from siyu.journeys.schemas import (
+    EnrolIn,
+    EnrolmentOut,
+    EnrolOut,
+    IdentifierIn,
+    JourneyIn,
+    JourneyOut,
+    JourneyPatch,
+    LibraryOut,
+    ProblemOut,
+    PublishIn,
+    PublishOut,
+    VersionOut,
+)
+from siyu.profiles import service as profiles
+
+router = APIRouter(prefix="/api/v1/journeys", tags=["journeys"])
+# Journeys message the brand's customers: the CRM team's to define, as segments are.
+JOURNEY_ROLES = frozenset({Role.admin, Role.hq, Role.marketer})
+
+
+def require_journeys(principal: Principal) -> None:
+    """Forbidden unless the caller may define brand-wide journeys."""
+    if principal.role not in JOURNEY_ROLES:
+        raise Forbidden(f"a {principal.role} cannot manage journeys")
+
+
+def out(journey: Journey) -> JourneyOut:
+    return JourneyOut.model_validate(journey, from_attributes=True)
+
+
+@router.get("", response_model=list[JourneyOut], summary="Every journey")
+def list_journeys(principal: ReaderDep, session: SessionDep) -> list[JourneyOut]:
+    require_journeys(principal)
+    return [out(j) for j in service.list_(session)]
+
+
+@router.post("", response_model=JourneyOut, status_code=201, summary="Create a journey (as a draft)")
+def create_journey(body: JourneyIn, principal: ReaderDep, session: SessionDep) -> JourneyOut:
+    """201; 409 for a taken name. The draft may be incomplete: `validate` lists what is missing."""
+    require_journeys(principal)
+    journey = service.create(
+        session,
+        name=body.name,
+        description=body.description,
+        definition=body.definition,
+        actor=principal.actor,
+    )
+    return out(journey)
+
+
+@router.get("/library", response_model=list[LibraryOut], summary="Ready-made journeys from the case studies")
+def list_library(principal: ReaderDep) -> list[LibraryOut]:
+    require_journeys(principal)
+    return [
+        LibraryOut(key=e.key, name=e.name, description=e.description, needs=e.needs())
+        for e in library.entries()
+    ]
+
+
+@router.post(
+    "/library/{key}", response_model=JourneyOut, status_code=201, summary="Create a journey from the library"
+)
+def create_from_library(
+    key: str, body: library.InstantiateIn, principal: ReaderDep, session: SessionDep
+) -> JourneyOut:
+    """The journey as a draft, with its message templates created on the given accounts when missing."""
+    require_journeys(principal)
+    return out(library.instantiate(session, key, body, actor=principal.actor))
+
+
+@router.get("/{journey_id}", response_model=JourneyOut, summary="One journey")
+def get_journey(journey_id: int, principal: ReaderDep, session: SessionDep) -> JourneyOut:
+    require_journeys(principal)
+    return out(service.get_or_raise(session, journey_id))
+
+
+@router.patch("/{journey_id}", response_model=JourneyOut, summary="Edit the draft")
+def update_journey(
+    journey_id: int, body: JourneyPatch, principal: ReaderDep, session: SessionDep
+) -> JourneyOut:
+    require_journeys(principal)
+    journey = service.get_or_raise(session, journey_id)
+    return out(
+        service.update_draft(
+            session, journey, definition=body.definition, name=body.name, description=body.description
+        )
+    )
+
+
+@router.post(
+    "/{journey_id}/validate", response_model=list[ProblemOut], summary="What stops the draft being published"
+)
+def validate_journey(journey_id: int, principal: ReaderDep, session: SessionDep) -> list[ProblemOut]:
+    """Every problem with the JSONPath of its node; an empty list means it can be published."""
+    require_journeys(principal)
+    journey = service.get_or_raise(session, journey_id)
+    return [ProblemOut(path=p.path, problem=p.problem) for p in service.problems(session, journey.draft)]
+
+
+@router.post("/{journey_id}/publish", response_model=PublishOut, summary="Publish the draft as a new version")
+def publish_journey(
+    journey_id: int, body: PublishIn, principal: ReaderDep, session: SessionDep
+) -> PublishOut:
+    """422 with every problem when the draft cannot run; in_flight chooses what happens to customers in it."""
+    require_journeys(principal)
+    journey = service.get_or_raise(session, journey_id)
+    published = service.publish(session, journey, in_flight=body.in_flight, actor=principal.actor)
+    return PublishOut(
+        version_id=published.version.id,
+        number=published.version.number,
+        migrated=published.migrated,
+        kept=published.kept,
+        enrolled=published.enrolled,
+    )
+
+
+@router.get("/{journey_id}/versions", response_model=list[VersionOut], summary="Published versions")
+def list_versions(journey_id: int, principal: ReaderDep, session: SessionDep) -> list[VersionOut]:
+    require_journeys(principal)
+    service.get_or_raise(session, journey_id)
+    return [VersionOut.model_validate(v, from_attributes=True) for v in service.versions(session, journey_id)]
+
+
+def _status(journey_id: int, status: JourneyStatus, principal: Principal, session: SessionDep) -> JourneyOut:
+    require_journeys(principal)
+    return out(service.set_status(session, service.get_or_raise(session, journey_id), status))
+
+
+@router.post("/{journey_id}/pause", response_model=JourneyOut, summary="Pause: no one enters or moves")
+def pause_journey(journey_id: int, principal: ReaderDep, session: SessionDep) -> JourneyOut:
+    return _status(journey_id, JourneyStatus.paused, principal, session)
+
+
+@router.post("/{journey_id}/resume", response_model=JourneyOut, summary="Resume a paused journey")
+def resume_journey(journey_id: int, principal: ReaderDep, session: SessionDep) -> JourneyOut:
+    return _status(journey_id, JourneyStatus.active, principal, session)
+
+
+@router.post("/{journey_id}/archive", response_model=JourneyOut, summary="Archive: everyone in flight leaves")
+def archive_journey(journey_id: int, principal: ReaderDep, session: SessionDep) -> JourneyOut:
+    return _status(journey_id, JourneyStatus.archived, principal, session)
+
+
+@router.post("/{journey_id}/enrol", response_model=EnrolOut, summary="Enrol a list of customers")
+def enrol(journey_id: int, body: EnrolIn, principal: ReaderDep, session: SessionDep) -> EnrolOut:
+    """Customers by profile id or identifier; the same `key` twice enrols no one twice."""
+    require_journeys(principal)
+    journey = service.get_or_raise(session, journey_id)
+    pids = set(body.profile_ids)
+    missing: list[IdentifierIn] = []
+    for ident in body.identifiers:
+        profile = profiles.lookup(session, principal, ident.type, ident.value)
+        if profile is None:
+            missing.append(ident)
+        else:
+            pids.add(profile.id)
+    entered = service.enrol(session, journey, [(pid, f"manual:{body.key}", {}) for pid in sorted(pids)])
+    return EnrolOut(entered=entered, not_found=missing)
+
+
+@router.delete("/{journey_id}/enrolments/{profile_id}", status_code=204, summary="Take a customer out")
+def remove_customer(journey_id: int, profile_id: int, principal: ReaderDep, session: SessionDep) -> Response:
+    require_journeys(principal)
+    service.remove(session, service.get_or_raise(session, journey_id), profile_id)
+    return Response(status_code=204)
+
+
+@router.get("/{journey_id}/enrolments", response_model=list[EnrolmentOut], summary="Customers in the journey")
+def list_enrolments(
+    journey_id: int, principal: ReaderDep, session: SessionDep, profile_id: int | None = None
+) -> list[EnrolmentOut]:
+    require_journeys(principal)
+    service.get_or_raise(session, journey_id)
+    return [
+        EnrolmentOut.model_validate(e, from_attributes=True)
+        for e in service.enrolments(session, journey_id, profile_id=profile_id)
+    ]
+
+
+@router.get("/{journey_id}/stats", summary="Per node: passed, waiting, messages; conversions; A/B results")
+def journey_stats(journey_id: int, principal: ReaderDep, session: SessionDep) -> dict[str, object]:
+    require_journeys(principal)
+    return service.stats(session, service.get_or_raise(session, journey_id))

@@ -1,0 +1,167 @@
+"""The journeys' ingest reactor: goals met, customers entering, awaited events arriving.
+
+Called in the ingest transaction for every batch. One indexed query on `journey_triggers` says whether
+any running journey listens to the batch's event names; most batches stop there. Goals are checked
+first, on every event, against the enrolments that existed before the batch (an entry and its goal in
+one event do not cancel out), then entries, then waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from siyu import bulk
+from siyu.db import utcnow
+from siyu.ingest.reactors import StoredEvent
+from siyu.journeys import engine, service
+from siyu.journeys.models import (
+    Enrolment,
+    EnrolmentStatus,
+    Journey,
+    JourneyStatus,
+    JourneyTrigger,
+    TriggerKind,
+)
+
+# Properties copied into an enrolment's context (personalisation: {{ event.properties.name }}).
+MAX_CONTEXT_PROPERTIES = 30
+
+
+def react(session: Session, events: Sequence[StoredEvent]) -> None:
+    """Reactor: goals, entries and waits of the running journeys that listen to these events."""
+    names = sorted({e.event for e in events if e.event})
+    if not names:
+        return
+    triggers = session.execute(
+        select(
+            JourneyTrigger.journey_id,
+            JourneyTrigger.version_id,
+            JourneyTrigger.kind,
+            JourneyTrigger.event,
+            JourneyTrigger.node,
+        )
+        .join(Journey, Journey.id == JourneyTrigger.journey_id)
+        .where(
+            JourneyTrigger.event.in_(names), Journey.status.in_([JourneyStatus.active, JourneyStatus.paused])
+        )
+    ).all()
+    if not triggers:
+        return
+    by_kind: dict[TriggerKind, list[Any]] = {}
+    for t in triggers:
+        by_kind.setdefault(TriggerKind(t.kind), []).append(t)
+    now = utcnow()
+    if TriggerKind.goal in by_kind:
+        _goals(session, by_kind[TriggerKind.goal], events, now)
+    if TriggerKind.entry in by_kind:
+        _entries(session, by_kind[TriggerKind.entry], events, now)
+    if TriggerKind.wait in by_kind:
+        _waits(session, by_kind[TriggerKind.wait], events, now)
+
+
+def _goals(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: Any) -> None:
+    for version_id in sorted({t.version_id for t in triggers}):
+        d = engine.definition_of(session, version_id)
+        met: dict[int, str] = {}
+        for ev in events:
+            for goal in d.goals:
+                if goal.matches(ev.event, ev.properties):
+                    met.setdefault(ev.profile_id, goal.event)
+        if not met:
+            continue
+        rows = session.execute(
+            select(Enrolment.id, Enrolment.journey_id, Enrolment.profile_id, Enrolment.node).where(
+                Enrolment.version_id == version_id,
+                Enrolment.status == EnrolmentStatus.active,
+                bulk.matches(session, Enrolment.profile_id, sorted(met)),
+            )
+        ).all()
+        if not rows:
+            continue
+        ids = [r.id for r in rows]
+        session.execute(
+            update(Enrolment)
+            .where(bulk.matches(session, Enrolment.id, ids))
+            .values(
+                status=EnrolmentStatus.converted,
+                ended_at=now,
+                end_reason="goal",
+                active_key=None,
+                due_at=None,
+                wait_event=None,
+            ),
+            execution_options={"synchronize_session": False},
+        )
+        steps = [
+            (r.id, r.journey_id, version_id, r.profile_id, r.node, f"goal:{met[r.profile_id]}"[:80], now)
+            for r in rows
+        ]
+        ids_ = bulk.allocate_ids(session, "journey_steps", len(steps))
+        bulk.insert_rows(
+            session, "journey_steps", engine.STEP_COLUMNS, [(i, *s) for i, s in zip(ids_, steps, strict=True)]
+        )
+
+
+def _entries(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: Any) -> None:
+    journeys = {
+        j.id: j
+        for j in session.execute(
+            select(Journey).where(
+                Journey.id.in_({t.journey_id for t in triggers}), Journey.status == JourneyStatus.active
+            )
+        ).scalars()
+    }
+    for t in triggers:
+        journey = journeys.get(t.journey_id)
+        if journey is None or journey.current_version_id != t.version_id:
+            continue
+        d = engine.definition_of(session, t.version_id)
+        f = d.entry.filter
+        if f is None:
+            continue
+        entries = [
+            (ev.profile_id, ev.message_id, {"event": _context(ev)})
+            for ev in events
+            if f.matches(ev.event, ev.properties)
+        ]
+        if entries:
+            service.enrol(session, journey, entries, now=now)
+
+
+def _context(ev: StoredEvent) -> dict[str, Any]:
+    props = dict(list(ev.properties.items())[:MAX_CONTEXT_PROPERTIES])
+    return {"name": ev.event, "message_id": ev.message_id, "timestamp": ev.timestamp_iso, "properties": props}
+
+
+def _waits(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: Any) -> None:
+    by_profile: dict[int, list[StoredEvent]] = {}
+    for ev in events:
+        by_profile.setdefault(ev.profile_id, []).append(ev)
+    versions = {t.version_id for t in triggers}
+    rows = session.execute(
+        select(Enrolment.id, Enrolment.version_id, Enrolment.profile_id, Enrolment.node).where(
+            Enrolment.status == EnrolmentStatus.active,
+            Enrolment.version_id.in_(versions),
+            Enrolment.wait_event.in_({t.event for t in triggers}),
+            bulk.matches(session, Enrolment.profile_id, sorted(by_profile)),
+        )
+    ).all()
+    woken: list[int] = []
+    for r in rows:
+        node = engine.definition_of(session, r.version_id).nodes.get(r.node)
+        if node is None or node.type != "wait_event":
+            continue
+        f = node.params["filter"]
+        if any(f.matches(ev.event, ev.properties) for ev in by_profile.get(r.profile_id, [])):
+            woken.append(r.id)
+    if woken:
+        session.execute(
+            update(Enrolment)
+            .where(bulk.matches(session, Enrolment.id, woken), Enrolment.status == EnrolmentStatus.active)
+            .values(woken=True, due_at=now),
+            execution_options={"synchronize_session": False},
+        )

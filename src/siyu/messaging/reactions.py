@@ -1,0 +1,182 @@
+"""Reactors and jobs that keep messaging true to the platforms: reach, delivery receipts, confirmations.
+
+Reach follows the channel events (a follow makes an openid reachable, an unfollow or a deleted WeCom
+contact does not; a customer's own message opens the Official Account's 48-hour window). Receipts come
+back as events too (TEMPLATESENDJOBFINISH → `Template Message Sent`) or, for WeCom messages the
+associate must confirm, from polling get_groupmsg_send_result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.channels.models import ChannelAccount, ChannelKind
+from siyu.channels.outbound.base import WeChatError
+from siyu.channels.outbound.wecom import WeComClient
+from siyu.config import Settings, get_settings
+from siyu.db import is_postgres, utcnow
+from siyu.ingest.reactors import StoredEvent
+from siyu.messaging.models import Channel, Message, MessageStatus, Reach
+
+FOLLOW = "Official Account Followed"
+UNFOLLOW = "Official Account Unfollowed"
+# Customer actions that open the customer-service window: a message for 48 h, the others briefly.
+INBOUND = {
+    "Official Account Message Received": "message",
+    FOLLOW: "event",
+    "QR Code Scanned": "event",
+    "Menu Clicked": "event",
+}
+WECOM_ADDED, WECOM_DELETED = "WeCom Contact Added", "WeCom Contact Deleted"
+RECEIPT = "Template Message Sent"
+REACH_EVENTS = frozenset({*INBOUND, UNFOLLOW, WECOM_ADDED, WECOM_DELETED})
+
+
+def _address(ev: StoredEvent, id_type: str) -> str | None:
+    ids = (ev.context or {}).get("externalIds")
+    for ext in ids if isinstance(ids, list) else []:
+        if isinstance(ext, dict) and ext.get("type") == id_type and ext.get("id"):
+            return str(ext["id"])
+    return None
+
+
+def _account_name(ev: StoredEvent) -> str | None:
+    wechat = (ev.context or {}).get("wechat")
+    return str(wechat.get("account")) if isinstance(wechat, dict) and wechat.get("account") else None
+
+
+def track_reach(session: Session, events: Sequence[StoredEvent]) -> None:
+    """Reactor: the reach of each address an Official Account or WeCom event names, latest event last."""
+    names = {n for e in events if (n := _account_name(e))}
+    if not names:
+        return
+    accounts = {
+        name: (aid, kind)
+        for aid, name, kind in session.execute(
+            select(ChannelAccount.id, ChannelAccount.name, ChannelAccount.kind).where(
+                ChannelAccount.name.in_(names)
+            )
+        )
+    }
+    state: dict[tuple[int, str], dict[str, Any]] = {}
+    for ev in sorted(events, key=lambda e: e.timestamp_iso):
+        account = accounts.get(_account_name(ev) or "")
+        if account is None:
+            continue
+        aid, kind = account
+        at = dt.datetime.fromisoformat(ev.timestamp_iso)
+        if kind == ChannelKind.oa:
+            address = _address(ev, "wechat_openid")
+            if address is None:
+                continue
+            row = state.setdefault((aid, address), {"id_type": "wechat_openid"})
+            if ev.event == UNFOLLOW:
+                row.update(reachable=False, inbound_at=None, inbound_kind=None)
+            elif ev.event in INBOUND:
+                row.update(reachable=True, inbound_at=at, inbound_kind=INBOUND[ev.event])
+        elif kind == ChannelKind.wecom:
+            address = _address(ev, "wecom_external_userid")
+            if address is None or ev.event not in (WECOM_ADDED, WECOM_DELETED):
+                continue
+            row = state.setdefault((aid, address), {"id_type": "wecom_external_userid"})
+            row["reachable"] = ev.event == WECOM_ADDED
+            if ev.event == WECOM_ADDED and ev.properties.get("associate"):
+                row["associate"] = str(ev.properties["associate"])
+        else:
+            continue
+        row["updated_at"] = at
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    for (aid, address), row in state.items():
+        if "reachable" not in row:
+            continue
+        values = {"account_id": aid, "address": address, **row}
+        statement = insert(Reach).values(**values)
+        changes = {k: statement.excluded[k] for k in row if k != "id_type"}
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["account_id", "address"],
+                set_=changes,
+                # An older event arriving late does not undo a newer one.
+                where=Reach.updated_at <= statement.excluded.updated_at,
+            )
+        )
+
+
+def record_receipts(session: Session, events: Sequence[StoredEvent]) -> None:
+    """Reactor: TEMPLATESENDJOBFINISH marks the template message delivered or failed."""
+    now = utcnow()
+    for ev in events:
+        msgid = str(ev.properties.get("wechat_msg_id") or "")
+        if not msgid:
+            continue
+        status = str(ev.properties.get("status") or "")
+        ok = status == "success"
+        session.execute(
+            update(Message)
+            .where(
+                Message.channel == Channel.oa_template,
+                Message.external_id == msgid,
+                Message.status.in_([MessageStatus.sent, MessageStatus.unknown]),
+            )
+            .values(
+                status=MessageStatus.delivered if ok else MessageStatus.failed,
+                delivered_at=now if ok else None,
+                error=None if ok else f"WeChat: {status}",
+            )
+        )
+
+
+def poll_wecom_confirmations(factory: sessionmaker[Session], settings: Settings | None = None) -> int:
+    """Ask WeCom which created messages their associates sent; returns how many changed."""
+    settings = settings or get_settings()
+    changed = 0
+    with factory() as session:
+        jobs = session.execute(
+            select(Message.account_id, Message.external_id, Message.sender)
+            .where(Message.status == MessageStatus.created, Message.external_id.is_not(None))
+            .group_by(Message.account_id, Message.external_id, Message.sender)
+            .limit(200)
+        ).all()
+        for account_id, msgid, sender in jobs:
+            account = session.get(ChannelAccount, account_id)
+            if account is None:
+                continue
+            try:
+                with WeComClient(session, account, settings=settings) as client:
+                    rows = client.group_msg_send_result(str(msgid), str(sender))
+            except WeChatError:
+                continue
+            # WeCom's status: 0 not sent yet, 1 sent, 2 not a contact any more, 3 over the customer's limit.
+            for row in rows:
+                code = int(row.get("status") or 0)
+                if code == 0:
+                    continue
+                values: dict[str, Any] = (
+                    {"status": MessageStatus.delivered, "delivered_at": utcnow()}
+                    if code == 1
+                    else {
+                        "status": MessageStatus.failed,
+                        "error": "WeCom: no longer a contact"
+                        if code == 2
+                        else "WeCom: over the customer's limit",
+                    }
+                )
+                result = session.execute(
+                    update(Message)
+                    .where(
+                        Message.external_id == msgid,
+                        Message.recipient == str(row.get("external_userid")),
+                        Message.status == MessageStatus.created,
+                    )
+                    .values(**values)
+                )
+                changed += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        session.commit()
+    return changed

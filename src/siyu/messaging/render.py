@@ -1,0 +1,228 @@
+"""Personalisation: templates rendered in a sandboxed Jinja environment against a customer's context.
+
+The sandbox refuses attribute tricks (`__class__`, `mro`) and a template cannot mutate what it is given;
+an unknown variable renders empty, so a customer without a tier gets "" rather than no message. Only
+the context a template names is loaded, in one query per kind for a whole batch of customers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from jinja2 import meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from siyu import bulk
+from siyu.auth.models import User
+from siyu.clienteling.models import Store
+from siyu.config import get_settings, secret_key
+from siyu.errors import SiyuError
+from siyu.ingest.models import Event
+from siyu.loyalty.models import Member, MemberStatus
+from siyu.messaging.models import Asset
+from siyu.profiles.models import Profile
+
+# What a template may name; docs/journeys.md lists them with examples.
+CONTEXT_KEYS = (
+    "name",
+    "first_name",
+    "traits",
+    "tier",
+    "points",
+    "member_number",
+    "favourite_product",
+    "sa_name",
+    "store",
+    "event",
+    "profile_id",
+)
+FUNCTIONS = ("asset", "track")
+_ENV = ImmutableSandboxedEnvironment(
+    autoescape=False, undefined=jinja2.Undefined, keep_trailing_newline=False
+)
+
+
+class TemplateError(SiyuError):
+    """A template that does not compile or names what it cannot use; `path` is the body field."""
+
+    status_code = 422
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.problem = message
+
+    def body(self) -> dict[str, object]:
+        return {"detail": self.message, "path": self.path, "problem": self.problem}
+
+
+def strings(body: dict[str, Any], prefix: str = "body") -> Iterable[tuple[str, str]]:
+    """Every (path, text) of a template body that is rendered."""
+    for key, value in body.items():
+        if key == "attachments":
+            continue
+        path = f"{prefix}.{key}"
+        if isinstance(value, str):
+            yield path, value
+        elif isinstance(value, dict):
+            yield from strings(value, path)
+
+
+@lru_cache(maxsize=4096)
+def compile_text(source: str) -> jinja2.Template:
+    """The compiled template of one text (cached: the same text compiles once per process)."""
+    return _ENV.from_string(source)
+
+
+def names(body: dict[str, Any]) -> set[str]:
+    """The context names a body's texts use; TemplateError for a syntax error or an unknown name."""
+    used: set[str] = set()
+    for path, text in strings(body):
+        try:
+            found = meta.find_undeclared_variables(_ENV.parse(text))
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(path, f"line {exc.lineno}: {exc.message}") from None
+        unknown = sorted(found - set(CONTEXT_KEYS) - set(FUNCTIONS))
+        if unknown:
+            raise TemplateError(path, f"unknown name {unknown[0]!r} (one of {', '.join(CONTEXT_KEYS)})")
+        used |= found
+    return used
+
+
+def render(body: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """The body with every text rendered against context (attachments are kept as they are)."""
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        if key == "attachments":
+            out[key] = value
+        elif isinstance(value, str):
+            out[key] = compile_text(value).render(context).strip()
+        elif isinstance(value, dict):
+            out[key] = render(value, context)
+        else:
+            out[key] = value
+    return out
+
+
+def track_token(message_key: str, url: str) -> str:
+    """The signature that makes a tracked link unforgeable (so clicks cannot be invented)."""
+    digest = hmac.new(
+        secret_key(get_settings()).encode(), f"{message_key}\n{url}".encode(), hashlib.sha256
+    ).hexdigest()
+    return digest[:32]
+
+
+def tracker(message_key: str) -> Callable[[str], str]:
+    """`track(url)` for one message: a siyu link that records the click and redirects to url."""
+    base = get_settings().public_url.rstrip("/")
+
+    def track(url: str) -> str:
+        token = track_token(message_key, url)
+        return f"{base}/m/click?k={quote(message_key, safe='')}&u={quote(url, safe='')}&t={token}"
+
+    return track
+
+
+def contexts(session: Session, profile_ids: Sequence[int], used: set[str]) -> dict[int, dict[str, Any]]:
+    """The personalisation context of each profile, loading only what `used` names."""
+    ctx: dict[int, dict[str, Any]] = {pid: {"profile_id": pid} for pid in profile_ids}
+    if not profile_ids:
+        return ctx
+    profile_keys = {"name", "first_name", "traits", "sa_name", "store"}
+    if used & profile_keys:
+        owners: dict[int, int] = {}
+        stores: dict[int, int] = {}
+        for chunk in _chunks(profile_ids):
+            rows = session.execute(
+                select(
+                    Profile.id, Profile.name, Profile.traits, Profile.owner_user_id, Profile.store_id
+                ).where(bulk.matches(session, Profile.id, chunk))
+            )
+            for pid, name, traits, owner, store in rows:
+                traits = traits or {}
+                full = name or traits.get("name") or ""
+                first = traits.get("first_name") or (str(full).split(" ")[0] if full else "")
+                ctx[pid].update(name=full, first_name=first, traits=dict(traits))
+                if owner is not None:
+                    owners[pid] = owner
+                if store is not None:
+                    stores[pid] = store
+        if "sa_name" in used and owners:
+            users: dict[int, str] = dict(
+                session.execute(
+                    select(User.id, func.coalesce(func.nullif(User.display_name, ""), User.username)).where(
+                        User.id.in_(set(owners.values()))
+                    )
+                ).all()
+            )
+            for pid, uid in owners.items():
+                ctx[pid]["sa_name"] = users.get(uid, "")
+        if "store" in used and stores:
+            names_ = dict(
+                session.execute(select(Store.id, Store.name).where(Store.id.in_(set(stores.values())))).all()
+            )
+            for pid, sid in stores.items():
+                ctx[pid]["store"] = names_.get(sid, "")
+    if used & {"tier", "points", "member_number"}:
+        for chunk in _chunks(profile_ids):
+            for pid, tier, balance, number in session.execute(
+                select(Member.profile_id, Member.tier, Member.balance, Member.member_number).where(
+                    bulk.matches(session, Member.profile_id, chunk), Member.status != MemberStatus.closed
+                )
+            ):
+                ctx[pid].update(tier=tier, points=balance, member_number=number)
+    if "favourite_product" in used:
+        # The product most recently added to the wishlist: what the customer said she wants.
+        for chunk in _chunks(profile_ids):
+            latest = (
+                select(Event.profile_id, func.max(Event.id).label("id"))
+                .where(
+                    bulk.matches(session, Event.profile_id, chunk), Event.event == "Product Added to Wishlist"
+                )
+                .group_by(Event.profile_id)
+                .subquery()
+            )
+            for pid, props in session.execute(
+                select(Event.profile_id, Event.properties).join(latest, Event.id == latest.c.id)
+            ):
+                ctx[pid]["favourite_product"] = str((props or {}).get("name") or "")
+    return ctx
+
+
+def asset_lookup(session: Session) -> Callable[[str], dict[str, Any]]:
+    """`asset(key)` for templates: the library item as a dict ({} for a missing key), read once per key."""
+    cache: dict[str, dict[str, Any]] = {}
+
+    def asset(key: str) -> dict[str, Any]:
+        if key not in cache:
+            row = session.execute(select(Asset).where(Asset.key == key)).scalar_one_or_none()
+            cache[key] = (
+                {}
+                if row is None
+                else {
+                    "key": row.key,
+                    "kind": str(row.kind),
+                    "title": row.title,
+                    "url": row.url,
+                    "description": row.description,
+                    "media_id": row.media_id,
+                    "appid": row.appid,
+                    "page": row.page,
+                }
+            )
+        return cache[key]
+
+    return asset
+
+
+def _chunks(ids: Sequence[int], size: int = 10_000) -> Iterable[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]

@@ -1,0 +1,347 @@
+"""The sender: claims queued messages, hands them to their channel, records what the platform answered.
+
+A message is claimed (status `sending`, with a lease) and committed before any call is made; the
+answers are written in a second transaction. A sender killed in between leaves its messages `sending`;
+when the lease ends they become `unknown`, not queued again: a template message has no idempotency
+key on WeChat's side, so resending could deliver it twice, and siyu never does that (decision 0011).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu import bulk
+from siyu.channels.models import ChannelAccount
+from siyu.channels.outbound.base import ApiClient, WeChatError
+from siyu.channels.outbound.miniprogram import MiniProgramClient
+from siyu.channels.outbound.oa import OaClient
+from siyu.channels.outbound.wecom import WeComClient
+from siyu.config import Settings, get_settings
+from siyu.db import is_postgres, utcnow
+from siyu.messaging import service
+from siyu.messaging.models import Asset, Channel, Message, MessageStatus, Reach
+
+log = structlog.get_logger(__name__)
+# Answers that mean this customer cannot receive on this address: not retried, and reach is updated.
+UNREACHABLE = frozenset({43004, 40003, 84061, 43019})
+# Answers that mean this message cannot go now, for a reason that is the customer's (window, consent).
+REFUSED = frozenset({43101, 45015, 45047})
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    status: MessageStatus | None  # None: try again later
+    external_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Clients:
+    """One API client per account for a run, so tokens are fetched once."""
+
+    session: Session
+    settings: Settings
+    made: dict[int, ApiClient] = field(default_factory=dict)
+
+    def get(self, account_id: int | None, kind: type[ApiClient]) -> Any:
+        if account_id is None:
+            raise LookupError("the message has no channel account")
+        client = self.made.get(account_id)
+        if client is None:
+            account = self.session.get(ChannelAccount, account_id)
+            if account is None:
+                raise LookupError(f"channel account {account_id} is gone")
+            client = kind(self.session, account, settings=self.settings)
+            self.made[account_id] = client
+        return client
+
+    def close(self) -> None:
+        for client in self.made.values():
+            client.close()
+
+
+Adapter = Callable[[Clients, Sequence[Message]], dict[int, Result]]
+
+
+def _each(send: Callable[[Clients, Message], Result]) -> Adapter:
+    def adapter(clients: Clients, messages: Sequence[Message]) -> dict[int, Result]:
+        out: dict[int, Result] = {}
+        for m in messages:
+            try:
+                out[m.id] = send(clients, m)
+            except WeChatError as exc:
+                out[m.id] = _wechat_failure(clients, m, exc)
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                out[m.id] = Result(None, error=f"{type(exc).__name__}: {exc}")
+        return out
+
+    return adapter
+
+
+def _wechat_failure(clients: Clients, m: Message, exc: WeChatError) -> Result:
+    if exc.errcode in UNREACHABLE and m.account_id is not None and m.recipient:
+        clients.session.execute(
+            update(Reach)
+            .where(Reach.account_id == m.account_id, Reach.address == m.recipient)
+            .values(reachable=False, updated_at=utcnow())
+        )
+    if exc.errcode in (-1, 45009, 45011, 45033):
+        return Result(None, error=exc.message)
+    return Result(MessageStatus.failed, error=exc.message)
+
+
+def _oa_template(clients: Clients, m: Message) -> Result:
+    client: OaClient = clients.get(m.account_id, OaClient)
+    template = service.get_template_or_raise(clients.session, m.template_id)
+    c = m.content
+    answer = client.send_template(
+        str(m.recipient),
+        str(template.external_template_id),
+        dict(c.get("data") or {}),
+        url=c.get("url") or None,
+        miniprogram=c.get("miniprogram") or None,
+        idempotency_key=m.idempotency_key,
+    )
+    return Result(MessageStatus.sent, external_id=str(answer.get("msgid") or ""))
+
+
+def _oa_kefu(clients: Clients, m: Message) -> Result:
+    client: OaClient = clients.get(m.account_id, OaClient)
+    client.send_custom(str(m.recipient), str(m.content.get("text") or ""), idempotency_key=m.idempotency_key)
+    return Result(MessageStatus.sent)
+
+
+def _mp_subscribe(clients: Clients, m: Message) -> Result:
+    client: MiniProgramClient = clients.get(m.account_id, MiniProgramClient)
+    template = service.get_template_or_raise(clients.session, m.template_id)
+    client.send_subscribe(
+        str(m.recipient),
+        str(template.external_template_id),
+        dict(m.content.get("data") or {}),
+        page=m.content.get("page") or None,
+        idempotency_key=m.idempotency_key,
+    )
+    return Result(MessageStatus.sent)
+
+
+def _attachments(session: Session, keys: list[str]) -> list[dict[str, Any]]:
+    """WeCom attachments (wechat-protocol.md §3.4) of the library items a template names."""
+    out: list[dict[str, Any]] = []
+    rows = {a.key: a for a in session.execute(select(Asset).where(Asset.key.in_(keys))).scalars()}
+    for key in keys:
+        a = rows.get(key)
+        if a is None:
+            continue
+        if a.kind == "miniprogram":
+            out.append(
+                {
+                    "msgtype": "miniprogram",
+                    "miniprogram": {
+                        "title": a.title,
+                        "appid": a.appid,
+                        "page": a.page,
+                        "pic_media_id": a.media_id,
+                    },
+                }
+            )
+        elif a.kind == "image" and a.media_id:
+            out.append({"msgtype": "image", "image": {"media_id": a.media_id}})
+        else:
+            out.append({"msgtype": "link", "link": {"title": a.title, "url": a.url, "desc": a.description}})
+    return out
+
+
+def _wecom(clients: Clients, messages: Sequence[Message]) -> dict[int, Result]:
+    """add_msg_template: one call per associate and identical content (a mass message), one per 1:1."""
+    out: dict[int, Result] = {}
+    groups: dict[tuple[Any, ...], list[Message]] = {}
+    for m in messages:
+        text = str(m.content.get("text") or "")
+        attachments = tuple(m.content.get("attachments") or ())
+        # A 1:1 message is its own call; mass messages with the same text share one.
+        key = (m.account_id, m.sender, text, attachments, m.id if m.channel == Channel.wecom_1to1 else 0)
+        groups.setdefault(key, []).append(m)
+    for (account_id, sender, text, attachments, _), group in groups.items():
+        client: WeComClient = clients.get(account_id, WeComClient)
+        try:
+            answer = client.add_msg_template(
+                str(sender),
+                [str(m.recipient) for m in group],
+                text,
+                attachments=_attachments(clients.session, list(attachments)) or None,
+                idempotency_key="wecom-msg:" + ",".join(str(m.id) for m in group),
+            )
+        except WeChatError as exc:
+            for m in group:
+                out[m.id] = _wechat_failure(clients, m, exc)
+            continue
+        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+            for m in group:
+                out[m.id] = Result(None, error=f"{type(exc).__name__}: {exc}")
+            continue
+        failed = set(answer.get("fail_list") or [])
+        for m in group:
+            if m.recipient in failed:
+                out[m.id] = Result(
+                    MessageStatus.failed, error="WeCom: not the associate's contact (fail_list)"
+                )
+            else:
+                # Created: it goes out only when the associate confirms it in WeCom.
+                out[m.id] = Result(MessageStatus.created, external_id=str(answer.get("msgid") or ""))
+    return out
+
+
+def _sms(clients: Clients, m: Message) -> Result:
+    url = clients.settings.sms_webhook_url
+    if not url:
+        return Result(MessageStatus.failed, error="no SMS provider configured (SIYU_SMS_WEBHOOK_URL)")
+    response = httpx.post(
+        url,
+        json={"to": m.recipient, "text": m.content.get("text"), "id": m.idempotency_key},
+        timeout=clients.settings.wechat_http_timeout_seconds,
+    )
+    if response.status_code >= 500:
+        return Result(None, error=f"SMS provider answered {response.status_code}")
+    if response.status_code >= 400:
+        return Result(
+            MessageStatus.failed, error=f"SMS provider refused: {response.status_code} {response.text[:200]}"
+        )
+    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+    return Result(MessageStatus.sent, external_id=str(body.get("id") or "") or None)
+
+
+ADAPTERS: dict[Channel, Adapter] = {
+    Channel.oa_template: _each(_oa_template),
+    Channel.oa_kefu: _each(_oa_kefu),
+    Channel.mp_subscribe: _each(_mp_subscribe),
+    Channel.wecom_1to1: _wecom,
+    Channel.wecom_mass: _wecom,
+    Channel.sms: _each(_sms),
+}
+
+
+@dataclass(slots=True)
+class SendRun:
+    claimed: int = 0
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    lost: int = 0
+
+
+def expire_leases(session: Session, now: dt.datetime) -> int:
+    """Messages whose sender died mid-call become unknown (never resent); returns how many."""
+    result = session.execute(
+        update(Message)
+        .where(Message.status == MessageStatus.sending, Message.lease_until < now)
+        .values(status=MessageStatus.unknown, error="the sender stopped before recording the answer")
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def claim(session: Session, limit: int, now: dt.datetime, settings: Settings) -> list[int]:
+    """Take up to limit due queued messages for this sender: status sending, with a lease. Flushes."""
+    statement = (
+        select(Message.id)
+        .where(Message.status == MessageStatus.queued, Message.available_at <= now)
+        .order_by(Message.available_at, Message.id)
+        .limit(limit)
+    )
+    if is_postgres(session):
+        statement = statement.with_for_update(skip_locked=True)
+    ids = [int(i) for i in session.execute(statement).scalars()]
+    if ids:
+        lease = now + dt.timedelta(seconds=settings.messages_lease_seconds)
+        session.execute(
+            update(Message)
+            .where(bulk.matches(session, Message.id, ids), Message.status == MessageStatus.queued)
+            .values(status=MessageStatus.sending, lease_until=lease, attempts=Message.attempts + 1),
+            execution_options={"synchronize_session": False},
+        )
+    return ids
+
+
+def deliver(session: Session, ids: Sequence[int], *, now: dt.datetime, settings: Settings) -> SendRun:
+    """Send the claimed messages and record each answer; flushes, the caller commits."""
+    run = SendRun(claimed=len(ids))
+    messages = list(
+        session.execute(select(Message).where(bulk.matches(session, Message.id, list(ids)))).scalars()
+    )
+    by_channel: dict[Channel, list[Message]] = {}
+    for m in messages:
+        if m.status == MessageStatus.sending:
+            by_channel.setdefault(Channel(m.channel), []).append(m)
+    clients = Clients(session, settings)
+    results: dict[int, Result] = {}
+    try:
+        for channel, group in by_channel.items():
+            try:
+                results.update(ADAPTERS[channel](clients, group))
+            except LookupError as exc:
+                results.update({m.id: Result(MessageStatus.failed, error=str(exc)) for m in group})
+    finally:
+        clients.close()
+    rows: list[tuple[Any, ...]] = []
+    released: list[str] = []
+    for m in messages:
+        r = results.get(m.id)
+        if r is None:
+            continue
+        status, available, error = r.status, m.available_at, r.error
+        if status is None:
+            if m.attempts >= settings.messages_max_attempts:
+                status = MessageStatus.failed
+                run.failed += 1
+            else:
+                status = MessageStatus.queued
+                # Back off 30 s, 60 s, 2 min … so a platform outage is not hammered.
+                available = now + dt.timedelta(seconds=30 * 2 ** (m.attempts - 1))
+                run.retried += 1
+        elif status == MessageStatus.failed:
+            run.failed += 1
+        else:
+            run.sent += 1
+        if status == MessageStatus.failed:
+            released.append(m.idempotency_key)
+        sent_at = now if status in (MessageStatus.sent, MessageStatus.created) else None
+        rows.append((m.id, str(status), r.external_id, error, sent_at, available))
+    bulk.update_rows(
+        session,
+        "messages",
+        [
+            ("status", "text"),
+            ("external_id", "text"),
+            ("error", "text"),
+            ("sent_at", "ts"),
+            ("available_at", "ts"),
+        ],
+        rows,
+    )
+    service.release(session, released)
+    return run
+
+
+def run_once(factory: sessionmaker[Session], settings: Settings | None = None) -> SendRun:
+    """Claim, send and record one batch of due messages; returns what happened."""
+    settings = settings or get_settings()
+    now = utcnow()
+    with factory() as session:
+        lost = expire_leases(session, now)
+        ids = claim(session, settings.messages_batch_size, now, settings)
+        session.commit()
+    if not ids:
+        return SendRun(lost=lost)
+    with factory() as session:
+        run = deliver(session, ids, now=utcnow(), settings=settings)
+        session.commit()
+    run.lost = lost
+    log.info("messages.sent", claimed=run.claimed, sent=run.sent, failed=run.failed, retried=run.retried)
+    return run

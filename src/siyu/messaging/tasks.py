@@ -1,0 +1,27 @@
+"""Worker jobs of messaging: send what is queued, learn which associate-confirmed messages went out."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from siyu.config import Settings, get_settings
+from siyu.messaging import reactions, sender
+
+
+def run_sender(
+    factory: sessionmaker[Session], settings: Settings | None = None, *, max_batches: int = 100
+) -> int:
+    """Send due messages batch by batch; returns how many were handed to a channel."""
+    settings = settings or get_settings()
+    total = 0
+    for _ in range(max_batches):
+        run = sender.run_once(factory, settings)
+        total += run.claimed
+        if run.claimed == 0:
+            break
+    return total
+
+
+def run_scheduled(factory: sessionmaker[Session]) -> int:
+    """The scheduler's job: poll WeCom for confirmations of company messages."""
+    return reactions.poll_wecom_confirmations(factory)
