@@ -83,7 +83,7 @@ def test_template_fields_are_checked_per_channel(brand: Brand) -> None:
             account_id=brand.oa.id,
             body={"data": {"a": "b"}},
         )
-    with pytest.raises(BadRequest, match="body.text"):
+    with pytest.raises(BadRequest, match=r"body\.text"):
         messaging.create_template(
             brand.session, name="x", channel=Channel.wecom_mass, account_id=brand.wecom.id, body={}
         )
