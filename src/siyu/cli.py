@@ -101,13 +101,13 @@ def worker(
         drained = ingest_processor.drain(settings) if once else ingest_processor.run_once(settings)
         done = outbox_service.run_once(factory, settings.worker_batch_size)
         ran = scheduler.run_due(factory)
-        steps = journey_tasks.run_engine(factory, settings)
+        moved = journey_tasks.run_engine(factory, settings)
         sent = message_tasks.run_sender(factory, settings)
         if once:
             parts = [
                 f"stored {drained.events} queued event(s)",
                 f"ran {done} job(s)",
-                f"took {steps} journey step(s)",
+                f"moved {moved} customer(s) through journeys",
                 f"sent {sent} message(s)",
             ]
             loyalty, lifecycle = ran.get("loyalty"), ran.get("lifecycle")
@@ -121,7 +121,7 @@ def worker(
             parts.append(f"recomputed {len(cast(dict[int, Any], ran.get('segments') or {}))} segment(s)")
             console.print(", ".join(parts))
             return
-        if done == 0 and drained.batches == 0 and steps == 0 and sent == 0:
+        if done == 0 and drained.batches == 0 and moved == 0 and sent == 0:
             time.sleep(settings.worker_poll_seconds)
 
 

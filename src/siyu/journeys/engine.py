@@ -99,13 +99,11 @@ class Run:
     names: dict[int, str]
     moving: list[Cursor] = field(default_factory=list)
     steps: list[tuple[int, int, int, int, str, str, dt.datetime]] = field(default_factory=list)
-    step_count: int = 0
 
     def record(self, cur: Cursor, node: str, outcome: str) -> None:
         self.steps.append(
             (cur.id, cur.journey_id, cur.version_id, cur.profile_id, node, outcome[:80], self.now)
         )
-        self.step_count += 1
 
     def advance(self, cur: Cursor, node: language.Node, branch: str, outcome: str) -> None:
         """The customer passed node (with outcome) and moves on along branch, now."""
@@ -191,7 +189,10 @@ def claim(session: Session, limit: int, now: dt.datetime) -> list[Cursor]:
 
 
 def run_due(session: Session, *, now: dt.datetime | None = None, settings: Settings | None = None) -> int:
-    """Step one batch of due enrolments; returns the number of steps taken. Flushes, never commits."""
+    """Move one batch of due enrolments as far as each can go; returns how many were claimed.
+
+    Flushes, never commits. A customer deferred (quiet hours) counts: the batch did its work.
+    """
     settings = settings or get_settings()
     now = now or utcnow()
     cursors = claim(session, settings.journeys_batch_size, now)
@@ -222,13 +223,13 @@ def run_due(session: Session, *, now: dt.datetime | None = None, settings: Setti
         # Still moving after MAX_ROUNDS nodes: carry on in the next batch.
         run.defer(cur, now)
     _write(session, cursors, run)
-    return run.step_count
+    return len(cursors)
 
 
 def _step(run: Run, definition: language.Definition, node: language.Node, group: list[Cursor]) -> None:
     """Run one node for a group of customers; a failure retries the group later, recorded, not lost."""
     saved = [replace(c) for c in group]
-    moving, steps, count = len(run.moving), len(run.steps), run.step_count
+    moving, steps = len(run.moving), len(run.steps)
     savepoint = run.session.begin_nested()
     try:
         HANDLERS[node.type](run, definition, node, group)
@@ -238,7 +239,6 @@ def _step(run: Run, definition: language.Definition, node: language.Node, group:
         log.exception("journeys.step_failed", node=node.id, type=node.type)
         del run.moving[moving:]
         del run.steps[steps:]
-        run.step_count = count
         retry = run.now + dt.timedelta(seconds=run.settings.journeys_retry_seconds)
         for cur, before in zip(group, saved, strict=True):
             for f in Cursor.__slots__:

@@ -23,15 +23,15 @@ from siyu.schedule import try_lock
 def run_engine(
     factory: sessionmaker[Session], settings: Settings | None = None, *, max_batches: int = 100
 ) -> int:
-    """Step due enrolments batch by batch, each batch one transaction; returns the steps taken."""
+    """Move due enrolments batch by batch, each batch one transaction; returns how many were moved."""
     settings = settings or get_settings()
     total = 0
     for _ in range(max_batches):
         with factory() as session:
-            steps = engine.run_due(session, settings=settings)
+            moved = engine.run_due(session, settings=settings)
             session.commit()
-        total += steps
-        if steps == 0:
+        total += moved
+        if moved == 0:
             break
     return total
 
