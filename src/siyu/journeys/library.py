@@ -63,7 +63,8 @@ ENTRIES = [
         "welcome-and-nurture",
         "Welcome and nurture (24 h / 72 h)",
         "A new follower in the Hi-Po segment gets a personalised welcome at once, a recommended story on "
-        "day 2 and, without an order within 72 hours, a voucher. Exit when she buys (seed 001).",
+        "day 2 and, without an order within 72 hours, a voucher (members) or an invitation to join "
+        "(followers). Exit when she buys (seed 001, domain.md §8).",
         {
             "entry": {"type": "segment", "segment_id": 0},
             "reentry": "never",
@@ -88,8 +89,16 @@ ENTRIES = [
                     "event": "Order Completed",
                     "timeout": "2d",
                     "next": "done",
-                    "timeout_next": "voucher",
+                    "timeout_next": "member",
                 },
+                # Members get the voucher; followers who have not joined are invited to (10% off).
+                "member": {
+                    "type": "split",
+                    "rule": {"identifier": "member_id"},
+                    "yes": "voucher",
+                    "no": "invite",
+                },
+                "invite": {"type": "send", "template": "Join and get 10% off", "next": "done"},
                 "voucher": {"type": "voucher", "template": "20 RMB welcome voucher", "next": "voucher_msg"},
                 "voucher_msg": {"type": "send", "template": "Your welcome voucher", "next": "done"},
                 "done": {"type": "exit"},
@@ -107,6 +116,12 @@ ENTRIES = [
                 "{{ first_name }}, a story we picked for you",
                 "{{ asset('recommended-story').title }}",
                 "{{ track(asset('recommended-story').url or 'https://example.com') }}",
+            ),
+            "Join and get 10% off": _oa(
+                "Membership",
+                "{{ first_name }}, join our membership: 10% off your first order",
+                "Invite a friend and you both get 20 RMB",
+                "{{ track('https://tos.example/join') }}",
             ),
             "Your welcome voucher": _oa(
                 "Your voucher", "{{ first_name }}, 20 RMB off your first order", "Valid for 30 days"

@@ -329,10 +329,12 @@ def deliver(session: Session, ids: Sequence[int], *, now: dt.datetime, settings:
     return run
 
 
-def run_once(factory: sessionmaker[Session], settings: Settings | None = None) -> SendRun:
-    """Claim, send and record one batch of due messages; returns what happened."""
+def run_once(
+    factory: sessionmaker[Session], settings: Settings | None = None, *, now: dt.datetime | None = None
+) -> SendRun:
+    """Claim, send and record one batch of messages due at now; returns what happened."""
     settings = settings or get_settings()
-    now = utcnow()
+    now = now or utcnow()
     with factory() as session:
         lost = expire_leases(session, now)
         ids = claim(session, settings.messages_batch_size, now, settings)
@@ -340,7 +342,7 @@ def run_once(factory: sessionmaker[Session], settings: Settings | None = None) -
     if not ids:
         return SendRun(lost=lost)
     with factory() as session:
-        run = deliver(session, ids, now=utcnow(), settings=settings)
+        run = deliver(session, ids, now=max(now, utcnow()), settings=settings)
         session.commit()
     run.lost = lost
     log.info("messages.sent", claimed=run.claimed, sent=run.sent, failed=run.failed, retried=run.retried)
