@@ -395,3 +395,31 @@ def test_segment_entry_enrols_entrants_and_include_existing_broadcasts(brand: Br
     s.expire_all()
     entered = sorted(s.execute(select(Enrolment.profile_id).where(Enrolment.journey_id == j.id)).scalars())
     assert entered == sorted([amy, brand.customers["bea"]])
+
+
+def test_a_merge_keeps_one_enrolment_per_person(brand: Brand) -> None:
+    s = brand.session
+    amy = brand.follower("amy")
+    card = {"externalIds": [{"id": "POS-88", "type": "pos_card"}]}
+    brand.api.send(event("identify", anonymousId="till-1", traits={"name": "Amy"}, context=card))
+    pos = int(brand.api.lookup("pos_card", "POS-88")["id"])
+    both = brand.journey(linear({"type": "wait", "duration": "1d"}))
+    one = brand.journey(linear({"type": "wait", "duration": "1d"}))
+    journeys.enrol(s, both, [(amy, "k", {}), (pos, "k", {})], now=NOW)
+    journeys.enrol(s, one, [(pos, "k", {})], now=NOW)
+    # The POS card turns out to be Amy's: the two profiles merge.
+    both_ids = {
+        "externalIds": [{"id": "POS-88", "type": "pos_card"}, {"id": "o-amy", "type": "wechat_openid"}]
+    }
+    brand.api.send(event("identify", anonymousId="till-1", context=both_ids))
+    survivor = int(brand.api.lookup("pos_card", "POS-88")["id"])
+    assert survivor == int(brand.api.lookup("wechat_openid", "o-amy")["id"])
+    s.expire_all()
+    rows = s.execute(
+        select(Enrolment.journey_id, Enrolment.profile_id, Enrolment.status).where(
+            Enrolment.journey_id.in_([both.id, one.id])
+        )
+    ).all()
+    active = [(r.journey_id, r.profile_id) for r in rows if r.status == EnrolmentStatus.active]
+    assert sorted(active) == sorted([(both.id, survivor), (one.id, survivor)])
+    assert [r.status for r in rows if r.status != EnrolmentStatus.active] == [EnrolmentStatus.removed]

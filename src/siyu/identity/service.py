@@ -554,12 +554,13 @@ def _install_merge_hooks() -> None:
     if _hooks_installed:
         return
     _hooks_installed = True
+    from siyu.journeys.service import merge_enrolments
     from siyu.lifecycle.service import forget_merged  # lazily: these domains build on identity
     from siyu.loyalty.service import merge_memberships
     from siyu.profiles.service import merge_tags
     from siyu.segments.service import forget_merged as leave_segments
 
-    _merge_hooks.extend([merge_memberships, merge_tags, forget_merged, leave_segments])
+    _merge_hooks.extend([merge_memberships, merge_tags, forget_merged, leave_segments, merge_enrolments])
 
 
 def refresh_derived(session: Session, profile_ids: Sequence[int]) -> None:

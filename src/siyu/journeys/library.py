@@ -32,7 +32,8 @@ class Entry:
 
     def needs(self) -> list[str]:
         """What the brand provides: accounts for the channels used, a segment, voucher templates."""
-        out = sorted({f"{t['channel']} account" for t in self.templates.values()})
+        kinds = {messaging.ACCOUNT_KIND.get(Channel(t["channel"])) for t in self.templates.values()}
+        out = sorted(f"{kind} account" for kind in kinds if kind is not None)
         if self.definition["entry"].get("type") == "segment":
             out.append("segment_id")
         out += [

@@ -510,3 +510,38 @@ def ab_results(session: Session, journey: Journey) -> list[dict[str, Any]]:
             {"node": node.id, "label": node.params["label"], "groups": groups, "test": test, "uplift": uplift}
         )
     return out
+
+
+def merge_enrolments(session: Session, pairs: list[tuple[int, int]], now: dt.datetime) -> None:
+    """Identity hook: an absorbed profile's journeys go on with the survivor, unless it is already in them.
+
+    Where both were in the same journey the survivor's enrolment goes on and the absorbed one ends, so
+    one person never gets a journey's messages twice.
+    """
+    for loser, winner in pairs:
+        moving = (
+            session.execute(
+                select(Enrolment).where(
+                    Enrolment.profile_id == loser, Enrolment.status == EnrolmentStatus.active
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for e in moving:
+            taken = (
+                e.active_key is not None
+                and session.execute(
+                    select(Enrolment.id).where(
+                        Enrolment.journey_id == e.journey_id, Enrolment.active_key == winner
+                    )
+                ).first()
+            )
+            if taken:
+                e.status, e.ended_at, e.active_key, e.due_at = EnrolmentStatus.removed, now, None, None
+                e.end_reason = f"merged into profile {winner}"
+            else:
+                e.profile_id = winner
+                if e.active_key is not None:
+                    e.active_key = winner
+        session.flush()

@@ -1,0 +1,234 @@
+"""The journeys and messages APIs: roles, drafts, problems before publishing, enrolment by identifier,
+templates with a preview on a real customer, caps, assets, the library, date entries and webhooks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from siyu import db
+from siyu.auth.models import Role
+from siyu.journeys import tasks
+from siyu.journeys.models import Enrolment
+from siyu.outbox import service as outbox
+from siyu.outbox.models import OutboxMessage, OutboxStatus
+from tests import factories
+from tests.journeys.brand import NOW, Brand, linear
+
+
+def test_roles_drafts_problems_and_publishing(brand: Brand) -> None:
+    client, api = brand.api.client, brand.api
+    sa = factories.auth(factories.api_key(brand.session, Role.sales_associate))
+    admin = factories.auth(api.admin_key)
+    assert client.get("/api/v1/journeys", headers=sa).status_code == 403
+    draft = {
+        "entry": {"type": "manual"},
+        "start": "hello",
+        "nodes": {"hello": {"type": "send", "template": "Nope", "next": "gone"}},
+    }
+    r = client.post("/api/v1/journeys", json={"name": "Welcome", "definition": draft}, headers=admin)
+    assert r.status_code == 201, r.text
+    jid = r.json()["id"]
+    assert client.post("/api/v1/journeys", json={"name": "Welcome"}, headers=admin).status_code == 409
+    problems = client.post(f"/api/v1/journeys/{jid}/validate", headers=admin).json()
+    paths = {p["path"] for p in problems}
+    assert {"$.nodes.hello.next", "$.nodes", "$.nodes.hello.template"} <= paths
+    r = client.post(f"/api/v1/journeys/{jid}/publish", json={}, headers=admin)
+    assert r.status_code == 422 and {p["path"] for p in r.json()["problems"]} == paths
+    brand.template("Hello")
+    fixed = linear({"type": "send", "template": "Hello"})
+    assert (
+        client.patch(f"/api/v1/journeys/{jid}", json={"definition": fixed}, headers=admin).status_code == 200
+    )
+    assert client.post(f"/api/v1/journeys/{jid}/validate", headers=admin).json() == []
+    r = client.post(f"/api/v1/journeys/{jid}/publish", json={"in_flight": "migrate"}, headers=admin)
+    assert r.status_code == 200 and r.json()["number"] == 1
+    assert (
+        client.post(
+            f"/api/v1/journeys/{jid}/publish", json={"in_flight": "sometimes"}, headers=admin
+        ).status_code
+        == 422
+    )
+    versions = client.get(f"/api/v1/journeys/{jid}/versions", headers=admin).json()
+    assert [v["number"] for v in versions] == [1]
+    assert client.post(f"/api/v1/journeys/{jid}/pause", headers=admin).json()["status"] == "paused"
+    assert client.post(f"/api/v1/journeys/{jid}/resume", headers=admin).json()["status"] == "active"
+
+
+def test_enrol_a_list_by_identifier_and_take_someone_out(brand: Brand) -> None:
+    client, admin = brand.api.client, factories.auth(brand.api.admin_key)
+    amy = brand.follower("amy")
+    j = brand.journey(linear({"type": "wait", "duration": "1d"}))
+    body = {
+        "identifiers": [{"type": "member_id", "value": "amy"}, {"type": "phone", "value": "+8613000000000"}],
+        "key": "list-1",
+    }
+    r = client.post(f"/api/v1/journeys/{j.id}/enrol", json=body, headers=admin)
+    assert r.json() == {"entered": 1, "not_found": [{"type": "phone", "value": "+8613000000000"}]}
+    assert client.post(f"/api/v1/journeys/{j.id}/enrol", json=body, headers=admin).json()["entered"] == 0
+    assert client.delete(f"/api/v1/journeys/{j.id}/enrolments/{amy}", headers=admin).status_code == 204
+    rows = client.get(f"/api/v1/journeys/{j.id}/enrolments", params={"profile_id": amy}, headers=admin).json()
+    assert [(e["status"], e["end_reason"]) for e in rows] == [("removed", "removed by an operator")]
+
+
+def test_templates_preview_caps_assets_and_messages(brand: Brand) -> None:
+    client, admin = brand.api.client, factories.auth(brand.api.admin_key)
+    amy = brand.follower("amy")
+    r = client.post(
+        "/api/v1/messages/assets",
+        json={
+            "key": "spring",
+            "kind": "article",
+            "title": "Spring in Suzhou",
+            "url": "https://tos.example/s",
+        },
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    body = {
+        "name": "Story",
+        "channel": "oa_template",
+        "account_id": brand.oa.id,
+        "external_template_id": "T1",
+        "body": {"data": {"first": "{{ first_name }}: {{ asset('spring').title }}"}},
+    }
+    r = client.post("/api/v1/messages/templates", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    r = client.post(f"/api/v1/messages/templates/{tid}/preview", json={"profile_id": amy}, headers=admin)
+    assert r.json()["content"] == {"data": {"first": "Amy: Spring in Suzhou"}}
+    bad = client.post(
+        "/api/v1/messages/templates",
+        json={**body, "name": "Bad", "body": {"data": {"first": "{{ nobody }}"}}},
+        headers=admin,
+    )
+    assert bad.status_code == 422 and bad.json()["path"] == "body.data.first"
+    wrong = client.post(
+        "/api/v1/messages/templates",
+        json={**body, "name": "Wrong", "account_id": brand.wecom.id},
+        headers=admin,
+    )
+    assert wrong.status_code == 400 and "account_id" in wrong.json()["detail"]
+    cap = client.post(
+        "/api/v1/messages/caps", json={"channel": "oa_template", "period": "week", "limit": 2}, headers=admin
+    )
+    assert cap.status_code == 201
+    assert (
+        client.patch(
+            f"/api/v1/messages/caps/{cap.json()['id']}", json={"active": False}, headers=admin
+        ).json()["active"]
+        is False
+    )
+    assert client.get("/api/v1/messages", params={"profile_id": amy}, headers=admin).json() == []
+
+
+def test_library_lists_what_each_journey_needs_and_creates_drafts(brand: Brand) -> None:
+    client, admin = brand.api.client, factories.auth(brand.api.admin_key)
+    library = {e["key"]: e for e in client.get("/api/v1/journeys/library", headers=admin).json()}
+    assert set(library) == {
+        "welcome-and-nurture",
+        "post-store-purchase",
+        "favourite-reminder",
+        "birthday-alert",
+        "points-expiring",
+        "lapsed-win-back",
+    }
+    assert "wecom account" in library["lapsed-win-back"]["needs"]
+    for key in library:
+        r = client.post(
+            f"/api/v1/journeys/library/{key}",
+            json={"accounts": {"oa": brand.oa.id, "wecom": brand.wecom.id}},
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
+        problems = client.post(f"/api/v1/journeys/{r.json()['id']}/validate", headers=admin).json()
+        # What is left to the brand: the segment to listen to and its voucher templates.
+        assert all(
+            p["path"] in ("$.entry.segment_id", "$.nodes.voucher.template", "$.nodes.give.template")
+            for p in problems
+        ), problems
+    assert client.post("/api/v1/journeys/library/nope", json={}, headers=admin).status_code == 404
+
+
+def test_date_entries_enrol_on_the_day_once_local_time_has_come(
+    brand: Brand, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = brand.session
+    today = dt.datetime.now(dt.UTC).astimezone(__import__("zoneinfo").ZoneInfo("Asia/Shanghai")).date()
+    soon = today + dt.timedelta(days=3)
+    amy = brand.follower("amy", traits={"birthday": f"1990-{soon:%m-%d}"})
+    brand.follower(
+        "bea", traits={"birthday": "1990-01-01" if soon.strftime("%m-%d") != "01-01" else "1990-02-02"}
+    )
+    cai = brand.follower("cai", traits={"birthday": f"{soon:%m-%d}"})
+    j = brand.journey(
+        linear(
+            {"type": "wait", "duration": "1d"},
+            entry={"type": "date", "attribute": "birthday", "days_before": 3, "at": "00:00"},
+            reentry="always",
+        )
+    )
+    assert tasks.run_scheduled(db.get_sessionmaker()) == 2
+    assert tasks.run_scheduled(db.get_sessionmaker()) == 0  # once a day
+    s.expire_all()
+    assert sorted(
+        s.execute(select(Enrolment.profile_id).where(Enrolment.journey_id == j.id)).scalars()
+    ) == sorted([amy, cai])
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    got: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(
+                {
+                    "body": json.loads(self.rfile.read(int(self.headers["Content-Length"]))),
+                    "key": self.headers["Idempotency-Key"],
+                }
+            )
+            self.send_response(500 if len(got) == 1 else 204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/crm", got
+    server.shutdown()
+
+
+def test_webhook_nodes_post_once_delivered_with_retries(
+    brand: Brand, hook: tuple[str, list[dict[str, Any]]]
+) -> None:
+    from siyu.journeys import engine
+    from siyu.journeys import service as journeys
+
+    url, got = hook
+    amy = brand.follower("amy")
+    j = brand.journey(linear({"type": "webhook", "url": url}))
+    journeys.enrol(brand.session, j, [(amy, "k", {})], now=NOW)
+    engine.run_due(brand.session, now=NOW)
+    factory = db.get_sessionmaker()
+    outbox.run_once(factory)  # the endpoint answers 500: the job is kept for a retry
+    job = brand.session.execute(
+        select(OutboxMessage).where(OutboxMessage.topic == engine.WEBHOOK)
+    ).scalar_one()
+    brand.session.refresh(job)
+    assert (job.status, job.attempts) == (OutboxStatus.pending, 1)
+    job.available_at = dt.datetime.now(dt.UTC)
+    brand.session.flush()
+    outbox.run_once(factory)
+    brand.session.refresh(job)
+    assert job.status == OutboxStatus.done
+    assert [g["body"]["profile_id"] for g in got] == [amy, amy]
+    assert got[0]["key"] == got[1]["key"] == got[0]["body"]["idempotency_key"]
