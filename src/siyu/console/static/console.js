@@ -176,7 +176,27 @@
     draw(el, option);
   }
 
+  function journeyGraph(el, data) {
+    var colors = { send: "#0f8a6c", wait: "#9ca3af", wait_until: "#9ca3af", wait_event: "#60a5fa", split: "#f59e0b", ab: "#f59e0b", exit: "#6b7280" };
+    draw(el, {
+      animation: false,
+      tooltip: { formatter: function (p) { return p.dataType === "node" ? p.data.label.replace(/\n/g, "<br>") : (p.data.label || ""); } },
+      series: [{
+        type: "graph", layout: "none", roam: true, top: 24, bottom: 24, left: 60, right: 120,
+        symbol: "roundRect", symbolSize: [150, 64], edgeSymbol: ["none", "arrow"], edgeSymbolSize: 8,
+        label: { show: true, color: "#fff", fontSize: 11, formatter: function (p) { return p.data.label; } },
+        edgeLabel: { show: true, fontSize: 11, color: palette.text, formatter: function (p) { return p.data.label || ""; } },
+        lineStyle: { color: palette.axis, width: 1.5, curveness: 0.08 },
+        data: data.nodes.map(function (n) {
+          return { name: n.name, x: n.x, y: n.y, label: n.label, itemStyle: { color: colors[n.type] || "#1f6f8b" } };
+        }),
+        links: data.links
+      }]
+    });
+  }
+
   var charts = {
+    "journey-graph": journeyGraph,
     "events-per-minute": eventsPerMinute,
     "stage-counts": stageCounts,
     "stage-weekly": stageWeekly,
