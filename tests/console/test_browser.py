@@ -332,3 +332,28 @@ def test_segment_editor_counts_while_typing(page: Page, live_server: LiveServer,
     page.fill("#tag-form input[name=name]", "vip")
     page.click("#tag-form button[type=submit]")
     expect(page.locator("#tag-list")).to_contain_text("vip")
+
+
+def test_journey_editor_lists_problems_and_the_graph_draws(
+    page: Page, live_server: LiveServer, seeded: Seeded
+) -> None:
+    """Typing a journey lists its problems (htmx); saved and published, its graph draws in ECharts."""
+    log_in(page, live_server)
+    page.click("nav.mainnav >> text=Journeys")
+    expect(page).to_have_url(re.compile(r"/journeys$"))
+    definition = page.locator("#definition")
+    definition.fill(
+        '{"entry": {"type": "manual"}, "start": "t", "nodes": {"t": {"type": "tag", "add": ["vip"], "next": "gone"}}}'
+    )
+    expect(page.locator("#journey-problems")).to_contain_text("$.nodes.t.next")
+    definition.fill(
+        '{"entry": {"type": "manual"}, "start": "t", "nodes": {"t": {"type": "tag", "add": ["vip"], "next": "w"},'
+        ' "w": {"type": "wait", "duration": "1d", "next": "e"}, "e": {"type": "exit"}}}'
+    )
+    expect(page.locator("#journey-ok")).to_be_visible()
+    page.fill("#journey-form input[name=name]", "Tag VIPs")
+    page.click("#journey-form button[type=submit]")
+    page.click("#publish")
+    expect(page.locator("#journey-status")).to_have_text("active")
+    expect(page.locator("[data-chart=journey-graph] canvas")).to_be_visible()
+    page.screenshot(path=SHOTS.format("journey"), full_page=True)

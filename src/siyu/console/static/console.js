@@ -177,18 +177,25 @@
   }
 
   function journeyGraph(el, data) {
-    var colors = { send: "#0f8a6c", wait: "#9ca3af", wait_until: "#9ca3af", wait_event: "#60a5fa", split: "#f59e0b", ab: "#f59e0b", exit: "#6b7280" };
+    var colors = { send: "#0f8a6c", wait: "#6b7280", wait_until: "#6b7280", wait_event: "#2563eb", split: "#b45309", ab: "#b45309", exit: "#374151" };
+    var maxX = Math.max.apply(null, data.nodes.map(function (n) { return n.x; }).concat([0]));
+    var maxY = Math.max.apply(null, data.nodes.map(function (n) { return n.y; }).concat([0]));
+    el.style.height = Math.max(260, maxY + 200) + "px";
+    // On hidden value axes, so one row of nodes is not stretched to the chart's height (layout "none" is).
     draw(el, {
       animation: false,
+      grid: { left: 0, right: 0, top: 0, bottom: 0 },
+      xAxis: { type: "value", show: false, min: -100, max: maxX + 100 },
+      yAxis: { type: "value", show: false, inverse: true, min: -60, max: maxY + 60 },
       tooltip: { formatter: function (p) { return p.dataType === "node" ? p.data.label.replace(/\n/g, "<br>") : (p.data.label || ""); } },
       series: [{
-        type: "graph", layout: "none", roam: true, top: 24, bottom: 24, left: 60, right: 120,
-        symbol: "roundRect", symbolSize: [150, 64], edgeSymbol: ["none", "arrow"], edgeSymbolSize: 8,
-        label: { show: true, color: "#fff", fontSize: 11, formatter: function (p) { return p.data.label; } },
+        type: "graph", coordinateSystem: "cartesian2d",
+        symbol: "roundRect", symbolSize: [160, 74], edgeSymbol: ["none", "arrow"], edgeSymbolSize: 8,
+        label: { show: true, color: "#fff", fontSize: 11, lineHeight: 15, formatter: function (p) { return p.data.label; } },
         edgeLabel: { show: true, fontSize: 11, color: palette.text, formatter: function (p) { return p.data.label || ""; } },
         lineStyle: { color: palette.axis, width: 1.5, curveness: 0.08 },
         data: data.nodes.map(function (n) {
-          return { name: n.name, x: n.x, y: n.y, label: n.label, itemStyle: { color: colors[n.type] || "#1f6f8b" } };
+          return { name: n.name, value: [n.x, n.y], label: n.label, itemStyle: { color: colors[n.type] || "#1f6f8b" } };
         }),
         links: data.links
       }]
