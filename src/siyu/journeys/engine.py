@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import operator
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -226,9 +227,25 @@ def run_due(session: Session, *, now: dt.datetime | None = None, settings: Setti
     return len(cursors)
 
 
+# What a node may change on a cursor: saved before each node, put back if the node fails.
+_MUTABLE = (
+    "node",
+    "due_at",
+    "wait_event",
+    "woken",
+    "variant",
+    "steps",
+    "active_key",
+    "status",
+    "ended_at",
+    "end_reason",
+)
+_STATE = operator.attrgetter(*_MUTABLE)
+
+
 def _step(run: Run, definition: language.Definition, node: language.Node, group: list[Cursor]) -> None:
     """Run one node for a group of customers; a failure retries the group later, recorded, not lost."""
-    saved = [replace(c) for c in group]
+    saved = [_STATE(c) for c in group]
     moving, steps = len(run.moving), len(run.steps)
     savepoint = run.session.begin_nested()
     try:
@@ -241,8 +258,8 @@ def _step(run: Run, definition: language.Definition, node: language.Node, group:
         del run.steps[steps:]
         retry = run.now + dt.timedelta(seconds=run.settings.journeys_retry_seconds)
         for cur, before in zip(group, saved, strict=True):
-            for f in Cursor.__slots__:
-                setattr(cur, f, getattr(before, f))
+            for name, value in zip(_MUTABLE, before, strict=True):
+                setattr(cur, name, value)
             run.record(cur, node.id, f"error: {type(exc).__name__}: {exc}")
             run.defer(cur, retry)
 

@@ -84,8 +84,13 @@ def compile_text(source: str) -> jinja2.Template:
 
 def names(body: dict[str, Any]) -> set[str]:
     """The context names a body's texts use; TemplateError for a syntax error or an unknown name."""
+    return set(_names(tuple(strings(body))))
+
+
+@lru_cache(maxsize=1024)
+def _names(texts: tuple[tuple[str, str], ...]) -> frozenset[str]:
     used: set[str] = set()
-    for path, text in strings(body):
+    for path, text in texts:
         try:
             found = meta.find_undeclared_variables(_ENV.parse(text))
         except jinja2.TemplateSyntaxError as exc:
@@ -94,7 +99,11 @@ def names(body: dict[str, Any]) -> set[str]:
         if unknown:
             raise TemplateError(path, f"unknown name {unknown[0]!r} (one of {', '.join(CONTEXT_KEYS)})")
         used |= found
-    return used
+    return frozenset(used)
+
+
+def _static(text: str) -> bool:
+    return "{{" not in text and "{%" not in text and "{#" not in text
 
 
 def render(body: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +113,8 @@ def render(body: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
         if key == "attachments":
             out[key] = value
         elif isinstance(value, str):
-            out[key] = compile_text(value).render(context).strip()
+            # Plain text is the common field (a title, a remark): no template to run.
+            out[key] = value.strip() if _static(value) else compile_text(value).render(context).strip()
         elif isinstance(value, dict):
             out[key] = render(value, context)
         else:

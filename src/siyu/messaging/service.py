@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, delete, func, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -510,17 +509,7 @@ def _claim(
             if result[pid] is not None:
                 del pending[pid]
             rows.extend(mine)
-        inserted: set[tuple[int, str]] = set()
-        insert = pg_insert if is_postgres(session) else sqlite_insert
-        for start in range(0, len(rows), 1000):
-            chunk_rows = rows[start : start + 1000]
-            statement = (
-                insert(CapSlot)
-                .values(chunk_rows)
-                .on_conflict_do_nothing()
-                .returning(CapSlot.profile_id, CapSlot.cap)
-            )
-            inserted.update((int(p), str(c)) for p, c in session.execute(statement))
+        inserted = _insert_slots(session, rows)
         lost = {r["profile_id"] for r in rows if (r["profile_id"], r["cap"]) not in inserted}
         for pid in list(pending):
             if pid not in lost:
@@ -531,6 +520,33 @@ def _claim(
     for pid in pending:
         result[pid] = "cap:contended"
     return result
+
+
+def _insert_slots(session: Session, rows: list[dict[str, Any]]) -> set[tuple[int, str]]:
+    """Insert slot rows; (profile, cap) of those inserted (a slot another worker holds is skipped)."""
+    if not rows:
+        return set()
+    conn = bulk.driver_connection(session)
+    columns = 'profile_id, cap, "window", n, message_key'
+    if is_postgres(session):
+        inserted: set[tuple[int, str]] = set()
+        with conn.cursor() as cursor:
+            for start in range(0, len(rows), 10_000):
+                cursor.execute(
+                    f"INSERT INTO message_cap_slots ({columns}) SELECT {columns} FROM json_to_recordset(%s::json) "
+                    'AS v(profile_id bigint, cap text, "window" text, n int, message_key text) '
+                    "ON CONFLICT DO NOTHING RETURNING profile_id, cap",
+                    [orjson.dumps(rows[start : start + 10_000]).decode()],
+                )
+                inserted.update((int(p), str(c)) for p, c in cursor.fetchall())
+        return inserted
+    # SQLite: this transaction holds the database's write lock since it began, so the slots read above
+    # cannot have been taken since; a conflict here would be a bug, and raises.
+    conn.executemany(
+        f"INSERT INTO message_cap_slots ({columns}) VALUES (?, ?, ?, ?, ?)",
+        [(r["profile_id"], r["cap"], r["window"], r["n"], r["message_key"]) for r in rows],
+    )
+    return {(r["profile_id"], r["cap"]) for r in rows}
 
 
 def _release(session: Session, message_keys: Sequence[str]) -> None:
