@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -31,7 +31,7 @@ from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.errors import SiyuError
 from siyu.journeys import definition as language
-from siyu.journeys.models import Enrolment, EnrolmentStatus, Journey, JourneyStatus, JourneyVersion
+from siyu.journeys.models import ACTIVE, Enrolment, EnrolmentStatus, Journey, JourneyStatus, JourneyVersion
 from siyu.loyalty import service as loyalty
 from siyu.loyalty import vouchers
 from siyu.loyalty.models import Member, MemberStatus, VoucherTemplate
@@ -164,7 +164,7 @@ def claim(session: Session, limit: int, now: dt.datetime) -> list[Cursor]:
             e.context,
         )
         .join(Journey, Journey.id == e.journey_id)
-        .where(e.status == EnrolmentStatus.active, e.due_at <= now, Journey.status == JourneyStatus.active)
+        .where(text(ACTIVE), e.due_at <= now, Journey.status == JourneyStatus.active)
         .order_by(e.due_at, e.id)
         .limit(limit)
     )

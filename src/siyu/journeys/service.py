@@ -24,6 +24,7 @@ from siyu.db import is_postgres, utcnow
 from siyu.errors import BadRequest, Conflict, NotFound
 from siyu.journeys import definition as language
 from siyu.journeys.models import (
+    ACTIVE,
     Enrolment,
     EnrolmentStatus,
     Journey,
@@ -520,11 +521,7 @@ def merge_enrolments(session: Session, pairs: list[tuple[int, int]], now: dt.dat
     """
     for loser, winner in pairs:
         moving = (
-            session.execute(
-                select(Enrolment).where(
-                    Enrolment.profile_id == loser, Enrolment.status == EnrolmentStatus.active
-                )
-            )
+            session.execute(select(Enrolment).where(Enrolment.profile_id == loser, text(ACTIVE)))
             .scalars()
             .all()
         )

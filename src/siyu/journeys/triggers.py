@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -19,6 +19,7 @@ from siyu.db import utcnow
 from siyu.ingest.reactors import StoredEvent
 from siyu.journeys import engine, service
 from siyu.journeys.models import (
+    ACTIVE,
     Enrolment,
     EnrolmentStatus,
     Journey,
@@ -76,7 +77,7 @@ def _goals(session: Session, triggers: list[Any], events: Sequence[StoredEvent],
         rows = session.execute(
             select(Enrolment.id, Enrolment.journey_id, Enrolment.profile_id, Enrolment.node).where(
                 Enrolment.version_id == version_id,
-                Enrolment.status == EnrolmentStatus.active,
+                text(ACTIVE),
                 bulk.matches(session, Enrolment.profile_id, sorted(met)),
             )
         ).all()
@@ -144,7 +145,7 @@ def _waits(session: Session, triggers: list[Any], events: Sequence[StoredEvent],
     versions = {t.version_id for t in triggers}
     rows = session.execute(
         select(Enrolment.id, Enrolment.version_id, Enrolment.profile_id, Enrolment.node).where(
-            Enrolment.status == EnrolmentStatus.active,
+            text(ACTIVE),
             Enrolment.version_id.in_(versions),
             Enrolment.wait_event.in_({t.event for t in triggers}),
             bulk.matches(session, Enrolment.profile_id, sorted(by_profile)),

@@ -93,7 +93,11 @@ class MessageStatus(enum.StrEnum):
 
 
 class Message(Base):
-    """One message to one customer; its idempotency key makes a retried step queue it once."""
+    """One message to one customer; its idempotency key makes a retried step queue it once.
+
+    Written a million at a time by a broadcast: the customer and the template are foreign keys; the
+    journey, version, enrolment and account it came from are recorded without one (decision 0011).
+    """
 
     __tablename__ = "messages"
     __table_args__ = (
@@ -107,7 +111,7 @@ class Message(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     template_id: Mapped[int] = mapped_column(ForeignKey("message_templates.id"))
     channel: Mapped[Channel] = mapped_column(EnumText(Channel, 16))
-    account_id: Mapped[int | None] = mapped_column(ForeignKey("channel_accounts.id"), default=None)
+    account_id: Mapped[int | None] = mapped_column(BigIntPK, default=None)
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"))
     recipient: Mapped[str | None] = mapped_column(String(255), default=None)
     # The associate who sends it (WeCom userid).
@@ -120,12 +124,10 @@ class Message(Base):
     available_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     external_id: Mapped[str | None] = mapped_column(String(128), default=None)
-    journey_id: Mapped[int | None] = mapped_column(ForeignKey("journeys.id"), default=None)
-    version_id: Mapped[int | None] = mapped_column(ForeignKey("journey_versions.id"), default=None)
+    journey_id: Mapped[int | None] = mapped_column(BigIntPK, default=None)
+    version_id: Mapped[int | None] = mapped_column(BigIntPK, default=None)
     node: Mapped[str | None] = mapped_column(String(64), default=None)
-    enrolment_id: Mapped[int | None] = mapped_column(
-        ForeignKey("journey_enrolments.id"), default=None, index=True
-    )
+    enrolment_id: Mapped[int | None] = mapped_column(BigIntPK, default=None, index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
