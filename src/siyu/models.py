@@ -23,7 +23,7 @@ from siyu.identity.models import (
     MergeReview,
 )
 from siyu.ingest.models import DeadLetter, Event
-from siyu.journeys.models import Enrolment, Journey, JourneyStep, JourneyTrigger, JourneyVersion
+from siyu.journeys.models import Enrolment, Journey, JourneyTrigger, JourneyVersion, NodeCount
 from siyu.lifecycle.models import LifecycleChange, LifecycleState, Stage, StageCount, ValueModel
 from siyu.loyalty.models import (
     BlindBox,
@@ -71,7 +71,6 @@ __all__ = [
     "IdentityLink",
     "IdentityMerge",
     "Journey",
-    "JourneyStep",
     "JourneyTrigger",
     "JourneyVersion",
     "LifecycleChange",
@@ -84,6 +83,7 @@ __all__ = [
     "Message",
     "MessageTemplate",
     "MpSession",
+    "NodeCount",
     "OaMenuItem",
     "OutboxMessage",
     "Posting",

@@ -24,7 +24,7 @@ from siyu.config import get_settings
 from siyu.ingest.service import ingest_batch
 from siyu.journeys import service as journeys
 from siyu.journeys import tasks
-from siyu.journeys.models import Enrolment, EnrolmentStatus, JourneyStep
+from siyu.journeys.models import Enrolment, EnrolmentStatus, NodeCount
 from siyu.messaging import sender
 from siyu.messaging import service as messaging
 from siyu.messaging.models import CapPeriod, Channel, Message, MessageStatus
@@ -123,8 +123,12 @@ def test_two_workers_step_everyone_once_and_the_cap_holds_across_journeys(
             statuses = Counter(s.execute(select(Enrolment.status)).scalars())
             assert statuses == Counter({EnrolmentStatus.completed: 2 * CUSTOMERS})
             # Each enrolment passed its send node and its exit once: no batch was run by both workers.
-            per = Counter(s.execute(select(JourneyStep.enrolment_id)).scalars())
-            assert set(per.values()) == {2}
+            paths = s.execute(select(Enrolment.path)).scalars().all()
+            assert {tuple(step[0] for step in path) for path in paths} == {("s0", "s1")}
+            counts = dict(
+                s.execute(select(NodeCount.node, func.sum(NodeCount.n)).group_by(NodeCount.node)).all()
+            )
+            assert counts == {"s0": 2 * CUSTOMERS, "s1": 2 * CUSTOMERS}
             by_profile: dict[int, Counter[str]] = {}
             for pid, status, rule in s.execute(select(Message.profile_id, Message.status, Message.rule)):
                 by_profile.setdefault(pid, Counter())[f"{status}:{rule}"] += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import operator
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,7 +32,16 @@ from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.errors import SiyuError
 from siyu.journeys import definition as language
-from siyu.journeys.models import ACTIVE, Enrolment, EnrolmentStatus, Journey, JourneyStatus, JourneyVersion
+from siyu.journeys.models import (
+    ACTIVE,
+    PATH_LIMIT,
+    Enrolment,
+    EnrolmentStatus,
+    Journey,
+    JourneyStatus,
+    JourneyVersion,
+    NodeCount,
+)
 from siyu.loyalty import service as loyalty
 from siyu.loyalty import vouchers
 from siyu.loyalty.models import Member, MemberStatus, VoucherTemplate
@@ -45,16 +55,6 @@ from siyu.segments import service as segments
 log = structlog.get_logger(__name__)
 WEBHOOK = "journeys.webhook"
 MAX_ROUNDS = 64
-STEP_COLUMNS: bulk.Columns = [
-    ("id", "int"),
-    ("enrolment_id", "int"),
-    ("journey_id", "int"),
-    ("version_id", "int"),
-    ("profile_id", "int"),
-    ("node", "text"),
-    ("outcome", "text"),
-    ("at", "ts"),
-]
 ENROLMENT_UPDATE: bulk.Columns = [
     ("node", "text"),
     ("status", "text"),
@@ -66,7 +66,11 @@ ENROLMENT_UPDATE: bulk.Columns = [
     ("active_key", "int"),
     ("ended_at", "ts"),
     ("end_reason", "text"),
+    ("path", "json"),
 ]
+# Outcomes counted at a node without being a pass through it.
+NOT_PASSES = ("goal:", "converted:", "holdout over")
+CountKey = tuple[int, int, str, str]  # journey, version, node, outcome
 
 
 @dataclass(slots=True)
@@ -85,6 +89,7 @@ class Cursor:
     steps: int
     active_key: int | None
     context: dict[str, Any]
+    path: list[list[str]]
     status: str = EnrolmentStatus.active
     ended_at: dt.datetime | None = None
     end_reason: str | None = None
@@ -99,12 +104,12 @@ class Run:
     settings: Settings
     names: dict[int, str]
     moving: list[Cursor] = field(default_factory=list)
-    steps: list[tuple[int, int, int, int, str, str, dt.datetime]] = field(default_factory=list)
+    counts: Counter[CountKey] = field(default_factory=Counter)
 
     def record(self, cur: Cursor, node: str, outcome: str) -> None:
-        self.steps.append(
-            (cur.id, cur.journey_id, cur.version_id, cur.profile_id, node, outcome[:80], self.now)
-        )
+        """The customer left node with outcome: counted for the node, kept on her path."""
+        self.counts[(cur.journey_id, cur.version_id, node, count_label(outcome))] += 1
+        cur.path.append([node, outcome[:300], self.now.isoformat(timespec="seconds")])
 
     def advance(self, cur: Cursor, node: language.Node, branch: str, outcome: str) -> None:
         """The customer passed node (with outcome) and moves on along branch, now."""
@@ -126,6 +131,29 @@ class Run:
         self.record(cur, node, reason)
         cur.status, cur.ended_at, cur.end_reason = status, self.now, reason
         cur.active_key, cur.due_at, cur.wait_event = None, None, None
+
+
+def count_label(outcome: str) -> str:
+    """The outcome as counted: an error's message stays on the path, the count says "error"."""
+    return "error" if outcome.startswith("error") else outcome[:80]
+
+
+def add_counts(session: Session, counts: Counter[CountKey]) -> None:
+    """Add to the node counters (in key order, so two workers lock the rows in the same order)."""
+    rows = [
+        {"journey_id": j, "version_id": v, "node": node, "outcome": outcome, "n": n}
+        for (j, v, node, outcome), n in sorted(counts.items())
+        if n
+    ]
+    if not rows:
+        return
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    statement = insert(NodeCount).values(rows)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["version_id", "node", "outcome"], set_={"n": NodeCount.n + statement.excluded.n}
+        )
+    )
 
 
 @lru_cache(maxsize=512)
@@ -162,6 +190,7 @@ def claim(session: Session, limit: int, now: dt.datetime) -> list[Cursor]:
             e.steps,
             e.active_key,
             e.context,
+            e.path,
         )
         .join(Journey, Journey.id == e.journey_id)
         .where(text(ACTIVE), e.due_at <= now, Journey.status == JourneyStatus.active)
@@ -184,6 +213,7 @@ def claim(session: Session, limit: int, now: dt.datetime) -> list[Cursor]:
             steps=r.steps,
             active_key=r.active_key,
             context=dict(r.context or {}),
+            path=list(r.path or []),
         )
         for r in session.execute(statement)
     ]
@@ -245,8 +275,8 @@ _STATE = operator.attrgetter(*_MUTABLE)
 
 def _step(run: Run, definition: language.Definition, node: language.Node, group: list[Cursor]) -> None:
     """Run one node for a group of customers; a failure retries the group later, recorded, not lost."""
-    saved = [_STATE(c) for c in group]
-    moving, steps = len(run.moving), len(run.steps)
+    saved = [(_STATE(c), len(c.path)) for c in group]
+    moving, counts = len(run.moving), run.counts.copy()
     savepoint = run.session.begin_nested()
     try:
         HANDLERS[node.type](run, definition, node, group)
@@ -255,21 +285,23 @@ def _step(run: Run, definition: language.Definition, node: language.Node, group:
         savepoint.rollback()
         log.exception("journeys.step_failed", node=node.id, type=node.type)
         del run.moving[moving:]
-        del run.steps[steps:]
+        run.counts = counts
         retry = run.now + dt.timedelta(seconds=run.settings.journeys_retry_seconds)
-        for cur, before in zip(group, saved, strict=True):
+        for cur, (before, length) in zip(group, saved, strict=True):
             for name, value in zip(_MUTABLE, before, strict=True):
                 setattr(cur, name, value)
+            del cur.path[length:]
             run.record(cur, node.id, f"error: {type(exc).__name__}: {exc}")
             run.defer(cur, retry)
 
 
 def _write(session: Session, cursors: Sequence[Cursor], run: Run) -> None:
+    # The key first, then the columns in ENROLMENT_UPDATE's order.
     rows = [
         (
             c.id,
-            str(c.status),
             c.node,
+            str(c.status),
             c.due_at,
             c.wait_event,
             c.woken,
@@ -278,20 +310,13 @@ def _write(session: Session, cursors: Sequence[Cursor], run: Run) -> None:
             c.active_key,
             c.ended_at,
             c.end_reason,
+            c.path[-PATH_LIMIT:],
         )
         for c in cursors
     ]
-    # update_rows takes the key first, then the columns in ENROLMENT_UPDATE's order.
-    bulk.update_rows(
-        session,
-        "journey_enrolments",
-        ENROLMENT_UPDATE,
-        [(r[0], r[2], r[1], *r[3:]) for r in rows],
-    )
-    ids = bulk.allocate_ids(session, "journey_steps", len(run.steps))
-    bulk.insert_rows(
-        session, "journey_steps", STEP_COLUMNS, [(i, *s) for i, s in zip(ids, run.steps, strict=True)]
-    )
+    bulk.update_rows(session, "journey_enrolments", ENROLMENT_UPDATE, rows)
+    # Last before the commit: the counter rows are locked for the shortest time.
+    add_counts(session, run.counts)
 
 
 # --- nodes --------------------------------------------------------------------------------------------

@@ -80,6 +80,7 @@ class EnrolmentStatus(enum.StrEnum):
     removed = "removed"  # taken out by an operator
 
 
+PATH_LIMIT = 100
 # "status = 'active'" written as a literal, so the planner can use the partial indexes below even with
 # a prepared statement's generic plan (a bound parameter would hide that the predicate holds).
 ACTIVE = "journey_enrolments.status = 'active'"
@@ -128,26 +129,27 @@ class Enrolment(Base):
     entry_key: Mapped[str] = mapped_column(String(255))
     active_key: Mapped[int | None] = mapped_column(BigInteger, default=None)
     context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # The nodes passed, newest last: [node, outcome, ISO time] (the last PATH_LIMIT of them).
+    path: Mapped[list[list[str]]] = mapped_column(JSONType, default=list)
     entered_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     end_reason: Mapped[str | None] = mapped_column(String(80), default=None)
 
 
-class JourneyStep(Base):
-    """A node a customer passed and what came of it (sent, suppressed: cap, yes / no, variant B, …).
+class NodeCount(Base):
+    """How many customers left a node with an outcome (sent, suppressed:cap:…, yes, variant B, goal:…).
 
-    A log written a million rows at a time: only its enrolment is a foreign key; journey, version and
-    profile are copies of the enrolment's, kept for grouping without a join (decision 0011).
+    One row per version, node and outcome, added to once per engine batch: a broadcast to a million
+    customers writes a handful of rows here, not millions (decision 0011). Each customer's own path is on
+    the enrolment (`Enrolment.path`).
     """
 
-    __tablename__ = "journey_steps"
-    __table_args__ = (Index(None, "journey_id", "node"), Index(None, "enrolment_id"))
+    __tablename__ = "journey_node_counts"
+    __table_args__ = (UniqueConstraint("version_id", "node", "outcome"), Index(None, "journey_id"))
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    enrolment_id: Mapped[int] = mapped_column(ForeignKey("journey_enrolments.id"))
-    journey_id: Mapped[int] = mapped_column(BigIntPK)
-    version_id: Mapped[int] = mapped_column(BigIntPK)
-    profile_id: Mapped[int] = mapped_column(BigIntPK)
+    journey_id: Mapped[int] = mapped_column(ForeignKey("journeys.id"))
+    version_id: Mapped[int] = mapped_column(ForeignKey("journey_versions.id"))
     node: Mapped[str] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(80))
-    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -23,15 +23,16 @@ from siyu.config import get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.errors import BadRequest, Conflict, NotFound
 from siyu.journeys import definition as language
+from siyu.journeys.engine import NOT_PASSES, definition_of
 from siyu.journeys.models import (
     ACTIVE,
     Enrolment,
     EnrolmentStatus,
     Journey,
     JourneyStatus,
-    JourneyStep,
     JourneyTrigger,
     JourneyVersion,
+    NodeCount,
     TriggerKind,
 )
 from siyu.loyalty.models import VoucherTemplate
@@ -135,8 +136,6 @@ def versions(session: Session, journey_id: int) -> Sequence[JourneyVersion]:
 def current_definition(session: Session, journey: Journey) -> language.Definition | None:
     if journey.current_version_id is None:
         return None
-    from siyu.journeys.engine import definition_of
-
     return definition_of(session, journey.current_version_id)
 
 
@@ -211,8 +210,6 @@ def publish(
 
 def _index_triggers(session: Session, journey_id: int) -> None:
     """The events the journey's versions listen for: entries of the current one, goals and waits of all."""
-    from siyu.journeys.engine import definition_of
-
     journey = get_or_raise(session, journey_id)
     session.execute(delete(JourneyTrigger).where(JourneyTrigger.journey_id == journey_id))
     rows: list[dict[str, Any]] = []
@@ -284,7 +281,10 @@ def set_status(session: Session, journey: Journey, status: JourneyStatus) -> Jou
 # --- enrolment -------------------------------------------------------------------------------------------
 
 
-ENROL_COLUMNS = "journey_id, version_id, profile_id, node, status, due_at, woken, steps, entry_key, active_key, context, entered_at"
+ENROL_COLUMNS = (
+    "journey_id, version_id, profile_id, node, status, due_at, woken, steps, entry_key, active_key, context, path, "
+    "entered_at"
+)
 
 
 def enrol(
@@ -301,8 +301,6 @@ def enrol(
     """
     if journey.status != JourneyStatus.active or journey.current_version_id is None:
         return 0
-    from siyu.journeys.engine import definition_of
-
     d = definition_of(session, journey.current_version_id)
     now = now or utcnow()
     rows = []
@@ -320,6 +318,7 @@ def enrol(
                 "entry_key": "once" if d.reentry == "never" else key[:255],
                 "active_key": None if d.reentry == "always" else pid,
                 "context": context,
+                "path": [],
                 "entered_at": now,
             }
         )
@@ -343,11 +342,11 @@ def enrol_segment(
     now = bulk.bind_time(session, utcnow())
     active_key = "NULL" if d.reentry == "always" else "m.profile_id"
     entry_key = "once" if d.reentry == "never" else f"segment:{segment_id}:{version.id}"
-    empty = "'{}'::jsonb" if is_postgres(session) else "'{}'"
+    empty, none = ("'{}'::jsonb", "'[]'::jsonb") if is_postgres(session) else ("'{}'", "'[]'")
     result = session.execute(
         text(
             f"INSERT INTO journey_enrolments ({ENROL_COLUMNS}) "
-            f"SELECT :j, :v, m.profile_id, :start, 'active', :now, false, 0, :key, {active_key}, {empty}, :now "
+            f"SELECT :j, :v, m.profile_id, :start, 'active', :now, false, 0, :key, {active_key}, {empty}, {none}, :now "
             "FROM segment_members AS m WHERE m.segment_id = :s ON CONFLICT DO NOTHING"
         ),
         {"j": journey.id, "v": version.id, "start": d.start, "now": now, "key": entry_key, "s": segment_id},
@@ -384,14 +383,10 @@ def enrolments(
     return session.execute(statement.order_by(Enrolment.id.desc()).limit(limit)).scalars().all()
 
 
-def steps_of(session: Session, enrolment_id: int) -> Sequence[JourneyStep]:
-    return (
-        session.execute(
-            select(JourneyStep).where(JourneyStep.enrolment_id == enrolment_id).order_by(JourneyStep.id)
-        )
-        .scalars()
-        .all()
-    )
+def path_of(session: Session, enrolment_id: int) -> list[list[str]]:
+    """The nodes an enrolment passed, oldest first: [node, outcome, ISO time]."""
+    path = session.execute(select(Enrolment.path).where(Enrolment.id == enrolment_id)).scalar_one_or_none()
+    return list(path or [])
 
 
 # --- analytics ---------------------------------------------------------------------------------------------
@@ -423,13 +418,14 @@ def stats(session: Session, journey: Journey) -> dict[str, Any]:
         return nodes.setdefault(name, {"passed": 0, "outcomes": {}, "waiting": 0, "messages": {}, "goal": 0})
 
     for name, outcome, n in session.execute(
-        select(JourneyStep.node, JourneyStep.outcome, func.count())
-        .where(JourneyStep.journey_id == j)
-        .group_by(JourneyStep.node, JourneyStep.outcome)
+        select(NodeCount.node, NodeCount.outcome, func.sum(NodeCount.n))
+        .where(NodeCount.journey_id == j)
+        .group_by(NodeCount.node, NodeCount.outcome)
     ):
         entry = node(name)
         if str(outcome).startswith("goal:"):
             entry["goal"] += int(n)
+        if str(outcome).startswith(NOT_PASSES):
             continue
         entry["passed"] += int(n)
         entry["outcomes"][outcome] = int(n)
@@ -467,21 +463,15 @@ def ab_results(session: Session, journey: Journey) -> list[dict[str, Any]]:
         if node.type != "ab":
             continue
         names = [n for n, _ in node.params["variants"]] + ["holdout"]
-        rows = session.execute(
-            select(JourneyStep.outcome, Enrolment.status, func.count(func.distinct(Enrolment.id)))
-            .join(Enrolment, Enrolment.id == JourneyStep.enrolment_id)
-            .where(
-                JourneyStep.journey_id == journey.id,
-                JourneyStep.node == node.id,
-                JourneyStep.outcome.in_(names),
-            )
-            .group_by(JourneyStep.outcome, Enrolment.status)
-        )
         groups: dict[str, dict[str, float]] = {n: {"customers": 0, "converted": 0} for n in names}
-        for outcome, status, n in rows:
-            groups[outcome]["customers"] += int(n)
-            if status == EnrolmentStatus.converted:
-                groups[outcome]["converted"] += int(n)
+        for outcome, n in session.execute(
+            select(NodeCount.outcome, func.sum(NodeCount.n))
+            .where(NodeCount.journey_id == journey.id, NodeCount.node == node.id)
+            .group_by(NodeCount.outcome)
+        ):
+            name = str(outcome).removeprefix("converted:")
+            if name in groups:
+                groups[name]["converted" if str(outcome).startswith("converted:") else "customers"] += int(n)
         for g in groups.values():
             g["rate"] = g["converted"] / g["customers"] if g["customers"] else 0.0
         variants = [n for n in names if n != "holdout"]

@@ -8,6 +8,8 @@ one event do not cancel out), then entries, then waits.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +22,7 @@ from siyu.ingest.reactors import StoredEvent
 from siyu.journeys import engine, service
 from siyu.journeys.models import (
     ACTIVE,
+    PATH_LIMIT,
     Enrolment,
     EnrolmentStatus,
     Journey,
@@ -64,7 +67,9 @@ def react(session: Session, events: Sequence[StoredEvent]) -> None:
         _waits(session, by_kind[TriggerKind.wait], events, now)
 
 
-def _goals(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: Any) -> None:
+def _goals(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: dt.datetime) -> None:
+    stamp = now.isoformat(timespec="seconds")
+    counts: Counter[engine.CountKey] = Counter()
     for version_id in sorted({t.version_id for t in triggers}):
         d = engine.definition_of(session, version_id)
         met: dict[int, str] = {}
@@ -75,39 +80,46 @@ def _goals(session: Session, triggers: list[Any], events: Sequence[StoredEvent],
         if not met:
             continue
         rows = session.execute(
-            select(Enrolment.id, Enrolment.journey_id, Enrolment.profile_id, Enrolment.node).where(
+            select(
+                Enrolment.id, Enrolment.journey_id, Enrolment.profile_id, Enrolment.node, Enrolment.path
+            ).where(
                 Enrolment.version_id == version_id,
                 text(ACTIVE),
                 bulk.matches(session, Enrolment.profile_id, sorted(met)),
             )
         ).all()
-        if not rows:
-            continue
-        ids = [r.id for r in rows]
-        session.execute(
-            update(Enrolment)
-            .where(bulk.matches(session, Enrolment.id, ids))
-            .values(
-                status=EnrolmentStatus.converted,
-                ended_at=now,
-                end_reason="goal",
-                active_key=None,
-                due_at=None,
-                wait_event=None,
-            ),
-            execution_options={"synchronize_session": False},
+        ab_nodes = {n.id for n in d.nodes.values() if n.type == "ab"}
+        updates = []
+        for r in rows:
+            outcome = f"goal:{met[r.profile_id]}"
+            path = list(r.path or [])
+            counts[(r.journey_id, version_id, r.node, outcome[:80])] += 1
+            # A conversion counts for the A/B variant (or the holdout) the customer was given.
+            for node, variant, *_ in path:
+                if node in ab_nodes:
+                    counts[(r.journey_id, version_id, node, f"converted:{variant}"[:80])] += 1
+            path.append([r.node, outcome, stamp])
+            updates.append(
+                (r.id, str(EnrolmentStatus.converted), now, "goal", None, None, None, path[-PATH_LIMIT:])
+            )
+        bulk.update_rows(
+            session,
+            "journey_enrolments",
+            [
+                ("status", "text"),
+                ("ended_at", "ts"),
+                ("end_reason", "text"),
+                ("active_key", "int"),
+                ("due_at", "ts"),
+                ("wait_event", "text"),
+                ("path", "json"),
+            ],
+            updates,
         )
-        steps = [
-            (r.id, r.journey_id, version_id, r.profile_id, r.node, f"goal:{met[r.profile_id]}"[:80], now)
-            for r in rows
-        ]
-        ids_ = bulk.allocate_ids(session, "journey_steps", len(steps))
-        bulk.insert_rows(
-            session, "journey_steps", engine.STEP_COLUMNS, [(i, *s) for i, s in zip(ids_, steps, strict=True)]
-        )
+    engine.add_counts(session, counts)
 
 
-def _entries(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: Any) -> None:
+def _entries(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: dt.datetime) -> None:
     journeys = {
         j.id: j
         for j in session.execute(
@@ -138,7 +150,7 @@ def _context(ev: StoredEvent) -> dict[str, Any]:
     return {"name": ev.event, "message_id": ev.message_id, "timestamp": ev.timestamp_iso, "properties": props}
 
 
-def _waits(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: Any) -> None:
+def _waits(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: dt.datetime) -> None:
     by_profile: dict[int, list[StoredEvent]] = {}
     for ev in events:
         by_profile.setdefault(ev.profile_id, []).append(ev)
