@@ -40,7 +40,7 @@ from siyu.loyalty.models import (
     Voucher,
     VoucherTemplate,
 )
-from siyu.messaging.models import Asset, CapSlot, FrequencyCap, Message, MessageTemplate, Reach
+from siyu.messaging.models import Asset, CapSlot, FrequencyCap, Message, MessageLease, MessageTemplate, Reach
 from siyu.outbox.models import OutboxMessage
 from siyu.profiles.models import Consent, Profile, Tag
 from siyu.segments.models import Segment, SegmentMember, SegmentSize, WechatTagged, WechatTagLink
@@ -81,6 +81,7 @@ __all__ = [
     "Member",
     "MergeReview",
     "Message",
+    "MessageLease",
     "MessageTemplate",
     "MpSession",
     "NodeCount",

@@ -65,7 +65,7 @@ def test_send_wait_and_exit_in_order(brand: Brand) -> None:
     brand.run(NOW + dt.timedelta(days=1, seconds=1))
     e = enrolment(s, j.id, amy)
     assert (e.status, e.end_reason, e.active_key) == (EnrolmentStatus.completed, "exit", None)
-    assert outcomes(s, e.id) == [("n0", "sent"), ("n1", "waited"), ("n2", "tagged"), ("n3", "exit")]
+    assert outcomes(s, e.id) == [("n0", "queued"), ("n1", "waited"), ("n2", "tagged"), ("n3", "exit")]
     assert [t.name for t in profiles.tags(s, amy)] == ["welcomed"]
 
 

@@ -20,7 +20,7 @@ from siyu.config import get_settings
 from siyu.ingest.models import Event
 from siyu.messaging import reactions, sender
 from siyu.messaging import service as messaging
-from siyu.messaging.models import CapSlot, Channel, Message, MessageStatus, Reach
+from siyu.messaging.models import CapSlot, Channel, Message, MessageLease, MessageStatus, Reach
 from tests.channels.wechat import OaPusher, oa_event
 from tests.journeys.brand import NOW, Brand
 
@@ -128,7 +128,8 @@ def test_a_sender_that_dies_mid_call_never_sends_twice(brand: Brand) -> None:
         ids = sender.claim(s, 10, dt.datetime.now(dt.UTC), settings)
         s.commit()
     # The process dies here, after the claim and (perhaps) the call: nothing is recorded.
-    assert message(brand.session, amy).status == MessageStatus.sending
+    assert message(brand.session, amy).status == MessageStatus.queued
+    assert brand.session.execute(select(MessageLease.message_id)).scalars().all() == ids
     assert sender.run_once(factory).claimed == 0
     later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=settings.messages_lease_seconds + 1)
     with factory() as s:

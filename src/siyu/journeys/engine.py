@@ -32,6 +32,7 @@ from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.errors import SiyuError
 from siyu.journeys import definition as language
+from siyu.journeys.counts import CountKey, add_counts, count_label
 from siyu.journeys.models import (
     ACTIVE,
     PATH_LIMIT,
@@ -40,7 +41,6 @@ from siyu.journeys.models import (
     Journey,
     JourneyStatus,
     JourneyVersion,
-    NodeCount,
 )
 from siyu.loyalty import service as loyalty
 from siyu.loyalty import vouchers
@@ -68,9 +68,6 @@ ENROLMENT_UPDATE: bulk.Columns = [
     ("end_reason", "text"),
     ("path", "json"),
 ]
-# Outcomes counted at a node without being a pass through it.
-NOT_PASSES = ("goal:", "converted:", "holdout over")
-CountKey = tuple[int, int, str, str]  # journey, version, node, outcome
 
 
 @dataclass(slots=True)
@@ -131,29 +128,6 @@ class Run:
         self.record(cur, node, reason)
         cur.status, cur.ended_at, cur.end_reason = status, self.now, reason
         cur.active_key, cur.due_at, cur.wait_event = None, None, None
-
-
-def count_label(outcome: str) -> str:
-    """The outcome as counted: an error's message stays on the path, the count says "error"."""
-    return "error" if outcome.startswith("error") else outcome[:80]
-
-
-def add_counts(session: Session, counts: Counter[CountKey]) -> None:
-    """Add to the node counters (in key order, so two workers lock the rows in the same order)."""
-    rows = [
-        {"journey_id": j, "version_id": v, "node": node, "outcome": outcome, "n": n}
-        for (j, v, node, outcome), n in sorted(counts.items())
-        if n
-    ]
-    if not rows:
-        return
-    insert = pg_insert if is_postgres(session) else sqlite_insert
-    statement = insert(NodeCount).values(rows)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["version_id", "node", "outcome"], set_={"n": NodeCount.n + statement.excluded.n}
-        )
-    )
 
 
 @lru_cache(maxsize=512)
@@ -354,7 +328,7 @@ def _send(run: Run, d: language.Definition, node: language.Node, group: list[Cur
         elif o.status == "suppressed" or (o.status == "exists" and o.rule):
             run.advance(cur, node, "next", f"suppressed:{o.rule}")
         else:
-            run.advance(cur, node, "next", "sent")
+            run.advance(cur, node, "next", "queued")
 
 
 def _wait(run: Run, d: language.Definition, node: language.Node, group: list[Cursor]) -> None:

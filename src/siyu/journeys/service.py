@@ -23,7 +23,8 @@ from siyu.config import get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.errors import BadRequest, Conflict, NotFound
 from siyu.journeys import definition as language
-from siyu.journeys.engine import NOT_PASSES, definition_of
+from siyu.journeys.counts import NOT_PASSES
+from siyu.journeys.engine import definition_of
 from siyu.journeys.models import (
     ACTIVE,
     Enrolment,
@@ -425,6 +426,8 @@ def stats(session: Session, journey: Journey) -> dict[str, Any]:
         entry = node(name)
         if str(outcome).startswith("goal:"):
             entry["goal"] += int(n)
+        if str(outcome).startswith("message:"):
+            entry["messages"][str(outcome).removeprefix("message:")] = int(n)
         if str(outcome).startswith(NOT_PASSES):
             continue
         entry["passed"] += int(n)
@@ -435,9 +438,6 @@ def stats(session: Session, journey: Journey) -> dict[str, Any]:
         .group_by(Enrolment.node)
     ):
         node(name)["waiting"] = int(n)
-    for (node_id, status), n in messaging.counts_by_status(session, j).items():
-        if node_id is not None:
-            node(node_id)["messages"][status] = n
     entered = sum(int(v) for v in by_status.values())
     converted = int(by_status.get(EnrolmentStatus.converted, 0))
     return {

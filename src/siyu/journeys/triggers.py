@@ -20,6 +20,7 @@ from siyu import bulk
 from siyu.db import utcnow
 from siyu.ingest.reactors import StoredEvent
 from siyu.journeys import engine, service
+from siyu.journeys.counts import CountKey, add_counts
 from siyu.journeys.models import (
     ACTIVE,
     PATH_LIMIT,
@@ -69,7 +70,7 @@ def react(session: Session, events: Sequence[StoredEvent]) -> None:
 
 def _goals(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: dt.datetime) -> None:
     stamp = now.isoformat(timespec="seconds")
-    counts: Counter[engine.CountKey] = Counter()
+    counts: Counter[CountKey] = Counter()
     for version_id in sorted({t.version_id for t in triggers}):
         d = engine.definition_of(session, version_id)
         met: dict[int, str] = {}
@@ -116,7 +117,7 @@ def _goals(session: Session, triggers: list[Any], events: Sequence[StoredEvent],
             ],
             updates,
         )
-    engine.add_counts(session, counts)
+    add_counts(session, counts)
 
 
 def _entries(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: dt.datetime) -> None:

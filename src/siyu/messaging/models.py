@@ -6,7 +6,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.db import Base, BigIntPK, EnumText, JSONType, UTCDateTime, utcnow
@@ -82,14 +82,17 @@ class Asset(Base):
 
 
 class MessageStatus(enum.StrEnum):
-    queued = "queued"
-    sending = "sending"  # claimed by a sender; a crash leaves it here until its lease ends
+    queued = "queued"  # waiting for a sender (or in one's hands: see MessageLease)
     created = "created"  # WeCom: waiting for the associate to confirm it
     sent = "sent"  # accepted by the platform
     delivered = "delivered"  # the platform reported delivery (TEMPLATESENDJOBFINISH, WeCom sent)
     failed = "failed"
     suppressed = "suppressed"  # never sent: `rule` says which rule stopped it
     unknown = "unknown"  # a sender died mid-call; not retried, so it cannot arrive twice
+
+
+# "status = 'queued'" as a literal, so the planner uses the partial index even in a generic plan.
+QUEUED = "messages.status = 'queued'"
 
 
 class Message(Base):
@@ -101,9 +104,14 @@ class Message(Base):
 
     __tablename__ = "messages"
     __table_args__ = (
-        Index(None, "status", "available_at"),
+        # Only queued messages are claimed: sent ones leave this index (a partial index).
+        Index(
+            "ix_messages_due",
+            "available_at",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
         Index(None, "profile_id", "created_at"),
-        Index(None, "journey_id", "node"),
         Index(None, "channel", "external_id"),
     )
 
@@ -122,16 +130,29 @@ class Message(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     available_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
-    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     external_id: Mapped[str | None] = mapped_column(String(128), default=None)
     journey_id: Mapped[int | None] = mapped_column(BigIntPK, default=None)
     version_id: Mapped[int | None] = mapped_column(BigIntPK, default=None)
     node: Mapped[str | None] = mapped_column(String(64), default=None)
-    enrolment_id: Mapped[int | None] = mapped_column(BigIntPK, default=None, index=True)
+    enrolment_id: Mapped[int | None] = mapped_column(BigIntPK, default=None)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     clicked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class MessageLease(Base):
+    """A message in a sender's hands, until `until`: taken before WeChat is called, dropped after.
+
+    The primary key is what keeps two senders from taking one message. A lease that outlives its sender
+    turns the message `unknown`, never back to queued (decision 0011). A row here, not a status on the
+    message, so a claim writes one small row instead of rewriting the message and its indexes.
+    """
+
+    __tablename__ = "message_leases"
+
+    message_id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=False)
+    until: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
 class CapPeriod(enum.StrEnum):

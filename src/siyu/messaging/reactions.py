@@ -23,6 +23,7 @@ from siyu.channels.outbound.wecom import WeComClient
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.ingest.reactors import StoredEvent
+from siyu.journeys.counts import count_messages
 from siyu.messaging.models import Channel, Message, MessageStatus, Reach
 
 FOLLOW = "Official Account Followed"
@@ -118,19 +119,19 @@ def record_receipts(session: Session, events: Sequence[StoredEvent]) -> None:
             continue
         status = str(ev.properties.get("status") or "")
         ok = status == "success"
-        session.execute(
+        new = MessageStatus.delivered if ok else MessageStatus.failed
+        rows = session.execute(
             update(Message)
             .where(
                 Message.channel == Channel.oa_template,
                 Message.external_id == msgid,
                 Message.status.in_([MessageStatus.sent, MessageStatus.unknown]),
             )
-            .values(
-                status=MessageStatus.delivered if ok else MessageStatus.failed,
-                delivered_at=now if ok else None,
-                error=None if ok else f"WeChat: {status}",
-            )
-        )
+            .values(status=new, delivered_at=now if ok else None, error=None if ok else f"WeChat: {status}")
+            .returning(Message.journey_id, Message.version_id, Message.node),
+            execution_options={"synchronize_session": False},
+        ).all()
+        count_messages(session, [(*r, str(new)) for r in rows])
 
 
 def poll_wecom_confirmations(factory: sessionmaker[Session], settings: Settings | None = None) -> int:

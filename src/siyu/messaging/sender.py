@@ -1,8 +1,8 @@
 """The sender: claims queued messages, hands them to their channel, records what the platform answered.
 
-A message is claimed (status `sending`, with a lease) and committed before any call is made; the
-answers are written in a second transaction. A sender killed in between leaves its messages `sending`;
-when the lease ends they become `unknown`, not queued again: a template message has no idempotency
+A message is leased (a `message_leases` row) and committed before any call is made; the answers are
+written in a second transaction. A sender killed in between leaves its leases behind; when a lease
+ends its message becomes `unknown`, not queued again: a template message has no idempotency
 key on WeChat's side, so resending could deliver it twice, and siyu never does that (decision 0011).
 """
 
@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu import bulk
@@ -26,8 +28,9 @@ from siyu.channels.outbound.oa import OaClient
 from siyu.channels.outbound.wecom import WeComClient
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
+from siyu.journeys.counts import count_messages
 from siyu.messaging import service
-from siyu.messaging.models import Asset, Channel, Message, MessageStatus, Reach
+from siyu.messaging.models import QUEUED, Asset, Channel, Message, MessageLease, MessageStatus, Reach
 
 log = structlog.get_logger(__name__)
 # Answers that mean this customer cannot receive on this address: not retried, and reach is updated.
@@ -238,47 +241,66 @@ class SendRun:
 
 
 def expire_leases(session: Session, now: dt.datetime) -> int:
-    """Messages whose sender died mid-call become unknown (never resent); returns how many."""
-    result = session.execute(
+    """Messages whose sender died mid-call become unknown (never resent); returns how many. Flushes."""
+    ids = [
+        int(i)
+        for i in session.execute(select(MessageLease.message_id).where(MessageLease.until < now)).scalars()
+    ]
+    if not ids:
+        return 0
+    rows = session.execute(
         update(Message)
-        .where(Message.status == MessageStatus.sending, Message.lease_until < now)
+        .where(bulk.matches(session, Message.id, ids), Message.status == MessageStatus.queued)
         .values(status=MessageStatus.unknown, error="the sender stopped before recording the answer")
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        .returning(Message.journey_id, Message.version_id, Message.node),
+        execution_options={"synchronize_session": False},
+    ).all()
+    session.execute(delete(MessageLease).where(bulk.matches(session, MessageLease.message_id, ids)))
+    count_messages(session, [(*r, str(MessageStatus.unknown)) for r in rows])
+    return len(rows)
 
 
 def claim(session: Session, limit: int, now: dt.datetime, settings: Settings) -> list[int]:
-    """Take up to limit due queued messages for this sender: status sending, with a lease. Flushes."""
+    """Lease up to limit due queued messages to this sender; returns their ids. Flushes.
+
+    On PostgreSQL the candidates are locked with SKIP LOCKED, and the lease's primary key settles the
+    rare race where another sender read them just before this one committed: it keeps only the leases
+    it inserted.
+    """
+    leased = select(MessageLease.message_id).where(MessageLease.message_id == Message.id)
     statement = (
         select(Message.id)
-        .where(Message.status == MessageStatus.queued, Message.available_at <= now)
+        .where(text(QUEUED), Message.available_at <= now, ~leased.exists())
         .order_by(Message.available_at, Message.id)
         .limit(limit)
     )
     if is_postgres(session):
         statement = statement.with_for_update(skip_locked=True)
     ids = [int(i) for i in session.execute(statement).scalars()]
-    if ids:
-        lease = now + dt.timedelta(seconds=settings.messages_lease_seconds)
-        session.execute(
-            update(Message)
-            .where(bulk.matches(session, Message.id, ids), Message.status == MessageStatus.queued)
-            .values(status=MessageStatus.sending, lease_until=lease, attempts=Message.attempts + 1),
-            execution_options={"synchronize_session": False},
-        )
-    return ids
+    if not ids:
+        return []
+    until = now + dt.timedelta(seconds=settings.messages_lease_seconds)
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    taken = session.execute(
+        insert(MessageLease)
+        .values([{"message_id": i, "until": until} for i in ids])
+        .on_conflict_do_nothing()
+        .returning(MessageLease.message_id)
+    ).scalars()
+    return sorted(int(i) for i in taken)
 
 
 def deliver(session: Session, ids: Sequence[int], *, now: dt.datetime, settings: Settings) -> SendRun:
-    """Send the claimed messages and record each answer; flushes, the caller commits."""
+    """Send the leased messages and record each answer; flushes, the caller commits."""
     run = SendRun(claimed=len(ids))
     messages = list(
-        session.execute(select(Message).where(bulk.matches(session, Message.id, list(ids)))).scalars()
+        session.execute(
+            select(Message).where(bulk.matches(session, Message.id, list(ids)), text(QUEUED))
+        ).scalars()
     )
     by_channel: dict[Channel, list[Message]] = {}
     for m in messages:
-        if m.status == MessageStatus.sending:
-            by_channel.setdefault(Channel(m.channel), []).append(m)
+        by_channel.setdefault(Channel(m.channel), []).append(m)
     clients = Clients(session, settings)
     results: dict[int, Result] = {}
     try:
@@ -291,19 +313,20 @@ def deliver(session: Session, ids: Sequence[int], *, now: dt.datetime, settings:
         clients.close()
     rows: list[tuple[Any, ...]] = []
     released: list[str] = []
+    counted: list[tuple[int | None, int | None, str | None, str]] = []
     for m in messages:
         r = results.get(m.id)
         if r is None:
             continue
-        status, available, error = r.status, m.available_at, r.error
+        status, available, error, attempts = r.status, m.available_at, r.error, m.attempts + 1
         if status is None:
-            if m.attempts >= settings.messages_max_attempts:
+            if attempts >= settings.messages_max_attempts:
                 status = MessageStatus.failed
                 run.failed += 1
             else:
                 status = MessageStatus.queued
                 # Back off 30 s, 60 s, 2 min … so a platform outage is not hammered.
-                available = now + dt.timedelta(seconds=30 * 2 ** (m.attempts - 1))
+                available = now + dt.timedelta(seconds=30 * 2 ** (attempts - 1))
                 run.retried += 1
         elif status == MessageStatus.failed:
             run.failed += 1
@@ -311,8 +334,10 @@ def deliver(session: Session, ids: Sequence[int], *, now: dt.datetime, settings:
             run.sent += 1
         if status == MessageStatus.failed:
             released.append(m.idempotency_key)
+        if status != MessageStatus.queued:
+            counted.append((m.journey_id, m.version_id, m.node, str(status)))
         sent_at = now if status in (MessageStatus.sent, MessageStatus.created) else None
-        rows.append((m.id, str(status), r.external_id, error, sent_at, available))
+        rows.append((m.id, str(status), r.external_id, error, sent_at, available, attempts))
     bulk.update_rows(
         session,
         "messages",
@@ -322,10 +347,13 @@ def deliver(session: Session, ids: Sequence[int], *, now: dt.datetime, settings:
             ("error", "text"),
             ("sent_at", "ts"),
             ("available_at", "ts"),
+            ("attempts", "int"),
         ],
         rows,
     )
+    session.execute(delete(MessageLease).where(bulk.matches(session, MessageLease.message_id, list(ids))))
     service.release(session, released)
+    count_messages(session, counted)
     return run
 
 

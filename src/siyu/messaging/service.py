@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, func, select, tuple_
+from sqlalchemy import and_, delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -581,16 +581,6 @@ def list_messages(
     if status is not None:
         statement = statement.where(Message.status == status)
     return session.execute(statement.order_by(Message.id.desc()).limit(limit)).scalars().all()
-
-
-def counts_by_status(session: Session, journey_id: int) -> dict[tuple[str | None, str], int]:
-    """(node, status) -> messages of a journey."""
-    rows = session.execute(
-        select(Message.node, Message.status, func.count())
-        .where(Message.journey_id == journey_id)
-        .group_by(Message.node, Message.status)
-    )
-    return {(node, str(status)): int(n) for node, status, n in rows}
 
 
 def preview(session: Session, template: MessageTemplate, profile_id: int) -> dict[str, Any]:
