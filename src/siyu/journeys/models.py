@@ -103,6 +103,7 @@ class Enrolment(Base):
         Index(
             "ix_journey_enrolments_due",
             "due_at",
+            "id",
             postgresql_where=text("status = 'active'"),
             sqlite_where=text("status = 'active'"),
         ),

@@ -108,6 +108,7 @@ class Message(Base):
         Index(
             "ix_messages_due",
             "available_at",
+            "id",
             postgresql_where=text("status = 'queued'"),
             sqlite_where=text("status = 'queued'"),
         ),

@@ -16,8 +16,6 @@ from typing import Any
 import httpx
 import structlog
 from sqlalchemy import delete, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu import bulk
@@ -265,29 +263,31 @@ def claim(session: Session, limit: int, now: dt.datetime, settings: Settings) ->
 
     On PostgreSQL the candidates are locked with SKIP LOCKED, and the lease's primary key settles the
     rare race where another sender read them just before this one committed: it keeps only the leases
-    it inserted.
+    it inserted. On SQLite the transaction holds the write lock from its start: no race.
     """
-    leased = select(MessageLease.message_id).where(MessageLease.message_id == Message.id)
-    statement = (
-        select(Message.id)
-        .where(text(QUEUED), Message.available_at <= now, ~leased.exists())
-        .order_by(Message.available_at, Message.id)
-        .limit(limit)
+    until = bulk.bind_time(session, now + dt.timedelta(seconds=settings.messages_lease_seconds))
+    due = bulk.bind_time(session, now)
+    candidates = (
+        f"SELECT m.id FROM messages AS m WHERE {QUEUED.replace('messages.', 'm.')} AND m.available_at <= %(due)s "
+        "AND NOT EXISTS (SELECT 1 FROM message_leases AS l WHERE l.message_id = m.id) "
+        "ORDER BY m.available_at, m.id LIMIT %(limit)s"
     )
+    conn = bulk.driver_connection(session)
     if is_postgres(session):
-        statement = statement.with_for_update(skip_locked=True)
-    ids = [int(i) for i in session.execute(statement).scalars()]
-    if not ids:
-        return []
-    until = now + dt.timedelta(seconds=settings.messages_lease_seconds)
-    insert = pg_insert if is_postgres(session) else sqlite_insert
-    taken = session.execute(
-        insert(MessageLease)
-        .values([{"message_id": i, "until": until} for i in ids])
-        .on_conflict_do_nothing()
-        .returning(MessageLease.message_id)
-    ).scalars()
-    return sorted(int(i) for i in taken)
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"WITH c AS ({candidates} FOR UPDATE OF m SKIP LOCKED) "
+                "INSERT INTO message_leases (message_id, until) SELECT id, %(until)s FROM c "
+                "ON CONFLICT DO NOTHING RETURNING message_id",
+                {"due": due, "limit": limit, "until": until},
+            )
+            return sorted(int(r[0]) for r in cursor.fetchall())
+    query = candidates.replace("%(due)s", "?").replace("%(limit)s", "?")
+    ids = [int(r[0]) for r in conn.execute(query, (due, limit)).fetchall()]
+    conn.executemany(
+        "INSERT INTO message_leases (message_id, until) VALUES (?, ?)", [(i, until) for i in ids]
+    )
+    return ids
 
 
 def deliver(session: Session, ids: Sequence[int], *, now: dt.datetime, settings: Settings) -> SendRun:

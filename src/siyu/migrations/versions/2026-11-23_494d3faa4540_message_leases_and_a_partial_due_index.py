@@ -38,7 +38,7 @@ def upgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_messages_status"))
         batch_op.create_index(
             "ix_messages_due",
-            ["available_at"],
+            ["available_at", "id"],
             unique=False,
             postgresql_where=sa.text("status = 'queued'"),
             sqlite_where=sa.text("status = 'queued'"),

@@ -32,7 +32,7 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             "ix_journey_enrolments_due",
-            ["due_at"],
+            ["due_at", "id"],
             unique=False,
             postgresql_where=sa.text("status = 'active'"),
             sqlite_where=sa.text("status = 'active'"),
