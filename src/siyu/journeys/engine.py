@@ -150,6 +150,13 @@ def definition_of(session: Session, version_id: int) -> language.Definition:
 def claim(session: Session, limit: int, now: dt.datetime) -> list[Cursor]:
     """Due enrolments of running journeys, locked for this worker on PostgreSQL (others skip them)."""
     e = Enrolment
+    running = [
+        int(i)
+        for i in session.execute(select(Journey.id).where(Journey.status == JourneyStatus.active)).scalars()
+    ]
+    if not running:
+        return []
+    # No join: the claim walks the partial index in its order and stops at `limit` rows.
     statement = (
         select(
             e.id,
@@ -166,8 +173,7 @@ def claim(session: Session, limit: int, now: dt.datetime) -> list[Cursor]:
             e.context,
             e.path,
         )
-        .join(Journey, Journey.id == e.journey_id)
-        .where(text(ACTIVE), e.due_at <= now, Journey.status == JourneyStatus.active)
+        .where(text(ACTIVE), e.due_at <= now, e.journey_id.in_(running))
         .order_by(e.due_at, e.id)
         .limit(limit)
     )

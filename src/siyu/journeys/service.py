@@ -352,7 +352,12 @@ def enrol_segment(
         ),
         {"j": journey.id, "v": version.id, "start": d.start, "now": now, "key": entry_key, "s": segment_id},
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    entered = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if entered > 10_000 and is_postgres(session):
+        # A broadcast just wrote most of the table: without fresh statistics the planner would sort every
+        # due enrolment for each batch the workers claim, until autovacuum's next analyze.
+        session.execute(text("ANALYZE journey_enrolments"))
+    return entered
 
 
 def remove(session: Session, journey: Journey, profile_id: int) -> int:
