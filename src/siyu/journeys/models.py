@@ -116,8 +116,10 @@ class Enrolment(Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    journey_id: Mapped[int] = mapped_column(ForeignKey("journeys.id"))
-    version_id: Mapped[int] = mapped_column(ForeignKey("journey_versions.id"))
+    # Journeys and versions are never deleted (archived), and a foreign key here would lock their row once
+    # per enrolment written: a broadcast writes a million (decision 0011).
+    journey_id: Mapped[int] = mapped_column(BigIntPK)
+    version_id: Mapped[int] = mapped_column(BigIntPK)
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"))
     node: Mapped[str] = mapped_column(String(64))
     status: Mapped[EnrolmentStatus] = mapped_column(EnumText(EnrolmentStatus, 16))

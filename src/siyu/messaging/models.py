@@ -98,8 +98,8 @@ QUEUED = "messages.status = 'queued'"
 class Message(Base):
     """One message to one customer; its idempotency key makes a retried step queue it once.
 
-    Written a million at a time by a broadcast: the customer and the template are foreign keys; the
-    journey, version, enrolment and account it came from are recorded without one (decision 0011).
+    Written a million at a time by a broadcast: only the customer is a foreign key; the template, journey,
+    version, enrolment and account it came from are recorded without one (decision 0011).
     """
 
     __tablename__ = "messages"
@@ -118,7 +118,8 @@ class Message(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
-    template_id: Mapped[int] = mapped_column(ForeignKey("message_templates.id"))
+    # Templates are never deleted; a foreign key would lock the template's row once per message written.
+    template_id: Mapped[int] = mapped_column(BigIntPK)
     channel: Mapped[Channel] = mapped_column(EnumText(Channel, 16))
     account_id: Mapped[int | None] = mapped_column(BigIntPK, default=None)
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"))
@@ -185,7 +186,8 @@ class CapSlot(Base):
     __table_args__ = (UniqueConstraint("profile_id", "cap", "window", "n"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"))
+    # A counter, not a reference: no foreign key to check for each of a broadcast's slots.
+    profile_id: Mapped[int] = mapped_column(BigIntPK)
     cap: Mapped[str] = mapped_column(String(60))
     window: Mapped[str] = mapped_column(String(16))
     n: Mapped[int] = mapped_column(Integer)
