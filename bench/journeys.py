@@ -17,6 +17,7 @@ For each engine (PostgreSQL, SQLite) the benchmark
 3. send: the sender (`sender.run_once`, `messages_batch_size` per claim) with the channel adapter replaced
    by a no-op that answers "sent" for every message, until nothing is queued: messages per second
    (target >= 10,000/s);
+   `--workers N` runs N engine processes side by side (as N `siyu worker` processes would);
 4. the limit, measured in the same run: the same number of rows inserted raw into `messages` (the
    columns the engine writes) with `siyu.bulk.insert_rows` (COPY on PostgreSQL, executemany on SQLite) in
    one transaction, rolled back.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
+import multiprocessing
 import os
 import platform
 import sys
@@ -194,7 +196,21 @@ def load(factory: sessionmaker[Session], n: int) -> dict[str, int]:
     return ids_out
 
 
-def plan(factory: sessionmaker[Session], segment_id: int, n: int) -> float:
+def _plan_worker(url: str) -> None:
+    """One `siyu worker` process of the plan phase: moves due enrolments until none is left."""
+    eng = db.create_db_engine(url)
+    db.set_engine(eng)
+    factory = db.get_sessionmaker()
+    while True:
+        with factory() as s:
+            moved = engine.run_due(s, now=NOON)
+            s.commit()
+        if not moved:
+            break
+    eng.dispose()
+
+
+def plan(factory: sessionmaker[Session], segment_id: int, n: int, workers: int = 1, url: str = "") -> float:
     definition = {
         "entry": {"type": "segment", "segment_id": segment_id, "include_existing": True},
         "start": "send",
@@ -211,6 +227,17 @@ def plan(factory: sessionmaker[Session], segment_id: int, n: int) -> float:
     if published.enrolled != n:
         raise BenchError(f"enrolled {published.enrolled:,}, expected {n:,}")
     say(f"  enrolled {n:,} in {time.perf_counter() - started:.1f} s")
+    if workers > 1:
+        # Separate processes, as `siyu worker` scales out: they share the enrolments with SKIP LOCKED.
+        ctx = multiprocessing.get_context("fork")
+        procs = [ctx.Process(target=_plan_worker, args=(url,)) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        if any(p.exitcode for p in procs):
+            raise BenchError(f"a plan worker failed: exit codes {[p.exitcode for p in procs]}")
+        return time.perf_counter() - started
     done = 0
     with console.status("planning") as status:
         while True:
@@ -306,7 +333,7 @@ def run(kind: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             ids = load(factory, args.customers)
             load_s = time.perf_counter() - t
             say(f"  loaded in {load_s:.1f} s")
-            plan_s = plan(factory, ids["segment"], args.customers)
+            plan_s = plan(factory, ids["segment"], args.customers, args.workers, database.url)
             say(f"  planned in {plan_s:.1f} s")
             send_s = send(factory, args.customers)
             say(f"  sent in {send_s:.1f} s")
@@ -323,6 +350,7 @@ def run(kind: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "engine": kind,
         "customers": n,
         "batch": args.batch,
+        "workers": args.workers,
         "load_s": round(load_s, 1),
         "plan_s": round(plan_s, 1),
         "plan_per_s": round(n / plan_s),
@@ -344,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--engines", default="postgresql,sqlite")
+    parser.add_argument("--workers", type=int, default=1, help="engine processes in the plan phase")
     parser.add_argument(
         "--batch",
         type=int,

@@ -22,7 +22,9 @@ CountKey = tuple[int, int, str, str]  # journey, version, node, outcome
 
 def count_label(outcome: str) -> str:
     """The outcome as counted: an error's message stays on the path, the count says "error"."""
-    return "error" if outcome.startswith("error") else outcome[:80]
+    if outcome.startswith("error"):
+        return "error"
+    return outcome if len(outcome) <= 80 else outcome[:80]
 
 
 def add_counts(session: Session, counts: Counter[CountKey]) -> None:

@@ -102,11 +102,15 @@ class Run:
     names: dict[int, str]
     moving: list[Cursor] = field(default_factory=list)
     counts: Counter[CountKey] = field(default_factory=Counter)
+    stamp: str = ""
+
+    def __post_init__(self) -> None:
+        self.stamp = self.now.isoformat(timespec="seconds")
 
     def record(self, cur: Cursor, node: str, outcome: str) -> None:
         """The customer left node with outcome: counted for the node, kept on her path."""
         self.counts[(cur.journey_id, cur.version_id, node, count_label(outcome))] += 1
-        cur.path.append([node, outcome[:300], self.now.isoformat(timespec="seconds")])
+        cur.path.append([node, outcome if len(outcome) <= 300 else outcome[:300], self.stamp])
 
     def advance(self, cur: Cursor, node: language.Node, branch: str, outcome: str) -> None:
         """The customer passed node (with outcome) and moves on along branch, now."""
@@ -179,23 +183,24 @@ def claim(session: Session, limit: int, now: dt.datetime) -> list[Cursor]:
     )
     if is_postgres(session):
         statement = statement.with_for_update(skip_locked=True, of=e)
+    # Positional, not by name: a batch builds a thousand of these.
     return [
         Cursor(
-            id=r.id,
-            journey_id=r.journey_id,
-            version_id=r.version_id,
-            profile_id=r.profile_id,
-            node=r.node,
-            due_at=r.due_at,
-            wait_event=r.wait_event,
-            woken=bool(r.woken),
-            variant=r.variant,
-            steps=r.steps,
-            active_key=r.active_key,
-            context=dict(r.context or {}),
-            path=list(r.path or []),
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            bool(r[7]),
+            r[8],
+            r[9],
+            r[10],
+            dict(r[11] or {}),
+            list(r[12] or []),
         )
-        for r in session.execute(statement)
+        for r in session.execute(statement).tuples()
     ]
 
 
