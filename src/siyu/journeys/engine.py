@@ -200,7 +200,7 @@ def claim(session: Session, limit: int, now: dt.datetime) -> list[Cursor]:
             dict(r[11] or {}),
             list(r[12] or []),
         )
-        for r in session.execute(statement).tuples()
+        for r in session.execute(statement)
     ]
 
 
