@@ -116,11 +116,12 @@ class Enrolment(Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
-    # Journeys and versions are never deleted (archived), and a foreign key here would lock their row once
-    # per enrolment written: a broadcast writes a million (decision 0011).
+    # No foreign keys: each would lock its parent row (FOR KEY SHARE, a write to the customer's row) once
+    # per enrolment, and a broadcast writes a million (decision 0011). Journeys, versions and profiles
+    # are never deleted (archived, merged).
     journey_id: Mapped[int] = mapped_column(BigIntPK)
     version_id: Mapped[int] = mapped_column(BigIntPK)
-    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"))
+    profile_id: Mapped[int] = mapped_column(BigIntPK)
     node: Mapped[str] = mapped_column(String(64))
     status: Mapped[EnrolmentStatus] = mapped_column(EnumText(EnrolmentStatus, 16))
     due_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)

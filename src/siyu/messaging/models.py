@@ -98,8 +98,8 @@ QUEUED = "messages.status = 'queued'"
 class Message(Base):
     """One message to one customer; its idempotency key makes a retried step queue it once.
 
-    Written a million at a time by a broadcast: only the customer is a foreign key; the template, journey,
-    version, enrolment and account it came from are recorded without one (decision 0011).
+    Written a million at a time by a broadcast, so without foreign keys: each would lock its parent row
+    (the customer's, the template's) once per message (decision 0011).
     """
 
     __tablename__ = "messages"
@@ -118,11 +118,10 @@ class Message(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
-    # Templates are never deleted; a foreign key would lock the template's row once per message written.
     template_id: Mapped[int] = mapped_column(BigIntPK)
     channel: Mapped[Channel] = mapped_column(EnumText(Channel, 16))
     account_id: Mapped[int | None] = mapped_column(BigIntPK, default=None)
-    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"))
+    profile_id: Mapped[int] = mapped_column(BigIntPK)
     recipient: Mapped[str | None] = mapped_column(String(255), default=None)
     # The associate who sends it (WeCom userid).
     sender: Mapped[str | None] = mapped_column(String(64), default=None)
