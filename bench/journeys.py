@@ -17,7 +17,8 @@ For each engine (PostgreSQL, SQLite) the benchmark
 3. send: the sender (`sender.run_once`, `messages_batch_size` per claim) with the channel adapter replaced
    by a no-op that answers "sent" for every message, until nothing is queued: messages per second
    (target >= 10,000/s);
-   `--workers N` runs N engine processes side by side (as N `siyu worker` processes would);
+   `--workers N` runs N engine processes side by side (as N `siyu worker` processes would), and N
+   senders in step 3;
 4. the limit, measured in the same run: the same number of rows inserted raw into `messages` (the
    columns the engine writes) with `siyu.bulk.insert_rows` (COPY on PostgreSQL, executemany on SQLite) in
    one transaction, rolled back.
@@ -256,9 +257,30 @@ def noop(clients: sender.Clients, messages: Sequence[Message]) -> dict[int, send
     return {m.id: sender.Result(MessageStatus.sent, external_id=None) for m in messages}
 
 
-def send(factory: sessionmaker[Session], n: int) -> float:
+def _send_worker(url: str) -> None:
+    """One sender process: sends until nothing is queued."""
+    sender.ADAPTERS[Channel.oa_template] = noop
+    eng = db.create_db_engine(url)
+    db.set_engine(eng)
+    factory = db.get_sessionmaker()
+    while sender.run_once(factory, now=NOON + dt.timedelta(minutes=1)).claimed:
+        pass
+    eng.dispose()
+
+
+def send(factory: sessionmaker[Session], n: int, workers: int = 1, url: str = "") -> float:
     sender.ADAPTERS[Channel.oa_template] = noop
     started = time.perf_counter()
+    if workers > 1:
+        ctx = multiprocessing.get_context("fork")
+        procs = [ctx.Process(target=_send_worker, args=(url,)) for _ in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        if any(p.exitcode for p in procs):
+            raise BenchError(f"a sender failed: exit codes {[p.exitcode for p in procs]}")
+        return time.perf_counter() - started
     total = 0
     with console.status("sending") as status:
         while True:
@@ -335,7 +357,7 @@ def run(kind: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             say(f"  loaded in {load_s:.1f} s")
             plan_s = plan(factory, ids["segment"], args.customers, args.workers, database.url)
             say(f"  planned in {plan_s:.1f} s")
-            send_s = send(factory, args.customers)
+            send_s = send(factory, args.customers, args.workers, database.url)
             say(f"  sent in {send_s:.1f} s")
             check(factory, args.customers)
             with factory() as s:
@@ -372,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--engines", default="postgresql,sqlite")
-    parser.add_argument("--workers", type=int, default=1, help="engine processes in the plan phase")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (engine, then sender)")
     parser.add_argument(
         "--batch",
         type=int,
