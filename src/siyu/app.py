@@ -53,7 +53,7 @@ def mount_fake_wechat(app: FastAPI, settings: Settings) -> None:
             ).scalar_one_or_none()
             return channels_service.credentials(account).secret if account is not None else None
 
-    app.mount("/_fake/wechat", create_fake_app(FakeState(lookup=lookup)))
+    app.mount("/_fake/wechat", create_fake_app(FakeState(lookup=lookup, accept_any_user=True)))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -40,7 +40,9 @@ class FakeState:
     )  # (api, body) of what was "delivered"
     calls: list[str] = field(default_factory=list)
     fail_next: list[tuple[int, str]] = field(default_factory=list)  # errcodes to answer next, in order
-    kefu_open: set[str] = field(default_factory=set)  # openids that wrote to the account within 48 h
+    kefu_open: set[str] = field(default_factory=set)
+    # The demo: every openid follows (messages to the demo's generated customers are accepted).
+    accept_any_user: bool = False  # openids that wrote to the account within 48 h
     mass_jobs: dict[str, int] = field(default_factory=dict)  # clientmsgid -> msg_id
     tags: dict[int, dict[str, Any]] = field(default_factory=dict)  # tag id -> {"name", "openids"}
     group_msgs: dict[str, dict[str, Any]] = field(
@@ -168,7 +170,7 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
         if (denied := check(request, "message/template/send")) is not None:
             return denied
         body = await request.json()
-        if body.get("touser") not in fake.users:
+        if body.get("touser") not in fake.users and not fake.accept_any_user:
             return _err(40003)
         fake.sent.append(("message/template/send", body))
         return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": 200000000 + len(fake.sent)})

@@ -31,9 +31,11 @@ from siyu.demo import channels as demo_channels
 from siyu.demo import loyalty as demo_loyalty
 from siyu.demo import org, population, story
 from siyu.demo.channels import DemoChannels
+from siyu.demo.journeys import ensure_journeys
 from siyu.demo.population import Event
 from siyu.demo.segments import ensure_segments, replay_lifecycle
 from siyu.ingest.service import ingest_batch
+from siyu.journeys.tasks import run_engine
 from siyu.loyalty.tasks import run_scheduled
 
 BATCH_SIZE = 500
@@ -139,11 +141,15 @@ def run(*, customers: int, seed: int, console: Console | None = None) -> DemoRes
     with factory() as session:
         staged = replay_lifecycle(session)
         made = ensure_segments(session)
+        flows = ensure_journeys(session)
         session.commit()
+    # The journeys' first steps, as `siyu worker` takes them (messages go out once the server runs).
+    moved = run_engine(factory)
     if console:
         stages = ", ".join(f"{n:,} {stage}" for stage, n in staged.by_stage.items())
         console.print(f"lifecycle: {stages}")
         console.print("segments: " + ", ".join(f"{s.name} ({s.size:,})" for s in made))
+        console.print(f"journeys: {', '.join(j.name for j in flows)}; {moved:,} customer(s) moved")
     seconds = time.perf_counter() - started
     if console:
         again = f", {duplicates:,} already stored" if duplicates else ""

@@ -373,5 +373,5 @@ def run_once(
         run = deliver(session, ids, now=max(now, utcnow()), settings=settings)
         session.commit()
     run.lost = lost
-    log.info("messages.sent", claimed=run.claimed, sent=run.sent, failed=run.failed, retried=run.retried)
+    log.debug("messages.sent", claimed=run.claimed, sent=run.sent, failed=run.failed, retried=run.retried)
     return run
