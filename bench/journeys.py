@@ -406,7 +406,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("SIYU_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     args = parser.parse_args(argv)
+    import logging
+
     import orjson
+    import structlog
+
+    # stdout carries the JSON line alone: the sender's and engine's logs stay quiet below warnings.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     with tempfile.TemporaryDirectory(prefix="siyu-bench-journeys-") as tmp:
         for kind in [e.strip() for e in args.engines.split(",") if e.strip()]:

@@ -177,7 +177,9 @@ def claim(session: Session, limit: int, now: dt.datetime) -> list[Cursor]:
             e.context,
             e.path,
         )
-        .where(text(ACTIVE), e.due_at <= now, e.journey_id.in_(running))
+        # "journey_id + 0": SQLite would otherwise search the journey's unique index and sort every due
+        # enrolment for each batch; written so, it walks the due index in order and stops at `limit`.
+        .where(text(ACTIVE), e.due_at <= now, (e.journey_id + 0).in_(running))
         .order_by(e.due_at, e.id)
         .limit(limit)
     )
