@@ -102,6 +102,7 @@ class Brand:
         account = {
             Channel.oa_template: self.oa,
             Channel.oa_kefu: self.oa,
+            Channel.oa_mass: self.oa,
             Channel.mp_subscribe: self.mp,
             Channel.wecom_1to1: self.wecom,
             Channel.wecom_mass: self.wecom,

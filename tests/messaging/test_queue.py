@@ -240,3 +240,36 @@ def test_a_replayed_request_is_not_queued_twice(brand: Brand) -> None:
     assert queue(brand, "Hello", [amy])[0].status == "exists"
     assert brand.session.execute(select(func.count()).select_from(Message)).scalar_one() == 1
     assert brand.session.execute(select(Message.status)).scalar_one() == MessageStatus.queued
+
+
+def test_official_account_mass_pushes_per_follower(brand: Brand) -> None:
+    """A service account reaches each follower 4 times a calendar month, a subscription account once a day."""
+    from siyu.channels import service as channels
+    from siyu.channels.models import ChannelKind, OaType
+
+    amy = brand.follower("amy")
+    brand.template("Push", Channel.oa_mass, text="The autumn collection is in")
+    results = [queue(brand, "Push", [amy], key=f"p{i}")[0] for i in range(5)]
+    assert [r.status for r in results] == ["queued"] * 4 + ["suppressed"]
+    assert results[4].rule == "cap:Official Account mass push 4/month"
+    assert queue(brand, "Push", [amy], key="next-month", now=NOW + dt.timedelta(days=8))[0].status == "queued"
+    news = channels.create_account(
+        brand.session,
+        kind=ChannelKind.oa,
+        name="tos-news",
+        app_id="wxnews0001",
+        secret="news-secret",
+        token="newstoken",
+        oa_type=OaType.subscription,
+    )
+    brand.api.send(
+        event(userId="amy", event="Official Account Followed", context=oa_context("o-amy-news", "tos-news"))
+    )
+    messaging.create_template(
+        brand.session, name="Daily", channel=Channel.oa_mass, account_id=news.id, body={"text": "Today"}
+    )
+    daily = [queue(brand, "Daily", [amy], key=f"d{i}")[0] for i in range(2)]
+    assert [(d.status, d.rule) for d in daily] == [
+        ("queued", None),
+        ("suppressed", "cap:Official Account mass push 1/day"),
+    ]

@@ -246,3 +246,19 @@ def test_tracked_links_record_the_first_click_and_redirect(brand: Brand) -> None
         follow_redirects=False,
     )
     assert forged.status_code == 404
+
+
+def test_mass_pushes_go_out_as_one_job_per_text_and_a_lone_follower_waits(brand: Brand) -> None:
+    amy, bea, cai = brand.follower("amy"), brand.follower("bea"), brand.follower("cai")
+    brand.template("Push", Channel.oa_mass, text="The autumn collection is in")
+    queue(brand, "Push", [amy, bea])
+    sender.run_once(db.get_sessionmaker())
+    jobs = [b for a, b in brand.fake.sent if a.startswith("message/mass/")]
+    assert len(jobs) == 1 and sorted(jobs[0]["touser"]) == ["o-amy", "o-bea"]
+    assert jobs[0]["text"] == {"content": "The autumn collection is in"} and jobs[0]["clientmsgid"]
+    assert message(brand.session, amy).status == MessageStatus.sent
+    assert message(brand.session, amy).external_id == message(brand.session, bea).external_id
+    # WeChat takes no job of one follower: Cai's waits (with back-off) for others to join it.
+    queue(brand, "Push", [cai], key="later")
+    run = sender.run_once(db.get_sessionmaker())
+    assert run.retried == 1 and message(brand.session, cai).status == MessageStatus.queued

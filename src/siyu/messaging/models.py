@@ -17,6 +17,9 @@ class Channel(enum.StrEnum):
 
     oa_template = "oa_template"  # Official Account template message (service notifications)
     oa_kefu = "oa_kefu"  # Official Account customer-service message, inside the 48-hour window
+    oa_mass = (
+        "oa_mass"  # Official Account mass push (4 a month per follower; 1 a day on a subscription account)
+    )
     mp_subscribe = "mp_subscribe"  # Mini Program subscribe message (one per acceptance)
     wecom_1to1 = "wecom_1to1"  # a WeCom message from the customer's associate, confirmed by them
     wecom_mass = "wecom_mass"  # a WeCom company mass message, confirmed by the associate

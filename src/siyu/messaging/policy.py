@@ -12,6 +12,7 @@ import zoneinfo
 from dataclasses import dataclass
 from functools import lru_cache
 
+from siyu.channels.models import ChannelAccount, OaType
 from siyu.config import Settings
 from siyu.messaging.models import WECOM_CHANNELS, CapPeriod, Channel, FrequencyCap, Purpose
 
@@ -35,9 +36,24 @@ def parse_cap(raw: str) -> tuple[int, CapPeriod]:
         raise ValueError(f"{raw!r}: expected n/day, n/week or n/month") from None
 
 
-def caps_for(channel: Channel, purpose: Purpose, brand: list[FrequencyCap], settings: Settings) -> list[Cap]:
+def caps_for(
+    channel: Channel,
+    purpose: Purpose,
+    brand: list[FrequencyCap],
+    settings: Settings,
+    *,
+    account: ChannelAccount | None = None,
+) -> list[Cap]:
     """The calendar caps a message of this channel and purpose counts against, platform's first."""
     caps: list[Cap] = []
+    if channel == Channel.oa_mass and account is not None:
+        # WeChat's rule per follower and account (wechat-protocol.md §4).
+        if account.oa_type == OaType.subscription:
+            caps.append(Cap(f"oa_mass:{account.id}", "Official Account mass push 1/day", 1, CapPeriod.day))
+        else:
+            caps.append(
+                Cap(f"oa_mass:{account.id}", "Official Account mass push 4/month", 4, CapPeriod.month)
+            )
     if channel in WECOM_CHANNELS:
         # WeChat caps company mass messages per customer, whichever associate sends them.
         limit, period = parse_cap(settings.wecom_mass_cap)

@@ -219,9 +219,45 @@ def _sms(clients: Clients, m: Message) -> Result:
     return Result(MessageStatus.sent, external_id=str(body.get("id") or "") or None)
 
 
+def _oa_mass(clients: Clients, messages: Sequence[Message]) -> dict[int, Result]:
+    """mass/send by openid: one job per account and identical text, 2 to 10,000 followers each.
+
+    WeChat refuses a job of one follower: a lone message waits for company (the next batch) and fails only
+    after its last attempt. `clientmsgid` (the messages' ids) makes a retried job a no-op on WeChat's side.
+    """
+    out: dict[int, Result] = {}
+    groups: dict[tuple[int | None, str], list[Message]] = {}
+    for m in messages:
+        groups.setdefault((m.account_id, str(m.content.get("text") or "")), []).append(m)
+    for (account_id, text_), group in groups.items():
+        if len(group) < 2:
+            out[group[0].id] = Result(
+                None, error="a mass push needs at least two followers: waiting for others"
+            )
+            continue
+        client: OaClient = clients.get(account_id, OaClient)
+        for start in range(0, len(group), 10_000):
+            chunk = group[start : start + 10_000]
+            client_msg_id = f"{chunk[0].id}-{chunk[-1].id}-{len(chunk)}"
+            try:
+                answer = client.mass_send(
+                    client_msg_id=client_msg_id, openids=[str(m.recipient) for m in chunk], text=text_
+                )
+            except WeChatError as exc:
+                out.update({m.id: _wechat_failure(clients, m, exc) for m in chunk})
+                continue
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                out.update({m.id: Result(None, error=f"{type(exc).__name__}: {exc}") for m in chunk})
+                continue
+            msg_id = str(answer.get("msg_id") or "")
+            out.update({m.id: Result(MessageStatus.sent, external_id=msg_id) for m in chunk})
+    return out
+
+
 ADAPTERS: dict[Channel, Adapter] = {
     Channel.oa_template: _each(_oa_template),
     Channel.oa_kefu: _each(_oa_kefu),
+    Channel.oa_mass: _oa_mass,
     Channel.mp_subscribe: _each(_mp_subscribe),
     Channel.wecom_1to1: _wecom,
     Channel.wecom_mass: _wecom,

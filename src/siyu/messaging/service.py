@@ -43,6 +43,7 @@ from siyu.profiles.models import Consent, Profile
 ACCOUNT_KIND = {
     Channel.oa_template: ChannelKind.oa,
     Channel.oa_kefu: ChannelKind.oa,
+    Channel.oa_mass: ChannelKind.oa,
     Channel.mp_subscribe: ChannelKind.miniprogram,
     Channel.wecom_1to1: ChannelKind.wecom,
     Channel.wecom_mass: ChannelKind.wecom,
@@ -52,6 +53,7 @@ BODY_KEYS: dict[Channel, tuple[tuple[str, ...], tuple[str, ...]]] = {
     Channel.oa_template: (("data",), ("url", "miniprogram")),
     Channel.mp_subscribe: (("data",), ("page",)),
     Channel.oa_kefu: (("text",), ()),
+    Channel.oa_mass: (("text",), ()),
     Channel.wecom_1to1: (("text",), ("attachments",)),
     Channel.wecom_mass: (("text",), ("attachments",)),
     Channel.sms: (("text",), ()),
@@ -265,7 +267,8 @@ def queue(
             rule.setdefault(pid, address.rule)
     # Calendar caps, and the customer-service window's own cap.
     brand = list(session.execute(select(FrequencyCap).where(FrequencyCap.active)).scalars())
-    caps = policy.caps_for(template.channel, template.purpose, brand, settings)
+    account = session.get(ChannelAccount, template.account_id) if template.account_id is not None else None
+    caps = policy.caps_for(template.channel, template.purpose, brand, settings, account=account)
     wants: dict[int, list[tuple[str, str, int, str]]] = {}
     keys: dict[int, str] = {}
     for i in live:
