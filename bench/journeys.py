@@ -34,16 +34,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import multiprocessing
 import os
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -61,20 +58,11 @@ from siyu.messaging import service as messaging
 from siyu.messaging.models import CapPeriod, CapSlot, Channel, Message, MessageStatus
 from siyu.segments.models import Segment, SegmentStatus
 
-
-def _sibling(name: str) -> ModuleType:
-    """bench/<name>.py as a module, whether this file runs as a script or as bench.journeys."""
-    path = Path(__file__).resolve().with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"siyu_bench_{name}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ingest = _sibling("ingest")
+# The scratch databases and the console are those of the ingest benchmark.
+try:  # run as a script, bench/ is on sys.path
+    import ingest
+except ImportError:  # imported as a module of the bench package
+    from bench import ingest  # type: ignore[no-redef]
 console = ingest.console
 BenchError = ingest.BenchError
 TARGET_PLAN_S = 60.0
@@ -197,6 +185,18 @@ def load(factory: sessionmaker[Session], n: int) -> dict[str, int]:
     return ids_out
 
 
+def in_processes(target: Any, workers: int, url: str) -> None:
+    """Run target(url) in that many forked processes, as that many `siyu worker` processes would."""
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=target, args=(url,)) for _ in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    if any(p.exitcode for p in procs):
+        raise BenchError(f"a worker process failed: exit codes {[p.exitcode for p in procs]}")
+
+
 def _plan_worker(url: str) -> None:
     """One `siyu worker` process of the plan phase: moves due enrolments until none is left."""
     eng = db.create_db_engine(url)
@@ -229,15 +229,8 @@ def plan(factory: sessionmaker[Session], segment_id: int, n: int, workers: int =
         raise BenchError(f"enrolled {published.enrolled:,}, expected {n:,}")
     say(f"  enrolled {n:,} in {time.perf_counter() - started:.1f} s")
     if workers > 1:
-        # Separate processes, as `siyu worker` scales out: they share the enrolments with SKIP LOCKED.
-        ctx = multiprocessing.get_context("fork")
-        procs = [ctx.Process(target=_plan_worker, args=(url,)) for _ in range(workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        if any(p.exitcode for p in procs):
-            raise BenchError(f"a plan worker failed: exit codes {[p.exitcode for p in procs]}")
+        # Separate processes share the enrolments with SKIP LOCKED.
+        in_processes(_plan_worker, workers, url)
         return time.perf_counter() - started
     done = 0
     with console.status("planning") as status:
@@ -272,14 +265,7 @@ def send(factory: sessionmaker[Session], n: int, workers: int = 1, url: str = ""
     sender.ADAPTERS[Channel.oa_template] = noop
     started = time.perf_counter()
     if workers > 1:
-        ctx = multiprocessing.get_context("fork")
-        procs = [ctx.Process(target=_send_worker, args=(url,)) for _ in range(workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        if any(p.exitcode for p in procs):
-            raise BenchError(f"a sender failed: exit codes {[p.exitcode for p in procs]}")
+        in_processes(_send_worker, workers, url)
         return time.perf_counter() - started
     total = 0
     with console.status("sending") as status:

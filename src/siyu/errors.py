@@ -37,3 +37,18 @@ class Unauthorized(SiyuError):
 
 class Forbidden(SiyuError):
     status_code = 403
+
+
+class LocatedError(SiyuError):
+    """Bad input whose `path` locates the offending part (a JSONPath, a template field), with the problem."""
+
+    status_code = 422
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.problem = message
+
+    def body(self) -> dict[str, object]:
+        """The error with the path of the offending part, for the console to highlight."""
+        return {"detail": self.message, "path": self.path, "problem": self.problem}

@@ -24,7 +24,7 @@ from siyu import bulk
 from siyu.auth.models import User
 from siyu.clienteling.models import Store
 from siyu.config import get_settings, secret_key
-from siyu.errors import SiyuError
+from siyu.errors import LocatedError
 from siyu.ingest.models import Event
 from siyu.loyalty.models import Member, MemberStatus
 from siyu.messaging.models import Asset
@@ -50,18 +50,8 @@ _ENV = ImmutableSandboxedEnvironment(
 )
 
 
-class TemplateError(SiyuError):
+class TemplateError(LocatedError):
     """A template that does not compile or names what it cannot use; `path` is the body field."""
-
-    status_code = 422
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        self.problem = message
-
-    def body(self) -> dict[str, object]:
-        return {"detail": self.message, "path": self.path, "problem": self.problem}
 
 
 def strings(body: dict[str, Any], prefix: str = "body") -> Iterable[tuple[str, str]]:

@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from siyu.errors import SiyuError
+from siyu.errors import LocatedError
 from siyu.lifecycle.models import Stage
 
 Scalar = str | int | float | bool
@@ -44,19 +44,8 @@ SCORE_FIELDS = (
 MAX_DEPTH = 12
 
 
-class RuleError(SiyuError):
+class RuleError(LocatedError):
     """A rule that cannot be compiled; `path` locates the node (JSONPath, `$` is the rule)."""
-
-    status_code = 422
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        self.problem = message
-
-    def body(self) -> dict[str, object]:
-        """The error with the path of the offending node, for the console to highlight."""
-        return {"detail": self.message, "path": self.path, "problem": self.problem}
 
 
 # --- the checked tree -------------------------------------------------------------------------------
