@@ -72,6 +72,11 @@ def graph(definition: language.Definition, stats: dict[str, Any]) -> dict[str, A
             if target in definition.nodes and target not in depth:
                 depth[target] = depth[current] + 1
                 queue.append(target)
+    # Exits stand in the last column, whatever path reaches them first: the graph reads left to right.
+    inner = [d for n, d in depth.items() if definition.nodes[n].type != "exit"]
+    for n in depth:
+        if definition.nodes[n].type == "exit":
+            depth[n] = max(inner, default=0) + 1
     rows: dict[int, int] = {}
     nodes = []
     last = max(depth.values(), default=0) + 1
