@@ -104,6 +104,10 @@ def test_templates_preview_caps_assets_and_messages(brand: Brand) -> None:
     tid = r.json()["id"]
     r = client.post(f"/api/v1/messages/templates/{tid}/preview", json={"profile_id": amy}, headers=admin)
     assert r.json()["content"] == {"data": {"first": "Amy: Spring in Suzhou"}}
+    # A marketer does not see customers' names (PIPL): the preview masks hers.
+    marketer = factories.auth(factories.api_key(brand.session, Role.marketer))
+    r = client.post(f"/api/v1/messages/templates/{tid}/preview", json={"profile_id": amy}, headers=marketer)
+    assert r.json()["content"] == {"data": {"first": "A**: Spring in Suzhou"}}
     bad = client.post(
         "/api/v1/messages/templates",
         json={**body, "name": "Bad", "body": {"data": {"first": "{{ nobody }}"}}},

@@ -215,6 +215,14 @@ def test_sms_through_the_configured_provider(
     }
     assert message(brand.session, amy).external_id == "sms-1"
     assert message(brand.session, bea).status == MessageStatus.queued
+    # The message list never shows a full phone number (PIPL).
+    from tests import factories
+
+    listed = brand.api.client.get(
+        "/api/v1/messages", params={"profile_id": amy}, headers=factories.auth(brand.api.admin_key)
+    ).json()
+    assert [m["recipient"] for m in listed] == ["+86138****8001"]
+    assert "13800138001" not in str(listed)
 
 
 def test_tracked_links_record_the_first_click_and_redirect(brand: Brand) -> None:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select, update
 
-from siyu.auth.principal import Principal
+from siyu.auth.principal import NAME_MASKED_ROLES, Principal
 from siyu.db import utcnow
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import BadRequest, Forbidden, NotFound
@@ -77,7 +77,11 @@ def preview_template(
     require_messaging(principal)
     template = service.get_template_or_raise(session, template_id)
     profile = profiles.get_or_raise(session, principal, body.profile_id)
-    return {"profile_id": profile.id, "content": service.preview(session, template, profile.id)}
+    masked = principal.role in NAME_MASKED_ROLES
+    return {
+        "profile_id": profile.id,
+        "content": service.preview(session, template, profile.id, mask_names=masked),
+    }
 
 
 @router.get("/assets", response_model=list[AssetOut], summary="The brand's content library")

@@ -38,6 +38,7 @@ from siyu.messaging.models import (
     Purpose,
     Reach,
 )
+from siyu.profiles.masking import mask_name
 from siyu.profiles.models import Consent, Profile
 
 ACCOUNT_KIND = {
@@ -586,10 +587,17 @@ def list_messages(
     return session.execute(statement.order_by(Message.id.desc()).limit(limit)).scalars().all()
 
 
-def preview(session: Session, template: MessageTemplate, profile_id: int) -> dict[str, Any]:
-    """The template rendered for one real customer (nothing is queued; tracked links are marked preview)."""
+def preview(
+    session: Session, template: MessageTemplate, profile_id: int, *, mask_names: bool = False
+) -> dict[str, Any]:
+    """The template rendered for one real customer (nothing is queued; tracked links are marked preview).
+
+    mask_names renders her name masked (王**), for roles that do not see customers' names.
+    """
     used = render.names(template.body)
     ctx = render.contexts(session, [profile_id], used)[profile_id]
+    if mask_names:
+        ctx.update({k: mask_name(str(ctx[k])) for k in ("name", "first_name") if ctx.get(k)})
     return render.render(
         template.body,
         {**ctx, "asset": render.asset_lookup(session), "track": render.tracker(f"preview:{template.id}")},
