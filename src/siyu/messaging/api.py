@@ -20,7 +20,7 @@ from siyu.errors import BadRequest, Forbidden, NotFound
 from siyu.ingest import service as ingest_service
 from siyu.journeys.api import JOURNEY_ROLES
 from siyu.messaging import render, service
-from siyu.messaging.models import Message, MessageStatus
+from siyu.messaging.models import Channel, Message, MessageStatus
 from siyu.messaging.schemas import (
     AssetIn,
     AssetOut,
@@ -34,6 +34,7 @@ from siyu.messaging.schemas import (
     TemplatePatch,
 )
 from siyu.profiles import service as profiles
+from siyu.profiles.masking import mask_identifier
 
 router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
 clicks = APIRouter(tags=["messages"])
@@ -128,7 +129,14 @@ def list_messages(
     rows = service.list_messages(
         session, profile_id=profile_id, journey_id=journey_id, status=status, limit=limit
     )
-    return [MessageOut.model_validate(m, from_attributes=True) for m in rows]
+    out = []
+    for m in rows:
+        item = MessageOut.model_validate(m, from_attributes=True)
+        if m.channel == Channel.sms and item.recipient:
+            # A phone number stays masked here (PIPL): the customer's 360 reveals it, audited.
+            item.recipient = mask_identifier("phone", item.recipient, reveal=False)
+        out.append(item)
+    return out
 
 
 @clicks.get("/m/click", include_in_schema=False)
