@@ -89,6 +89,9 @@ def test_the_graph_shows_each_nodes_numbers(client: TestClient, session: Session
     graph = json.loads(re.search(r'id="graph-data">(.*?)</script>', page.text, re.S).group(1))  # type: ignore[union-attr]
     labels = {n["name"]: n["label"] for n in graph["nodes"]}
     assert labels["t"] == "tag: t\npassed 1" and labels["w"] == "wait: w\npassed 0\nwaiting 1"
+    # The customer's page says where she is.
+    customer = client.get(f"/customers/{p.id}")
+    assert 'id="customer-journeys"' in customer.text and ">Tag</a>" in customer.text
 
 
 def test_messages_page_templates_and_caps(client: TestClient, session: Session) -> None:

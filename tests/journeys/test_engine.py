@@ -67,6 +67,12 @@ def test_send_wait_and_exit_in_order(brand: Brand) -> None:
     assert (e.status, e.end_reason, e.active_key) == (EnrolmentStatus.completed, "exit", None)
     assert outcomes(s, e.id) == [("n0", "queued"), ("n1", "waited"), ("n2", "tagged"), ("n3", "exit")]
     assert [t.name for t in profiles.tags(s, amy)] == ["welcomed"]
+    # The customer's 360 says which journeys she is in and what she was sent.
+    seen = brand.api.profile(amy)
+    assert [(j["journey_id"], j["status"], j["end_reason"]) for j in seen["journeys"]] == [
+        (j.id, "completed", "exit")
+    ]
+    assert [(m["channel"], m["status"]) for m in seen["messages"]] == [("oa_template", "queued")]
 
 
 def test_a_replayed_batch_queues_each_message_once(brand: Brand) -> None:

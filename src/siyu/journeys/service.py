@@ -389,6 +389,18 @@ def enrolments(
     return session.execute(statement.order_by(Enrolment.id.desc()).limit(limit)).scalars().all()
 
 
+def of_profile(session: Session, profile_id: int, *, limit: int = 10) -> list[tuple[Enrolment, str]]:
+    """A customer's enrolments, newest first, with their journeys' names."""
+    rows = session.execute(
+        select(Enrolment, Journey.name)
+        .join(Journey, Journey.id == Enrolment.journey_id)
+        .where(Enrolment.profile_id == profile_id)
+        .order_by(Enrolment.id.desc())
+        .limit(limit)
+    ).all()
+    return [(e, str(name)) for e, name in rows]
+
+
 def path_of(session: Session, enrolment_id: int) -> list[list[str]]:
     """The nodes an enrolment passed, oldest first: [node, outcome, ISO time]."""
     path = session.execute(select(Enrolment.path).where(Enrolment.id == enrolment_id)).scalar_one_or_none()

@@ -19,15 +19,19 @@ from siyu.identity import service as identity_service
 from siyu.identity.models import IdentifierType
 from siyu.ingest.normalize import EventError
 from siyu.ingest.service import normalizer
+from siyu.journeys import service as journeys_service
 from siyu.lifecycle import service as lifecycle_service
+from siyu.messaging import service as messaging_service
 from siyu.profiles import service as profiles_service
 from siyu.profiles.masking import mask_identifier, mask_name, mask_payload
 from siyu.profiles.models import Profile
 from siyu.profiles.schemas import (
     Counters,
     IdentityOut,
+    JourneyRefOut,
     LifecycleOut,
     MergeOut,
+    MessageRefOut,
     ProfileOut,
     ProfileSummary,
     SegmentRefOut,
@@ -137,6 +141,21 @@ def build_profile_out(
         ],
         segments=[
             SegmentRefOut(id=s.id, name=s.name) for s in segments_service.segments_of(session, profile.id)
+        ],
+        journeys=[
+            JourneyRefOut(
+                journey_id=e.journey_id,
+                name=name,
+                node=e.node,
+                status=str(e.status),
+                entered_at=e.entered_at,
+                end_reason=e.end_reason,
+            )
+            for e, name in journeys_service.of_profile(session, profile.id, limit=10)
+        ],
+        messages=[
+            MessageRefOut.model_validate(m, from_attributes=True)
+            for m in messaging_service.list_messages(session, profile_id=profile.id, limit=10)
         ],
     )
 

@@ -60,6 +60,29 @@ class ProfileOut(BaseModel):
     )
     stage_changes: list[StageChangeOut] = Field(default_factory=list, description="Newest first, the last 20")
     segments: list[SegmentRefOut] = Field(default_factory=list)
+    journeys: list[JourneyRefOut] = Field(default_factory=list, description="Newest first, the last 10")
+    messages: list[MessageRefOut] = Field(
+        default_factory=list, description="Newest first, the last 10: what was sent or stopped, and why"
+    )
+
+
+class JourneyRefOut(BaseModel):
+    journey_id: int
+    name: str
+    node: str
+    status: str
+    entered_at: dt.datetime
+    end_reason: str | None
+
+
+class MessageRefOut(BaseModel):
+    id: int
+    channel: str
+    status: str
+    rule: str | None
+    journey_id: int | None
+    node: str | None
+    created_at: dt.datetime
 
 
 class ProfileSummary(BaseModel):
