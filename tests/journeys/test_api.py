@@ -75,7 +75,9 @@ def test_enrol_a_list_by_identifier_and_take_someone_out(brand: Brand) -> None:
     assert client.post(f"/api/v1/journeys/{j.id}/enrol", json=body, headers=admin).json()["entered"] == 0
     assert client.delete(f"/api/v1/journeys/{j.id}/enrolments/{amy}", headers=admin).status_code == 204
     rows = client.get(f"/api/v1/journeys/{j.id}/enrolments", params={"profile_id": amy}, headers=admin).json()
-    assert [(e["status"], e["end_reason"]) for e in rows] == [("removed", "removed by an operator")]
+    assert [(e["status"], e["end_reason"], e["path"]) for e in rows] == [
+        ("removed", "removed by an operator", [])
+    ]
 
 
 def test_templates_preview_caps_assets_and_messages(brand: Brand) -> None:

@@ -93,6 +93,7 @@ class EnrolmentOut(BaseModel):
     entered_at: dt.datetime
     ended_at: dt.datetime | None
     end_reason: str | None
+    path: list[list[str]] = Field(description="The nodes passed, oldest first: [node, outcome, ISO time]")
 
 
 class LibraryOut(BaseModel):
