@@ -266,6 +266,23 @@ def test_mass_pushes_go_out_as_one_job_per_text_and_a_lone_follower_waits(brand:
     assert jobs[0]["text"] == {"content": "The autumn collection is in"} and jobs[0]["clientmsgid"]
     assert message(brand.session, amy).status == MessageStatus.sent
     assert message(brand.session, amy).external_id == message(brand.session, bea).external_id
+    # WeChat's MASSSENDJOBFINISH for the job, through the real callback: both are delivered.
+    from siyu.messaging import tasks as message_tasks
+
+    job_id = int(str(message(brand.session, amy).external_id))
+    report = oa_event(
+        "MASSSENDJOBFINISH",
+        openid="gh_tos",
+        MsgID=job_id,
+        Status="send success",
+        TotalCount=2,
+        FilterCount=2,
+        SentCount=2,
+        ErrorCount=0,
+    )
+    assert OaPusher(brand.api.client).push(report).text == "success"
+    assert message_tasks.run_scheduled(db.get_sessionmaker()) == 2
+    assert message(brand.session, bea).status == MessageStatus.delivered
     # WeChat takes no job of one follower: Cai's waits (with back-off) for others to join it.
     queue(brand, "Push", [cai], key="later")
     run = sender.run_once(db.get_sessionmaker())

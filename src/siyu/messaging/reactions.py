@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from siyu.channels.models import ChannelAccount, ChannelKind
+from siyu.channels.models import ChannelAccount, ChannelKind, MassSendReceipt
 from siyu.channels.outbound.base import WeChatError
 from siyu.channels.outbound.wecom import WeComClient
 from siyu.config import Settings, get_settings
@@ -132,6 +132,45 @@ def record_receipts(session: Session, events: Sequence[StoredEvent]) -> None:
             execution_options={"synchronize_session": False},
         ).all()
         count_messages(session, [(*r, str(new)) for r in rows])
+
+
+def apply_mass_receipts(session: Session) -> int:
+    """Mass pushes whose job WeChat reported (MASSSENDJOBFINISH): delivered on "send success", else failed.
+
+    WeChat reports a job, not each follower: a follower it filtered out (blocked, over the monthly limit)
+    is counted in the job's `filter_count`, not named. Returns how many messages changed. Flushes.
+    """
+    jobs = session.execute(
+        select(MassSendReceipt.account_id, MassSendReceipt.msg_id, MassSendReceipt.status)
+        .join(
+            Message,
+            (Message.account_id == MassSendReceipt.account_id)
+            & (Message.external_id == MassSendReceipt.msg_id),
+        )
+        .where(Message.channel == Channel.oa_mass, Message.status == MessageStatus.sent)
+        .distinct()
+    ).all()
+    changed = 0
+    for account_id, msg_id, status in jobs:
+        ok = status == "send success"
+        new = MessageStatus.delivered if ok else MessageStatus.failed
+        done = session.execute(
+            update(Message)
+            .where(
+                Message.channel == Channel.oa_mass,
+                Message.account_id == account_id,
+                Message.external_id == msg_id,
+                Message.status == MessageStatus.sent,
+            )
+            .values(
+                status=new, delivered_at=utcnow() if ok else None, error=None if ok else f"WeChat: {status}"
+            )
+            .returning(Message.journey_id, Message.version_id, Message.node),
+            execution_options={"synchronize_session": False},
+        ).all()
+        count_messages(session, [(*r, str(new)) for r in done])
+        changed += len(done)
+    return changed
 
 
 def poll_wecom_confirmations(factory: sessionmaker[Session], settings: Settings | None = None) -> int:

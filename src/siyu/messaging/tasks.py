@@ -23,5 +23,9 @@ def run_sender(
 
 
 def run_scheduled(factory: sessionmaker[Session]) -> int:
-    """The scheduler's job: poll WeCom for confirmations of company messages."""
-    return reactions.poll_wecom_confirmations(factory)
+    """The scheduler's job: WeCom confirmations of company messages, then the mass-push job reports."""
+    changed = reactions.poll_wecom_confirmations(factory)
+    with factory() as session:
+        changed += reactions.apply_mass_receipts(session)
+        session.commit()
+    return changed
