@@ -287,3 +287,21 @@ def test_mass_pushes_go_out_as_one_job_per_text_and_a_lone_follower_waits(brand:
     queue(brand, "Push", [cai], key="later")
     run = sender.run_once(db.get_sessionmaker())
     assert run.retried == 1 and message(brand.session, cai).status == MessageStatus.queued
+
+
+def test_what_became_of_a_journeys_messages_is_counted_at_its_node(brand: Brand) -> None:
+    """Sent, then confirmed by the associate: the node's numbers follow the message (journey stats)."""
+    from siyu.journeys import engine
+    from siyu.journeys import service as journeys
+    from tests.journeys.brand import linear
+
+    amy = brand.follower("amy", wecom=True)
+    brand.template("Hi", Channel.wecom_1to1)
+    j = brand.journey(linear({"type": "send", "template": "Hi"}))
+    journeys.enrol(brand.session, j, [(amy, "k", {})], now=NOW)
+    engine.run_due(brand.session, now=NOW)
+    sender.run_once(db.get_sessionmaker(), now=NOW)
+    assert journeys.stats(brand.session, j)["nodes"]["n0"]["messages"] == {"created": 1}
+    brand.fake.confirm_group_msg(str(message(brand.session, amy).external_id))
+    reactions.poll_wecom_confirmations(db.get_sessionmaker())
+    assert journeys.stats(brand.session, j)["nodes"]["n0"]["messages"] == {"created": 1, "delivered": 1}

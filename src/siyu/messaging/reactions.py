@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -110,28 +110,37 @@ def track_reach(session: Session, events: Sequence[StoredEvent]) -> None:
         )
 
 
+def settle(session: Session, where: list[ColumnElement[bool]], error: str | None) -> int:
+    """Mark the messages where says delivered (error None) or failed with error; count them per node."""
+    new = MessageStatus.delivered if error is None else MessageStatus.failed
+    done = session.execute(
+        update(Message)
+        .where(*where)
+        .values(status=new, delivered_at=utcnow() if error is None else None, error=error)
+        .returning(Message.journey_id, Message.version_id, Message.node),
+        execution_options={"synchronize_session": False},
+    ).all()
+    count_messages(session, [(*r, str(new)) for r in done])
+    return len(done)
+
+
 def record_receipts(session: Session, events: Sequence[StoredEvent]) -> None:
     """Reactor: TEMPLATESENDJOBFINISH marks the template message delivered or failed."""
-    now = utcnow()
     for ev in events:
         msgid = str(ev.properties.get("wechat_msg_id") or "")
         if not msgid:
             continue
         status = str(ev.properties.get("status") or "")
         ok = status == "success"
-        new = MessageStatus.delivered if ok else MessageStatus.failed
-        rows = session.execute(
-            update(Message)
-            .where(
+        settle(
+            session,
+            [
                 Message.channel == Channel.oa_template,
                 Message.external_id == msgid,
                 Message.status.in_([MessageStatus.sent, MessageStatus.unknown]),
-            )
-            .values(status=new, delivered_at=now if ok else None, error=None if ok else f"WeChat: {status}")
-            .returning(Message.journey_id, Message.version_id, Message.node),
-            execution_options={"synchronize_session": False},
-        ).all()
-        count_messages(session, [(*r, str(new)) for r in rows])
+            ],
+            None if ok else f"WeChat: {status}",
+        )
 
 
 def apply_mass_receipts(session: Session) -> int:
@@ -153,23 +162,16 @@ def apply_mass_receipts(session: Session) -> int:
     changed = 0
     for account_id, msg_id, status in jobs:
         ok = status == "send success"
-        new = MessageStatus.delivered if ok else MessageStatus.failed
-        done = session.execute(
-            update(Message)
-            .where(
+        changed += settle(
+            session,
+            [
                 Message.channel == Channel.oa_mass,
                 Message.account_id == account_id,
                 Message.external_id == msg_id,
                 Message.status == MessageStatus.sent,
-            )
-            .values(
-                status=new, delivered_at=utcnow() if ok else None, error=None if ok else f"WeChat: {status}"
-            )
-            .returning(Message.journey_id, Message.version_id, Message.node),
-            execution_options={"synchronize_session": False},
-        ).all()
-        count_messages(session, [(*r, str(new)) for r in done])
-        changed += len(done)
+            ],
+            None if ok else f"WeChat: {status}",
+        )
     return changed
 
 
@@ -198,25 +200,21 @@ def poll_wecom_confirmations(factory: sessionmaker[Session], settings: Settings 
                 code = int(row.get("status") or 0)
                 if code == 0:
                     continue
-                values: dict[str, Any] = (
-                    {"status": MessageStatus.delivered, "delivered_at": utcnow()}
+                error = (
+                    None
                     if code == 1
-                    else {
-                        "status": MessageStatus.failed,
-                        "error": "WeCom: no longer a contact"
-                        if code == 2
-                        else "WeCom: over the customer's limit",
-                    }
+                    else "WeCom: no longer a contact"
+                    if code == 2
+                    else "WeCom: over the customer's limit"
                 )
-                result = session.execute(
-                    update(Message)
-                    .where(
+                changed += settle(
+                    session,
+                    [
                         Message.external_id == msgid,
                         Message.recipient == str(row.get("external_userid")),
                         Message.status == MessageStatus.created,
-                    )
-                    .values(**values)
+                    ],
+                    error,
                 )
-                changed += int(result.rowcount or 0)  # type: ignore[attr-defined]
         session.commit()
     return changed
