@@ -9,7 +9,7 @@ transaction. Values are converted here exactly as the column types would store t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import orjson
@@ -175,3 +175,9 @@ def matches(session: Session, column: Any, values: Sequence[Any]) -> ColumnEleme
         return clause
     clause = column.in_(values)
     return clause
+
+
+def chunks(values: Sequence[Any], size: int = 10_000) -> Iterator[Sequence[Any]]:
+    """values in slices of at most size: one bound parameter list per statement stays reasonable."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -352,7 +352,7 @@ class Resolver:
         wanted = set(keys)
         values = sorted({v for _, v in wanted})
         found: dict[Key, _Existing] = {}
-        for chunk in _chunks(values):
+        for chunk in bulk.chunks(values):
             rows = self.session.execute(
                 select(
                     _ident.c.id,
@@ -376,7 +376,7 @@ class Resolver:
         result: dict[int, dict[str, set[str]]] = {pid: {} for pid in profile_ids}
         if not profile_ids or not self.unique_types:
             return result
-        for chunk in _chunks(sorted(profile_ids)):
+        for chunk in bulk.chunks(sorted(profile_ids)):
             rows = self.session.execute(
                 select(_ident.c.profile_id, _ident.c.type, _ident.c.value).where(
                     bulk.matches(self.session, _ident.c.profile_id, chunk),
@@ -469,7 +469,7 @@ class Resolver:
             if a in existing and b in existing:
                 check.add(pair[0])
         if check:
-            for chunk in _chunks(sorted(check)):
+            for chunk in bulk.chunks(sorted(check)):
                 for a_id, b_id in self.session.execute(
                     select(_links.c.a_id, _links.c.b_id).where(
                         bulk.matches(self.session, _links.c.a_id, chunk)
@@ -672,7 +672,7 @@ def unmerge(
     ids = [m.id for m in members]
     adjacency: dict[int, set[int]] = defaultdict(set)
     link_rows: list[Any] = []
-    for chunk in _chunks(ids):
+    for chunk in bulk.chunks(ids):
         link_rows += session.execute(
             select(IdentityLink.id, IdentityLink.a_id, IdentityLink.b_id).where(
                 IdentityLink.active.is_(True), IdentityLink.a_id.in_(chunk)
@@ -702,7 +702,7 @@ def unmerge(
     session.flush()
     session.execute(update(Identifier).where(Identifier.id.in_(split)).values(profile_id=new_profile.id))
     moved = 0
-    for chunk in _chunks(split):
+    for chunk in bulk.chunks(split):
         result = session.execute(
             update(Event)
             .where(Event.profile_id == profile.id, Event.identifier_id.in_(chunk))
@@ -832,8 +832,3 @@ def _audit(
         subject_id,
         detail,
     )
-
-
-def _chunks(ids: Sequence[Any], size: int = 10_000) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(ids), size):
-        yield ids[i : i + size]

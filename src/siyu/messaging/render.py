@@ -140,7 +140,7 @@ def contexts(session: Session, profile_ids: Sequence[int], used: set[str]) -> di
     if used & profile_keys:
         owners: dict[int, int] = {}
         stores: dict[int, int] = {}
-        for chunk in _chunks(profile_ids):
+        for chunk in bulk.chunks(profile_ids):
             rows = session.execute(
                 select(
                     Profile.id, Profile.name, Profile.traits, Profile.owner_user_id, Profile.store_id
@@ -172,7 +172,7 @@ def contexts(session: Session, profile_ids: Sequence[int], used: set[str]) -> di
             for pid, sid in stores.items():
                 ctx[pid]["store"] = names_.get(sid, "")
     if used & {"tier", "points", "member_number"}:
-        for chunk in _chunks(profile_ids):
+        for chunk in bulk.chunks(profile_ids):
             for pid, tier, balance, number in session.execute(
                 select(Member.profile_id, Member.tier, Member.balance, Member.member_number).where(
                     bulk.matches(session, Member.profile_id, chunk), Member.status != MemberStatus.closed
@@ -181,7 +181,7 @@ def contexts(session: Session, profile_ids: Sequence[int], used: set[str]) -> di
                 ctx[pid].update(tier=tier, points=balance, member_number=number)
     if "favourite_product" in used:
         # The product most recently added to the wishlist: what the customer said she wants.
-        for chunk in _chunks(profile_ids):
+        for chunk in bulk.chunks(profile_ids):
             latest = (
                 select(Event.profile_id, func.max(Event.id).label("id"))
                 .where(
@@ -221,8 +221,3 @@ def asset_lookup(session: Session) -> Callable[[str], dict[str, Any]]:
         return cache[key]
 
     return asset
-
-
-def _chunks(ids: Sequence[int], size: int = 10_000) -> Iterable[Sequence[int]]:
-    for start in range(0, len(ids), size):
-        yield ids[start : start + size]

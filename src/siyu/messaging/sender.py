@@ -236,8 +236,7 @@ def _oa_mass(clients: Clients, messages: Sequence[Message]) -> dict[int, Result]
             )
             continue
         client: OaClient = clients.get(account_id, OaClient)
-        for start in range(0, len(group), 10_000):
-            chunk = group[start : start + 10_000]
+        for chunk in bulk.chunks(group):
             client_msg_id = f"{chunk[0].id}-{chunk[-1].id}-{len(chunk)}"
             try:
                 answer = client.mass_send(

@@ -327,7 +327,7 @@ def queue(
             except Exception as exc:  # a sandbox refusal or a type error in one customer's data
                 error_rule = "render"
                 content = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-                _release(session, [r.key])
+                release(session, [r.key])
         address = addresses.get(pid) or _Address()
         status = MessageStatus.queued if error_rule is None else MessageStatus.suppressed
         taken.add(pid)
@@ -360,8 +360,7 @@ def queue(
 
 def _existing(session: Session, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:
     found: dict[str, tuple[str, str | None]] = {}
-    for start in range(0, len(keys), 10_000):
-        chunk = keys[start : start + 10_000]
+    for chunk in bulk.chunks(keys):
         for key, status, rule in session.execute(
             select(Message.idempotency_key, Message.status, Message.rule).where(
                 bulk.matches(session, Message.idempotency_key, chunk)
@@ -374,8 +373,7 @@ def _existing(session: Session, keys: Sequence[str]) -> dict[str, tuple[str, str
 def zones(session: Session, pids: Sequence[int], settings: Settings) -> dict[int, str]:
     """Each customer's time zone: the `timezone` trait when it names one, else the brand's."""
     out: dict[int, str] = {}
-    for start in range(0, len(pids), 10_000):
-        chunk = pids[start : start + 10_000]
+    for chunk in bulk.chunks(pids):
         rows = session.execute(
             select(Profile.id, Profile.traits["timezone"].as_string()).where(
                 bulk.matches(session, Profile.id, chunk)
@@ -393,8 +391,7 @@ def _addresses(session: Session, template: MessageTemplate, pids: Sequence[int])
     if not pids:
         return out
     if template.channel == Channel.sms:
-        for start in range(0, len(pids), 10_000):
-            chunk = pids[start : start + 10_000]
+        for chunk in bulk.chunks(pids):
             for pid, phone in session.execute(
                 select(Identifier.profile_id, Identifier.value).where(
                     Identifier.type == "phone", bulk.matches(session, Identifier.profile_id, chunk)
@@ -404,8 +401,7 @@ def _addresses(session: Session, template: MessageTemplate, pids: Sequence[int])
         return out
     owners: dict[int, str] = {}
     if template.channel in WECOM_CHANNELS:
-        for start in range(0, len(pids), 10_000):
-            chunk = pids[start : start + 10_000]
+        for chunk in bulk.chunks(pids):
             owners.update(
                 (int(pid), str(userid))
                 for pid, userid in session.execute(
@@ -414,8 +410,7 @@ def _addresses(session: Session, template: MessageTemplate, pids: Sequence[int])
                     .where(bulk.matches(session, Profile.id, chunk), User.wecom_userid.is_not(None))
                 )
             )
-    for start in range(0, len(pids), 10_000):
-        chunk = pids[start : start + 10_000]
+    for chunk in bulk.chunks(pids):
         rows = session.execute(
             select(
                 Identifier.profile_id,
@@ -458,8 +453,7 @@ def _consent_rules(session: Session, template: MessageTemplate, pids: Sequence[i
     if not purposes or not pids:
         return {}
     latest: dict[tuple[int, str], bool] = {}
-    for start in range(0, len(pids), 10_000):
-        chunk = pids[start : start + 10_000]
+    for chunk in bulk.chunks(pids):
         for pid, purpose, granted in session.execute(
             select(Consent.profile_id, Consent.purpose, Consent.granted)
             .where(bulk.matches(session, Consent.profile_id, chunk), Consent.purpose.in_(purposes))
@@ -488,8 +482,7 @@ def _claim(
             break
         taken: dict[tuple[int, str, str], set[int]] = {}
         ids = sorted(pending)
-        for start in range(0, len(ids), 10_000):
-            chunk = ids[start : start + 10_000]
+        for chunk in bulk.chunks(ids):
             for pid, cap, window, n in session.execute(
                 select(CapSlot.profile_id, CapSlot.cap, CapSlot.window, CapSlot.n).where(
                     bulk.matches(session, CapSlot.profile_id, chunk),
@@ -520,7 +513,7 @@ def _claim(
                 del pending[pid]
         if lost:
             # Another worker took a slot first: give back what these took and count again.
-            _release(session, [keys[pid] for pid in lost])
+            release(session, [keys[pid] for pid in lost])
     for pid in pending:
         result[pid] = "cap:contended"
     return result
@@ -535,12 +528,12 @@ def _insert_slots(session: Session, rows: list[dict[str, Any]]) -> set[tuple[int
     if is_postgres(session):
         inserted: set[tuple[int, str]] = set()
         with conn.cursor() as cursor:
-            for start in range(0, len(rows), 10_000):
+            for chunk in bulk.chunks(rows):
                 cursor.execute(
                     f"INSERT INTO message_cap_slots ({columns}) SELECT {columns} FROM json_to_recordset(%s::json) "
                     'AS v(profile_id bigint, cap text, "window" text, n int, message_key text) '
                     "ON CONFLICT DO NOTHING RETURNING profile_id, cap",
-                    [orjson.dumps(rows[start : start + 10_000]).decode()],
+                    [orjson.dumps(chunk).decode()],
                 )
                 inserted.update((int(p), str(c)) for p, c in cursor.fetchall())
         return inserted
@@ -553,16 +546,10 @@ def _insert_slots(session: Session, rows: list[dict[str, Any]]) -> set[tuple[int
     return {(r["profile_id"], r["cap"]) for r in rows}
 
 
-def _release(session: Session, message_keys: Sequence[str]) -> None:
-    """Give back the cap slots of messages that did not go out."""
-    for start in range(0, len(message_keys), 10_000):
-        chunk = list(message_keys[start : start + 10_000])
-        session.execute(delete(CapSlot).where(bulk.matches(session, CapSlot.message_key, chunk)))
-
-
 def release(session: Session, message_keys: Sequence[str]) -> None:
-    """Give back the cap slots of messages that failed for good (they never reached the customer)."""
-    _release(session, message_keys)
+    """Give back the cap slots of messages that did not go out (suppressed late, lost a race, failed for good)."""
+    for chunk in bulk.chunks(message_keys):
+        session.execute(delete(CapSlot).where(bulk.matches(session, CapSlot.message_key, chunk)))
 
 
 # --- reading ---------------------------------------------------------------------------------------

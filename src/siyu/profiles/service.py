@@ -182,7 +182,7 @@ def load_states(session: Session, profile_ids: Iterable[int]) -> dict[int, Profi
     """The mutable state of the given profiles, locked for update on PostgreSQL (in id order)."""
     ids = sorted(set(profile_ids))
     states: dict[int, ProfileState] = {}
-    for chunk in _chunks(ids):
+    for chunk in bulk.chunks(ids):
         statement = (
             select(*_STATE_COLUMNS).where(bulk.matches(session, Profile.id, chunk)).order_by(Profile.id)
         )
@@ -263,7 +263,7 @@ def recompute(session: Session, profile_ids: Iterable[int]) -> None:
         s.traits, s.name, s.store_id, s.owner_user_id = {}, None, None, None
         s.traits_changed = True
     is_order = Event.event == ORDER_COMPLETED
-    for chunk in _chunks(ids):
+    for chunk in bulk.chunks(ids):
         aggregate = (
             select(
                 Event.profile_id,
@@ -306,11 +306,6 @@ def _aware(value: Any) -> Any:
     if isinstance(value, dt.datetime) and value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value
-
-
-def _chunks(ids: Sequence[int], size: int = 10_000) -> Iterable[Sequence[int]]:
-    for i in range(0, len(ids), size):
-        yield ids[i : i + size]
 
 
 CONSENT_EVENTS = frozenset({"Phone Number Authorized", "Consent Granted", "Consent Withdrawn"})
