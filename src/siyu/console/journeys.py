@@ -110,10 +110,9 @@ def graph(definition: language.Definition, stats: dict[str, Any]) -> dict[str, A
 @router.get("/journeys", response_class=HTMLResponse)
 def journeys_page(request: Request, session: ReadSession, viewer: OperationsDep) -> Response:
     """Every journey with its numbers, the library of ready-made ones, and a form for a new one."""
-    rows = []
-    for j in journeys.list_(session):
-        s = journeys.stats(session, j)
-        rows.append({"journey": j, "stats": s})
+    every = journeys.list_(session)
+    numbers = journeys.totals(session, [j.id for j in every])
+    rows = [{"journey": j, "stats": numbers[j.id]} for j in every]
     context = {
         "rows": rows,
         "library": library.entries(),

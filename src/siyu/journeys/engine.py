@@ -16,7 +16,6 @@ import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import structlog
@@ -134,21 +133,25 @@ class Run:
         cur.active_key, cur.due_at, cur.wait_event = None, None, None
 
 
-@lru_cache(maxsize=512)
-def _definition(version_id: int, raw: str) -> language.Definition:
-    import orjson
-
-    return language.parse(orjson.loads(raw))
+# Parsed versions by (id, publication time): ids alone could be reused by a database rebuilt (tests).
+_parsed: dict[tuple[int, dt.datetime], language.Definition] = {}
 
 
 def definition_of(session: Session, version_id: int) -> language.Definition:
-    """The parsed graph of a published version (versions never change, so it is parsed once)."""
-    import orjson
-
-    raw = session.execute(
-        select(JourneyVersion.definition).where(JourneyVersion.id == version_id)
+    """The parsed graph of a published version: versions never change, so it is read and parsed once."""
+    published_at = session.execute(
+        select(JourneyVersion.published_at).where(JourneyVersion.id == version_id)
     ).scalar_one()
-    return _definition(version_id, orjson.dumps(raw).decode())
+    key = (version_id, published_at)
+    parsed = _parsed.get(key)
+    if parsed is None:
+        raw = session.execute(
+            select(JourneyVersion.definition).where(JourneyVersion.id == version_id)
+        ).scalar_one()
+        if len(_parsed) >= 512:
+            _parsed.clear()
+        parsed = _parsed[key] = language.parse(raw)
+    return parsed
 
 
 def claim(session: Session, limit: int, now: dt.datetime) -> list[Cursor]:

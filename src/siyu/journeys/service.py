@@ -422,14 +422,29 @@ def two_proportion(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float] | 
     return z, math.erfc(abs(z) / math.sqrt(2))
 
 
+def totals(session: Session, journey_ids: Sequence[int] | None = None) -> dict[int, dict[str, Any]]:
+    """Each journey's enrolments by outcome and its conversion rate, in one grouped query."""
+    statement = select(Enrolment.journey_id, Enrolment.status, func.count()).group_by(
+        Enrolment.journey_id, Enrolment.status
+    )
+    if journey_ids is not None:
+        statement = statement.where(Enrolment.journey_id.in_(journey_ids))
+    by_status: dict[int, dict[str, int]] = {}
+    for journey_id, status, n in session.execute(statement):
+        by_status.setdefault(int(journey_id), {})[str(status)] = int(n)
+    out: dict[int, dict[str, Any]] = {}
+    for journey_id in journey_ids if journey_ids is not None else by_status:
+        counts = by_status.get(journey_id, {})
+        entered = sum(counts.values())
+        row: dict[str, Any] = {"entered": entered} | {str(s): counts.get(str(s), 0) for s in EnrolmentStatus}
+        row["conversion_rate"] = row["converted"] / entered if entered else 0.0
+        out[journey_id] = row
+    return out
+
+
 def stats(session: Session, journey: Journey) -> dict[str, Any]:
     """Per node: passed (by outcome), waiting there now, messages by status; the journey's totals; A/B."""
     j = journey.id
-    by_status = dict(
-        session.execute(
-            select(Enrolment.status, func.count()).where(Enrolment.journey_id == j).group_by(Enrolment.status)
-        ).all()
-    )
     nodes: dict[str, dict[str, Any]] = {}
 
     def node(name: str) -> dict[str, Any]:
@@ -455,19 +470,7 @@ def stats(session: Session, journey: Journey) -> dict[str, Any]:
         .group_by(Enrolment.node)
     ):
         node(name)["waiting"] = int(n)
-    entered = sum(int(v) for v in by_status.values())
-    converted = int(by_status.get(EnrolmentStatus.converted, 0))
-    return {
-        "journey_id": j,
-        "entered": entered,
-        "active": int(by_status.get(EnrolmentStatus.active, 0)),
-        "completed": int(by_status.get(EnrolmentStatus.completed, 0)),
-        "converted": converted,
-        "removed": int(by_status.get(EnrolmentStatus.removed, 0)),
-        "conversion_rate": converted / entered if entered else 0.0,
-        "nodes": nodes,
-        "ab": ab_results(session, journey),
-    }
+    return {"journey_id": j, **totals(session, [j])[j], "nodes": nodes, "ab": ab_results(session, journey)}
 
 
 def ab_results(session: Session, journey: Journey) -> list[dict[str, Any]]:

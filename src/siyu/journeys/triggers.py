@@ -165,8 +165,9 @@ def _waits(session: Session, triggers: list[Any], events: Sequence[StoredEvent],
         )
     ).all()
     woken: list[int] = []
+    graphs = {v: engine.definition_of(session, v) for v in {r.version_id for r in rows}}
     for r in rows:
-        node = engine.definition_of(session, r.version_id).nodes.get(r.node)
+        node = graphs[r.version_id].nodes.get(r.node)
         if node is None or node.type != "wait_event":
             continue
         f = node.params["filter"]

@@ -247,10 +247,9 @@ def queue(
         else:
             live.append(i)
     pids = sorted({requests[i].profile_id for i in live})
-    marketing = template.purpose == Purpose.marketing
-    zone_of = zones(session, pids, settings) if marketing and settings.quiet_hours.strip() else {}
     rule: dict[int, str] = {}
-    if marketing and settings.quiet_hours.strip():
+    if template.purpose == Purpose.marketing and settings.quiet_hours.strip():
+        zone_of = zones(session, pids, settings)
         for i in list(live):
             until = policy.quiet_until(
                 now, settings.quiet_hours, zone_of.get(requests[i].profile_id, settings.timezone)
@@ -270,6 +269,10 @@ def queue(
     brand = list(session.execute(select(FrequencyCap).where(FrequencyCap.active)).scalars())
     account = session.get(ChannelAccount, template.account_id) if template.account_id is not None else None
     caps = policy.caps_for(template.channel, template.purpose, brand, settings, account=account)
+    # The calendar windows are the batch's, not each customer's: worked out once.
+    calendar = [
+        (c.key, policy.window(c.period, now, settings.timezone), c.limit, c.label) for c in caps if c.period
+    ]
     wants: dict[int, list[tuple[str, str, int, str]]] = {}
     keys: dict[int, str] = {}
     for i in live:
@@ -279,11 +282,7 @@ def queue(
         if r.profile_id in keys:
             # Two messages of one batch to one customer: the second waits for a batch of its own.
             continue
-        want = [
-            (c.key, policy.window(c.period, now, settings.timezone), c.limit, c.label)
-            for c in caps
-            if c.period
-        ]
+        want = list(calendar)
         if template.channel == Channel.oa_kefu:
             address = addresses[r.profile_id]
             opened = address.inbound_at
@@ -309,12 +308,12 @@ def queue(
     rows: list[tuple[Any, ...]] = []
     ids = bulk.allocate_ids(session, "messages", len(live))
     account_id = template.account_id
-    taken: set[int] = set()
     for n, i in enumerate(live):
         r = requests[i]
         pid = r.profile_id
         blocked = rule.get(pid)
-        if blocked is None and pid in taken:
+        if blocked is None and keys[pid] != r.key:
+            # A second message to her in this batch: its caps were not counted; it waits for the next.
             outcomes[i] = Outcome("deferred", "one_per_batch", now)
             continue
         content: dict[str, Any] = {}
@@ -330,7 +329,6 @@ def queue(
                 release(session, [r.key])
         address = addresses.get(pid) or _Address()
         status = MessageStatus.queued if error_rule is None else MessageStatus.suppressed
-        taken.add(pid)
         rows.append(
             (
                 ids[n],
@@ -355,7 +353,10 @@ def queue(
         )
         outcomes[i] = Outcome("queued") if error_rule is None else Outcome("suppressed", error_rule)
     bulk.insert_rows(session, "messages", MESSAGE_COLUMNS, rows)
-    return [o or Outcome("deferred", "one_per_batch", now) for o in outcomes]
+    done = [o for o in outcomes if o is not None]
+    if len(done) != len(requests):
+        raise RuntimeError("queue: a request was left without an outcome")
+    return done
 
 
 def _existing(session: Session, keys: Sequence[str]) -> dict[str, tuple[str, str | None]]:
