@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from siyu.config import Settings, get_settings
 from siyu.db import utcnow
 from siyu.journeys import engine, service
-from siyu.journeys.models import Journey, JourneyStatus
+from siyu.journeys.models import Journey, JourneyStatus, JourneyVersion
 from siyu.loyalty.models import Lot, Member, MemberStatus
 from siyu.messaging import policy
 from siyu.outbox import service as outbox
@@ -50,6 +50,11 @@ def call_webhook(session: Session, payload: dict[str, Any]) -> None:
     response.raise_for_status()
 
 
+# The local day each version's date entry last ran in this process (by version id and publication time):
+# the entry cannot change within a day, so the scan of every birthday or lot runs once a day, not each minute.
+_ran_on: dict[tuple[int, dt.datetime], dt.date] = {}
+
+
 def run_scheduled(factory: sessionmaker[Session], settings: Settings | None = None) -> int:
     """Enrol today's customers of date-triggered journeys once their local time has come; returns how many."""
     settings = settings or get_settings()
@@ -70,7 +75,10 @@ def run_scheduled(factory: sessionmaker[Session], settings: Settings | None = No
                 continue
             zone = policy.zone(settings.timezone)
             local = now.astimezone(zone)
-            if local.time() < d.entry.at:
+            version = session.get(JourneyVersion, journey.current_version_id)
+            assert version is not None
+            memo = (version.id, version.published_at)
+            if local.time() < d.entry.at or _ran_on.get(memo) == local.date():
                 continue
             # The date that is `days_before` days ahead of today (a negative value looks back).
             target = local.date() + dt.timedelta(days=d.entry.days_before)
@@ -86,6 +94,7 @@ def run_scheduled(factory: sessionmaker[Session], settings: Settings | None = No
                 now=now,
             )
             session.commit()
+            _ran_on[memo] = local.date()
     return entered
 
 

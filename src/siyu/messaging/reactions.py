@@ -93,17 +93,18 @@ def track_reach(session: Session, events: Sequence[StoredEvent]) -> None:
         else:
             continue
         row["updated_at"] = at
-    insert = pg_insert if is_postgres(session) else sqlite_insert
+    # One statement per shape of row (which fields the batch's events set), not one per address.
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for (aid, address), row in state.items():
-        if "reachable" not in row:
-            continue
-        values = {"account_id": aid, "address": address, **row}
-        statement = insert(Reach).values(**values)
-        changes = {k: statement.excluded[k] for k in row if k != "id_type"}
+        if "reachable" in row:
+            shapes.setdefault(tuple(sorted(row)), []).append({"account_id": aid, "address": address, **row})
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    for fields, rows in shapes.items():
+        statement = insert(Reach).values(rows)
         session.execute(
             statement.on_conflict_do_update(
                 index_elements=["account_id", "address"],
-                set_=changes,
+                set_={k: statement.excluded[k] for k in fields if k != "id_type"},
                 # An older event arriving late does not undo a newer one.
                 where=Reach.updated_at <= statement.excluded.updated_at,
             )
