@@ -293,6 +293,15 @@ def expire_leases(session: Session, now: dt.datetime) -> int:
     return len(rows)
 
 
+def _candidates(due: str, limit: str) -> str:
+    """Due queued messages no sender holds, oldest first (due and limit: the driver's placeholders)."""
+    return (
+        f"SELECT messages.id FROM messages WHERE {QUEUED} AND messages.available_at <= {due} "
+        "AND NOT EXISTS (SELECT 1 FROM message_leases WHERE message_leases.message_id = messages.id) "
+        f"ORDER BY messages.available_at, messages.id LIMIT {limit}"
+    )
+
+
 def claim(session: Session, limit: int, now: dt.datetime, settings: Settings) -> list[int]:
     """Lease up to limit due queued messages to this sender; returns their ids. Flushes.
 
@@ -302,23 +311,17 @@ def claim(session: Session, limit: int, now: dt.datetime, settings: Settings) ->
     """
     until = bulk.bind_time(session, now + dt.timedelta(seconds=settings.messages_lease_seconds))
     due = bulk.bind_time(session, now)
-    candidates = (
-        f"SELECT m.id FROM messages AS m WHERE {QUEUED.replace('messages.', 'm.')} AND m.available_at <= %(due)s "
-        "AND NOT EXISTS (SELECT 1 FROM message_leases AS l WHERE l.message_id = m.id) "
-        "ORDER BY m.available_at, m.id LIMIT %(limit)s"
-    )
     conn = bulk.driver_connection(session)
     if is_postgres(session):
         with conn.cursor() as cursor:
             cursor.execute(
-                f"WITH c AS ({candidates} FOR UPDATE OF m SKIP LOCKED) "
+                f"WITH c AS ({_candidates('%(due)s', '%(limit)s')} FOR UPDATE OF messages SKIP LOCKED) "
                 "INSERT INTO message_leases (message_id, until) SELECT id, %(until)s FROM c "
                 "ON CONFLICT DO NOTHING RETURNING message_id",
                 {"due": due, "limit": limit, "until": until},
             )
             return sorted(int(r[0]) for r in cursor.fetchall())
-    query = candidates.replace("%(due)s", "?").replace("%(limit)s", "?")
-    ids = [int(r[0]) for r in conn.execute(query, (due, limit)).fetchall()]
+    ids = [int(r[0]) for r in conn.execute(_candidates("?", "?"), (due, limit)).fetchall()]
     conn.executemany(
         "INSERT INTO message_leases (message_id, until) VALUES (?, ?)", [(i, until) for i in ids]
     )
