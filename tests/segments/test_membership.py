@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 from siyu.segments import service
 from tests.segments.conftest import AS_OF, Population
 
+ALL = {"amy", "bea", "cai", "dan", "eve"}
+
 CASES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("trait eq", {"trait": "city", "op": "eq", "value": "Shanghai"}, {"amy", "dan"}),
     ("trait ne includes missing", {"trait": "city", "op": "ne", "value": "Shanghai"}, {"bea", "cai", "eve"}),
@@ -86,6 +88,20 @@ CASES: list[tuple[str, dict[str, Any], set[str]]] = [
         {"amy"},
     ),
     ("not any", {"not": {"any": [{"tag": "hi-po"}, {"event": "Order Completed"}]}}, {"eve"}),
+    # "At least one" conditions are a correlated EXISTS; under NOT an anti-join that must keep the rest.
+    ("no event in a window", {"not": {"event": "Product Viewed", "within_days": 4}}, {"bea", "cai", "dan"}),
+    ("count gt 0 is at least one", {"event": "Order Completed", "count": {"gt": 0}}, {"bea", "cai"}),
+    (
+        "property not_in inside the exists",
+        {"event": "Product Viewed", "where": [{"property": "category", "op": "not_in", "value": ["qipao"]}]},
+        {"eve"},
+    ),
+    ("no store is not in the store", {"not": {"store": "SH01"}}, {"amy", "bea", "dan", "eve"}),
+    ("no store is not in the region", {"not": {"region": "EAST"}}, {"amy", "bea", "dan", "eve"}),
+    # Equality with plain text is compared on the value's text in one extraction: a bool, a number or a
+    # missing key must still differ from it.
+    ("trait ne text over bool and missing", {"trait": "vip", "op": "ne", "value": "yes"}, ALL),
+    ("trait not_in text", {"trait": "city", "op": "not_in", "value": ["Shanghai"]}, {"bea", "cai", "eve"}),
 ]
 
 
@@ -101,6 +117,12 @@ def test_scope_restricts_to_the_given_profiles(population: Population, session: 
     rule = {"event": "Order Completed", "count": {"lte": 1}}
     scope = [population.ids["bea"], population.ids["cai"], population.ids["eve"]]
     assert population.names(service.matching(session, rule, as_of=AS_OF, scope=scope)) == {"bea", "eve"}
+
+
+def test_scope_applies_to_an_exists(population: Population, session: Session) -> None:
+    rule = {"not": {"event": "Order Completed"}}
+    scope = [population.ids["bea"], population.ids["cai"], population.ids["eve"]]
+    assert population.names(service.matching(session, rule, as_of=AS_OF, scope=scope)) == {"eve"}
 
 
 def test_literals_are_not_parameters(population: Population, session: Session) -> None:

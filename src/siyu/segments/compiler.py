@@ -1,10 +1,12 @@
 """Compile a checked rule to an Ibis expression: the ids of the live profiles that match, as of a moment.
 
 Every leaf is a boolean that is never NULL (a missing trait compares false), so NOT and OR mean the same
-on every engine. Event conditions become `id IN (subquery)`; a count or sum that zero satisfies
-(`count <= 2`) is written as NOT IN the profiles that fail it, so customers without such events count.
-With a scope (an unbound `segment_scope` table of profile ids) every subquery is restricted to it, which
-is how an ingest batch re-evaluates a segment for the profiles it touched without scanning the rest.
+on every engine. "Has at least one" conditions (a tag, an identifier, an event, a consent row) become a
+correlated EXISTS: a semi-join, and an anti-join under NOT, where `NOT IN` would hash or rescan the whole
+set. Aggregated event conditions become `id IN (subquery … GROUP BY … HAVING)`; a count or sum that zero
+satisfies (`count <= 2`) is written as NOT IN the profiles that fail it, so customers without such events
+count. With a scope (an unbound `segment_scope` table of profile ids) every subquery is restricted to it,
+which is how an ingest batch re-evaluates a segment for the profiles it touched without scanning the rest.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from functools import reduce
 from typing import Any
 
 import ibis
+import ibis.expr.datatypes as idt
+import orjson
 from ibis.expr.types import BooleanValue, Column, Table, Value
 
 from siyu.lifecycle.models import Stage
@@ -56,7 +60,8 @@ class _Compiler:
         self.p = p
 
     def members(self, node: r.Node) -> Table:
-        return self.p.filter(self.cond(node)).select(profile_id=self.p.id).distinct()
+        # p.id is a key and nothing is joined: no DISTINCT (a hash or a sort of every member) needed.
+        return self.p.filter(self.cond(node)).select(profile_id=self.p.id)
 
     def scoped(self, table: Table) -> Table:
         if self.scope is None:
@@ -73,7 +78,7 @@ class _Compiler:
             case r.Not(child):
                 return ~self.cond(child)
             case r.Trait(name, compare):
-                return _json_compare(p.traits[name], compare)
+                return self.json_compare(p.traits, name, compare)
             case r.ProfileField(name, compare, window):
                 column = p[name]
                 if window is not None:
@@ -81,8 +86,8 @@ class _Compiler:
                 assert compare is not None
                 return _value_compare(column, compare)
             case r.HasTag(name, has):
-                tags = self.scoped(self.t.profile_tags)
-                found = _member(p.id, tags.filter(tags.name == name).profile_id)
+                tags = self.t.profile_tags
+                found = self.exists(tags, tags.name == name)
                 return found if has else ~found
             case r.InStage(stages):
                 states = self.scoped(self.t.lifecycle_states)
@@ -96,8 +101,8 @@ class _Compiler:
                 chosen = states.filter(_value_compare(states[name], compare))
                 return _member(p.id, chosen.profile_id)
             case r.HasIdentifier(id_type, has):
-                ids = self.scoped(self.t.identifiers)
-                found = _member(p.id, ids.filter(ids.type == id_type).profile_id)
+                ids = self.t.identifiers
+                found = self.exists(ids, ids.type == id_type)
                 return found if has else ~found
             case r.HasConsent(purpose, granted):
                 c = self.scoped(self.t.consents)
@@ -113,17 +118,29 @@ class _Compiler:
                 return p.owner_user_id.notnull() if assigned else p.owner_user_id.isnull()
             case r.InStore(codes):
                 stores = self.t.stores
-                return _true(p.store_id.isin(stores.filter(stores.code.isin(list(codes))).id))
+                return _in_ids(p.store_id, stores.filter(stores.code.isin(list(codes))).id)
             case r.InRegion(codes):
                 stores, regions = self.t.stores, self.t.regions
                 region_ids = regions.filter(regions.code.isin(list(codes))).id
-                return _true(p.store_id.isin(stores.filter(stores.region_id.isin(region_ids)).id))
+                return _in_ids(p.store_id, stores.filter(stores.region_id.isin(region_ids)).id)
             case r.EventCondition():
                 return self.event(node)
         raise TypeError(f"no compilation for {type(node).__name__}")  # pragma: no cover
 
+    def exists(self, table: Table, condition: BooleanValue) -> BooleanValue:
+        """EXISTS (a row of table for the profile, meeting condition): never NULL, a semi-join everywhere."""
+        return ((table.profile_id == self.p.id) & condition).any()
+
     def event(self, node: r.EventCondition) -> BooleanValue:
         p = self.p
+        if node.occurrence is None and node.sum is None and node.count in (None, ("gte", 1), ("gt", 0)):
+            # At least one such event: no aggregate needed, and under NOT an anti-join.
+            events = self.t.events
+            parts = [events.event == node.event]
+            parts += [self.property_filter(events, f) for f in node.where]
+            if node.window is not None:
+                parts.append(self.in_window(events.timestamp, node.window))
+            return self.exists(events, reduce(operator.and_, parts))
         events = self.scoped(self.t.events)
         matching = events.filter(events.event == node.event)
         for f in node.where:
@@ -154,7 +171,16 @@ class _Compiler:
     def property_filter(self, events: Table, f: r.PropertyFilter) -> BooleanValue:
         if f.property == "amount_fen":
             return _value_compare(events.amount_fen, f.compare)
-        return _json_compare(events.properties[f.property], f.compare)
+        return self.json_compare(events.properties, f.property, f.compare)
+
+    def json_compare(self, document: Column, key: str, compare: r.Compare) -> BooleanValue:
+        """Compare the JSON value under key: typed (a number is not its text), one extraction when it can."""
+        text = _JSON_TEXT.get(self.t.dialect)
+        if text is not None and _text_is_exact(compare):
+            # The value's text equals a given string only when the value is that string: no type check.
+            function, path = text
+            return _value_compare(function(document, path(key)), compare)
+        return _json_compare(document[key], compare)
 
     def in_window(self, column: Column, window: r.Window) -> BooleanValue:
         parts: list[BooleanValue] = []
@@ -176,6 +202,54 @@ def _member(profile_id: Column, ids: Column) -> BooleanValue:
     subquery for every profile (bench/segments.py stopped one such query after 300 s).
     """
     return profile_id.isin(ids)
+
+
+def _in_ids(column: Column, ids: Column) -> BooleanValue:
+    """column IN (ids), false when column is NULL: never NULL, without a COALESCE hiding the semi-join."""
+    return column.notnull() & column.isin(ids)
+
+
+def _text_function(name: str, document: idt.DataType) -> Callable[[Any, str], Value]:
+    """The engine's SQL function `name(document, key or path)` returning the value's text, for Ibis."""
+
+    def text(document: Any, where: str) -> str:
+        raise NotImplementedError  # never called: Ibis renders the function by name
+
+    built: Callable[[Any, str], Value] = ibis.udf.scalar.builtin(
+        text, name=name, signature=((document, idt.string), idt.string)
+    )
+    return built
+
+
+def _quoted_path(key: str) -> str:
+    # Names cannot hold a double quote (rules._name), so quoting the key is enough for a dot or a bracket.
+    return f'$."{key}"'
+
+
+# The one-extraction text of a JSON value, per engine: PostgreSQL unquotes a string and renders the rest
+# as JSON; SQLite answers an SQL value (text for a string, a number or 0/1 otherwise); DuckDB as PostgreSQL.
+_JSON_TEXT: dict[str, tuple[Callable[[Any, str], Value], Callable[[str], str]]] = {
+    "postgres": (_text_function("jsonb_extract_path_text", idt.JSON(binary=True)), lambda key: key),
+    "sqlite": (_text_function("json_extract", idt.json), _quoted_path),
+    "duckdb": (_text_function("json_extract_string", idt.json), _quoted_path),
+}
+
+
+def _text_is_exact(compare: r.Compare) -> bool:
+    """True when comparing the value's text decides the typed comparison: equality with strings that no
+    number, boolean, null, object or array is written as (`"5"` or `"true"` could be either)."""
+    if compare.op not in ("eq", "ne", "in", "not_in"):
+        return False
+    values = compare.value if isinstance(compare.value, tuple) else (compare.value,)
+    for value in values:
+        if not isinstance(value, str):
+            return False
+        try:
+            orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+        return False
+    return True
 
 
 def _true(expr: BooleanValue) -> BooleanValue:
