@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.clienteling.models import Task
 from siyu.ingest import processor
-from siyu.journeys import engine
+from siyu.journeys import engine, triggers
 from siyu.journeys import service as journeys
 from siyu.journeys.models import Enrolment, EnrolmentStatus
 from siyu.loyalty import service as loyalty
@@ -107,8 +108,12 @@ def test_wait_until_a_local_time_on_chosen_weekdays(brand: Brand) -> None:
     assert enrolment(s, j.id, amy).due_at == dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
 
 
-def test_wait_for_an_event_takes_the_event_branch_or_the_timeout(brand: Brand) -> None:
+def test_wait_for_an_event_takes_the_event_branch_or_the_timeout(
+    brand: Brand, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = brand.session
+    # The events below arrive a minute after NOW (the reactor wakes a customer at the time an event arrives).
+    monkeypatch.setattr(triggers, "utcnow", lambda: NOW + dt.timedelta(minutes=1))
     amy, bea = brand.follower("amy"), brand.follower("bea")
     definition = {
         "entry": {"type": "manual"},
@@ -169,7 +174,8 @@ def test_condition_split_on_any_segment_rule(brand: Brand) -> None:
     }
     j = brand.journey(definition)
     journeys.enrol(s, j, [(amy, "k", {}), (bea, "k", {})], now=NOW)
-    brand.run(dt.datetime.now(dt.UTC))
+    # At NOW: both followed on the factory's date, 22 days earlier (the machine's clock must not decide).
+    brand.run(NOW)
     assert [t.name for t in profiles.tags(s, amy)] == ["sh"]
     assert [t.name for t in profiles.tags(s, bea)] == ["other"]
 
@@ -284,8 +290,12 @@ def test_a_goal_ends_the_journey_on_the_event_itself(brand: Brand) -> None:
     assert journeys.stats(s, j)["converted"] == 1
 
 
-def test_entry_by_event_and_the_three_re_entry_policies(brand: Brand) -> None:
+def test_entry_by_event_and_the_three_re_entry_policies(
+    brand: Brand, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s = brand.session
+    # The events arrive at NOW: their customers enter then, and the one-hour wait ends before NOW + 1 day.
+    monkeypatch.setattr(triggers, "utcnow", lambda: NOW)
     brand.follower("amy")
     made = {}
     for policy in ("never", "after_exit", "always"):
