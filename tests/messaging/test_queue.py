@@ -273,3 +273,48 @@ def test_official_account_mass_pushes_per_follower(brand: Brand) -> None:
         ("queued", None),
         ("suppressed", "cap:Official Account mass push 1/day"),
     ]
+
+
+def test_a_broadcast_renders_once_per_first_name_and_still_per_message_where_it_must(brand: Brand) -> None:
+    s = brand.session
+    mei1 = brand.follower("mei1", traits={"first_name": "Mei"})
+    mei2 = brand.follower("mei2", traits={"first_name": "Mei"})
+    lan = brand.follower("lan", traits={"first_name": "Lanlan"})
+    pids = [mei1, mei2, lan]
+    messaging.create_cap(s, channel=None, period=CapPeriod.month, limit=10)
+
+    def contents(template: str, key: str) -> dict[int, tuple[str, str | None, dict[str, object]]]:
+        outcomes = queue(brand, template, pids, key=key)
+        assert len(outcomes) == 3
+        rows = s.execute(
+            select(Message.profile_id, Message.status, Message.rule, Message.content).where(
+                Message.idempotency_key.like(f"{key}:%")
+            )
+        )
+        return {pid: (str(status), rule, content) for pid, status, rule, content in rows}
+
+    brand.template("Hello", data={"first": "{{ first_name }}, the autumn collection is in"})
+    hello = contents("Hello", "hello")
+    assert [hello[p][2]["data"] for p in pids] == [
+        {"first": "Mei, the autumn collection is in"},
+        {"first": "Mei, the autumn collection is in"},
+        {"first": "Lanlan, the autumn collection is in"},
+    ]
+    # A tracked link is signed for its own message: two customers named alike never share one.
+    brand.template("Linked", data={"first": "{{ first_name }} {{ track('https://tos.example/a') }}"})
+    linked = contents("Linked", "linked")
+    links = [str(linked[p][2]["data"]["first"]) for p in pids]  # type: ignore[index]
+    assert len(set(links)) == 3
+    assert all(f"k=linked%3A{p}&" in link for p, link in zip(pids, links, strict=True))
+    # A template failing for one name fails every customer of that name, and only them; their cap slots
+    # are given back.
+    brand.template("Fragile", data={"first": "{{ 100 // (first_name|length - 3) }}"})
+    fragile = contents("Fragile", "fragile")
+    assert [fragile[p][:2] for p in pids] == [
+        ("suppressed", "render"),
+        ("suppressed", "render"),
+        ("queued", None),
+    ]
+    assert "ZeroDivisionError" in str(fragile[mei2][2]["error"])
+    slots = s.execute(select(CapSlot.message_key).where(CapSlot.message_key.like("fragile:%"))).scalars()
+    assert set(slots) == {f"fragile:{lan}"}

@@ -305,6 +305,7 @@ def queue(
     used = render.names(template.body)
     ctx = render.contexts(session, pids, used)
     asset = render.asset_lookup(session)
+    renderer = render.Renderer(template.body, used)
     rows: list[tuple[Any, ...]] = []
     ids = bulk.allocate_ids(session, "messages", len(live))
     account_id = template.account_id
@@ -319,13 +320,13 @@ def queue(
         content: dict[str, Any] = {}
         error_rule = blocked
         if blocked is None:
-            try:
-                content = render.render(
-                    template.body, {**ctx[pid], **r.extra, "asset": asset, "track": render.tracker(r.key)}
-                )
-            except Exception as exc:  # a sandbox refusal or a type error in one customer's data
-                error_rule = "render"
-                content = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            content, error = renderer.render(
+                ctx[pid],
+                lambda: {**ctx[pid], **r.extra, "asset": asset, "track": render.tracker(r.key)},  # noqa: B023
+            )
+            if error is not None:
+                # A template that fails for one customer fails that message, not the batch.
+                error_rule, content = "render", {"error": error}
                 release(session, [r.key])
         address = addresses.get(pid) or _Address()
         status = MessageStatus.queued if error_rule is None else MessageStatus.suppressed
