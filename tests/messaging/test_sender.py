@@ -137,6 +137,11 @@ def test_a_sender_that_dies_mid_call_never_sends_twice(brand: Brand) -> None:
         s.commit()
     assert message(brand.session, amy).status == MessageStatus.unknown
     assert sender.run_once(factory).claimed == 0
+    # The first sender coming back late with its old lease sends nothing either: the message is not queued.
+    with factory() as s:
+        assert sender.deliver(s, ids, now=later, settings=settings).sent == 0
+        s.commit()
+    assert message(brand.session, amy).status == MessageStatus.unknown
     assert not [api for api, _ in brand.fake.sent if api == "message/template/send"]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from siyu import bulk
@@ -331,11 +331,15 @@ def claim(session: Session, limit: int, now: dt.datetime, settings: Settings) ->
 def deliver(session: Session, ids: Sequence[int], *, now: dt.datetime, settings: Settings) -> SendRun:
     """Send the leased messages and record each answer; flushes, the caller commits."""
     run = SendRun(claimed=len(ids))
-    messages = list(
-        session.execute(
-            select(Message).where(bulk.matches(session, Message.id, list(ids)), text(QUEUED))
+    # By primary key, the status checked here: with `status = 'queued'` in the query PostgreSQL walks the
+    # partial index of queued messages and filters by id (120 ms a batch with a million queued).
+    messages = [
+        m
+        for m in session.execute(
+            select(Message).where(bulk.matches(session, Message.id, list(ids)))
         ).scalars()
-    )
+        if m.status == MessageStatus.queued
+    ]
     by_channel: dict[Channel, list[Message]] = {}
     for m in messages:
         by_channel.setdefault(Channel(m.channel), []).append(m)
