@@ -245,7 +245,7 @@ def plan(factory: sessionmaker[Session], segment_id: int, n: int, workers: int =
     return time.perf_counter() - started
 
 
-def noop(clients: sender.Clients, messages: Sequence[Message]) -> dict[int, sender.Result]:
+def noop(clients: sender.Clients, messages: Sequence[sender.Outgoing]) -> dict[int, sender.Result]:
     """A channel that accepts everything at once: what is left is siyu's own cost."""
     return {m.id: sender.Result(MessageStatus.sent, external_id=None) for m in messages}
 

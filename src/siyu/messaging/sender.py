@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import httpx
@@ -44,6 +44,30 @@ class Result:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A leased message as the adapters see it: read as plain columns (ORM objects cost 30 µs apiece)."""
+
+    id: int
+    idempotency_key: str
+    template_id: int
+    channel: Channel
+    account_id: int | None
+    profile_id: int
+    recipient: str | None
+    sender: str | None
+    content: dict[str, Any]
+    status: MessageStatus
+    attempts: int
+    available_at: dt.datetime
+    journey_id: int | None
+    version_id: int | None
+    node: str | None
+
+
+_OUTGOING = [getattr(Message, f.name) for f in fields(Outgoing)]
+
+
 @dataclass(slots=True)
 class Clients:
     """One API client per account for a run, so tokens are fetched once."""
@@ -69,11 +93,11 @@ class Clients:
             client.close()
 
 
-Adapter = Callable[[Clients, Sequence[Message]], dict[int, Result]]
+Adapter = Callable[[Clients, Sequence[Outgoing]], dict[int, Result]]
 
 
-def _each(send: Callable[[Clients, Message], Result]) -> Adapter:
-    def adapter(clients: Clients, messages: Sequence[Message]) -> dict[int, Result]:
+def _each(send: Callable[[Clients, Outgoing], Result]) -> Adapter:
+    def adapter(clients: Clients, messages: Sequence[Outgoing]) -> dict[int, Result]:
         out: dict[int, Result] = {}
         for m in messages:
             try:
@@ -87,7 +111,7 @@ def _each(send: Callable[[Clients, Message], Result]) -> Adapter:
     return adapter
 
 
-def _wechat_failure(clients: Clients, m: Message, exc: WeChatError) -> Result:
+def _wechat_failure(clients: Clients, m: Outgoing, exc: WeChatError) -> Result:
     if exc.errcode in UNREACHABLE and m.account_id is not None and m.recipient:
         clients.session.execute(
             update(Reach)
@@ -99,7 +123,7 @@ def _wechat_failure(clients: Clients, m: Message, exc: WeChatError) -> Result:
     return Result(MessageStatus.failed, error=exc.message)
 
 
-def _oa_template(clients: Clients, m: Message) -> Result:
+def _oa_template(clients: Clients, m: Outgoing) -> Result:
     client: OaClient = clients.get(m.account_id, OaClient)
     template = service.get_template_or_raise(clients.session, m.template_id)
     c = m.content
@@ -114,13 +138,13 @@ def _oa_template(clients: Clients, m: Message) -> Result:
     return Result(MessageStatus.sent, external_id=str(answer.get("msgid") or ""))
 
 
-def _oa_kefu(clients: Clients, m: Message) -> Result:
+def _oa_kefu(clients: Clients, m: Outgoing) -> Result:
     client: OaClient = clients.get(m.account_id, OaClient)
     client.send_custom(str(m.recipient), str(m.content.get("text") or ""), idempotency_key=m.idempotency_key)
     return Result(MessageStatus.sent)
 
 
-def _mp_subscribe(clients: Clients, m: Message) -> Result:
+def _mp_subscribe(clients: Clients, m: Outgoing) -> Result:
     client: MiniProgramClient = clients.get(m.account_id, MiniProgramClient)
     template = service.get_template_or_raise(clients.session, m.template_id)
     client.send_subscribe(
@@ -160,10 +184,10 @@ def _attachments(session: Session, keys: list[str]) -> list[dict[str, Any]]:
     return out
 
 
-def _wecom(clients: Clients, messages: Sequence[Message]) -> dict[int, Result]:
+def _wecom(clients: Clients, messages: Sequence[Outgoing]) -> dict[int, Result]:
     """add_msg_template: one call per associate and identical content (a mass message), one per 1:1."""
     out: dict[int, Result] = {}
-    groups: dict[tuple[Any, ...], list[Message]] = {}
+    groups: dict[tuple[Any, ...], list[Outgoing]] = {}
     for m in messages:
         text = str(m.content.get("text") or "")
         attachments = tuple(m.content.get("attachments") or ())
@@ -200,7 +224,7 @@ def _wecom(clients: Clients, messages: Sequence[Message]) -> dict[int, Result]:
     return out
 
 
-def _sms(clients: Clients, m: Message) -> Result:
+def _sms(clients: Clients, m: Outgoing) -> Result:
     url = clients.settings.sms_webhook_url
     if not url:
         return Result(MessageStatus.failed, error="no SMS provider configured (SIYU_SMS_WEBHOOK_URL)")
@@ -219,14 +243,14 @@ def _sms(clients: Clients, m: Message) -> Result:
     return Result(MessageStatus.sent, external_id=str(body.get("id") or "") or None)
 
 
-def _oa_mass(clients: Clients, messages: Sequence[Message]) -> dict[int, Result]:
+def _oa_mass(clients: Clients, messages: Sequence[Outgoing]) -> dict[int, Result]:
     """mass/send by openid: one job per account and identical text, 2 to 10,000 followers each.
 
     WeChat refuses a job of one follower: a lone message waits for company (the next batch) and fails only
     after its last attempt. `clientmsgid` (the messages' ids) makes a retried job a no-op on WeChat's side.
     """
     out: dict[int, Result] = {}
-    groups: dict[tuple[int | None, str], list[Message]] = {}
+    groups: dict[tuple[int | None, str], list[Outgoing]] = {}
     for m in messages:
         groups.setdefault((m.account_id, str(m.content.get("text") or "")), []).append(m)
     for (account_id, text_), group in groups.items():
@@ -335,12 +359,13 @@ def deliver(session: Session, ids: Sequence[int], *, now: dt.datetime, settings:
     # partial index of queued messages and filters by id (120 ms a batch with a million queued).
     messages = [
         m
-        for m in session.execute(
-            select(Message).where(bulk.matches(session, Message.id, list(ids)))
-        ).scalars()
+        for m in (
+            Outgoing(*row)
+            for row in session.execute(select(*_OUTGOING).where(bulk.matches(session, Message.id, list(ids))))
+        )
         if m.status == MessageStatus.queued
     ]
-    by_channel: dict[Channel, list[Message]] = {}
+    by_channel: dict[Channel, list[Outgoing]] = {}
     for m in messages:
         by_channel.setdefault(Channel(m.channel), []).append(m)
     clients = Clients(session, settings)
