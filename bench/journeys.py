@@ -10,7 +10,8 @@ For each engine (PostgreSQL, SQLite) the benchmark
    with `siyu.bulk`; the load time is reported, it is not a target;
 2. plan: publishes a journey "segment entry, include existing members -> send the template -> exit"
    (publishing enrols every member with one INSERT ... SELECT) and runs the engine (`engine.run_due`,
-   `--batch` enrolments per transaction, as `siyu worker` does) until no one is due: every customer's
+   `--batch` enrolments per transaction, as `siyu worker` does, with the garbage collector tuned as the
+   worker tunes it: `SIYU_GC_THRESHOLD`) until no one is due: every customer's
    message is rendered, checked against reach, consent and the caps (a cap slot taken per message), and
    queued in the outbox table `messages`. The figure is the wall time from publishing to the last commit
    (target <= 60 s for 1M customers; Mautic took 2.5 days, its issue #2870);
@@ -46,7 +47,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from siyu import bulk, db
+from siyu import bulk, db, runtime
 from siyu.channels import service as channels
 from siyu.channels.models import ChannelKind, OaType
 from siyu.config import get_settings
@@ -332,6 +333,8 @@ def run(kind: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     say(f"[bold]{kind}[/bold]: {args.customers:,} customers")
     os.environ["SIYU_JOURNEYS_BATCH_SIZE"] = str(args.batch)
     get_settings.cache_clear()
+    # The garbage collector as `siyu worker` tunes it (the forked workers inherit it).
+    runtime.tune(get_settings())
     with ingest.fresh_database(kind, args.pg_admin_dsn, workdir) as database:
         eng = db.create_db_engine(database.url)
         db.set_engine(eng)

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select, text
 from starlette.middleware.sessions import SessionMiddleware
 
-from siyu import __version__
+from siyu import __version__, runtime
 from siyu import models as _models  # noqa: F401  (every table known to the metadata)
 from siyu.auth.api import router as apikeys_router
 from siyu.channels.api import callbacks as channel_callbacks
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        runtime.tune(settings)
         running = None
         if settings.ingest_processor:
             running = processor.Processor(settings)

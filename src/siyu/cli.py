@@ -15,7 +15,7 @@ import uvicorn
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
-from siyu import migrate
+from siyu import migrate, runtime
 from siyu import models as _models  # noqa: F401  (every table known to the metadata)
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role
@@ -94,6 +94,7 @@ def worker(
     from siyu.schedule import Scheduler
 
     settings = get_settings()
+    runtime.tune(settings)
     factory = get_sessionmaker()
     scheduler = Scheduler(settings)
     console.print("worker started")
