@@ -9,7 +9,7 @@ transaction. Values are converted here exactly as the column types would store t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import orjson
@@ -51,6 +51,20 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+def _memo(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """convert, remembering its answers: a batch's rows mostly share one or two times."""
+    seen: dict[Any, Any] = {}
+
+    def cached(value: Any) -> Any:
+        try:
+            return seen[value]
+        except KeyError:
+            out = seen[value] = convert(value)
+            return out
+
+    return cached
+
+
 def _converters(session: Session, columns: Columns) -> list[Any]:
     pg = is_postgres(session)
     out: list[Any] = []
@@ -58,7 +72,7 @@ def _converters(session: Session, columns: Columns) -> list[Any]:
         if kind == "json":
             out.append(_json)
         elif kind == "ts" and not pg:
-            out.append(_sqlite_ts)
+            out.append(_memo(_sqlite_ts))
         elif kind == "bool" and not pg:
             out.append(lambda v: None if v is None else int(v))
         else:

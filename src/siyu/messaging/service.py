@@ -250,13 +250,19 @@ def queue(
     rule: dict[int, str] = {}
     if template.purpose == Purpose.marketing and settings.quiet_hours.strip():
         zone_of = zones(session, pids, settings)
-        for i in list(live):
-            until = policy.quiet_until(
-                now, settings.quiet_hours, zone_of.get(requests[i].profile_id, settings.timezone)
-            )
-            if until is not None:
+        # The batch shares one moment: quiet hours are worked out once per time zone.
+        quiet: dict[str, dt.datetime | None] = {}
+        kept: list[int] = []
+        for i in live:
+            zone = zone_of.get(requests[i].profile_id, settings.timezone)
+            if zone not in quiet:
+                quiet[zone] = policy.quiet_until(now, settings.quiet_hours, zone)
+            until = quiet[zone]
+            if until is None:
+                kept.append(i)
+            else:
                 outcomes[i] = Outcome("deferred", "quiet_hours", until)
-                live.remove(i)
+        live = kept
     pids = sorted({requests[i].profile_id for i in live})
     addresses = _addresses(session, template, pids)
     for pid, purpose_rule in _consent_rules(session, template, pids).items():
