@@ -145,6 +145,23 @@ def test_a_sender_that_dies_mid_call_never_sends_twice(brand: Brand) -> None:
     assert not [api for api, _ in brand.fake.sent if api == "message/template/send"]
 
 
+def test_the_next_round_after_a_lease_ran_out_marks_the_message_unknown(brand: Brand) -> None:
+    amy = brand.follower("amy")
+    brand.template("Hello")
+    queue(brand, "Hello", [amy])
+    factory = db.get_sessionmaker()
+    settings = get_settings()
+    start = dt.datetime.now(dt.UTC)
+    with factory() as s:
+        assert len(sender.claim(s, 10, start, settings)) == 1
+        s.commit()
+    assert sender.run_once(factory, now=start).lost == 0  # still leased: nothing to claim, nothing lost
+    later = start + dt.timedelta(seconds=settings.messages_lease_seconds + 1)
+    assert sender.run_once(factory, now=later).lost == 1
+    assert message(brand.session, amy).status == MessageStatus.unknown
+    assert not [api for api, _ in brand.fake.sent if api == "message/template/send"]
+
+
 def test_customer_service_reply_inside_the_window(brand: Brand) -> None:
     from tests.factories import event
     from tests.journeys.brand import oa_context
