@@ -118,15 +118,21 @@ def test_wecom_messages_wait_for_the_associate_and_are_grouped_when_identical(br
     assert message(brand.session, bea).status == MessageStatus.delivered
 
 
-def test_a_sender_that_dies_mid_call_never_sends_twice(brand: Brand) -> None:
+def leased_by_a_sender_that_died(brand: Brand, at: dt.datetime) -> tuple[int, list[int]]:
+    """amy's "Hello" queued and claimed at `at` by a sender that then died; (amy, the leased ids)."""
     amy = brand.follower("amy")
     brand.template("Hello")
     queue(brand, "Hello", [amy])
+    with db.get_sessionmaker()() as s:
+        ids = sender.claim(s, 10, at, get_settings())
+        s.commit()
+    return amy, ids
+
+
+def test_a_sender_that_dies_mid_call_never_sends_twice(brand: Brand) -> None:
+    amy, ids = leased_by_a_sender_that_died(brand, dt.datetime.now(dt.UTC))
     factory = db.get_sessionmaker()
     settings = get_settings()
-    with factory() as s:
-        ids = sender.claim(s, 10, dt.datetime.now(dt.UTC), settings)
-        s.commit()
     # The process dies here, after the claim and (perhaps) the call: nothing is recorded.
     assert message(brand.session, amy).status == MessageStatus.queued
     assert brand.session.execute(select(MessageLease.message_id)).scalars().all() == ids
@@ -146,15 +152,11 @@ def test_a_sender_that_dies_mid_call_never_sends_twice(brand: Brand) -> None:
 
 
 def test_the_next_round_after_a_lease_ran_out_marks_the_message_unknown(brand: Brand) -> None:
-    amy = brand.follower("amy")
-    brand.template("Hello")
-    queue(brand, "Hello", [amy])
+    start = dt.datetime.now(dt.UTC)
+    amy, ids = leased_by_a_sender_that_died(brand, start)
+    assert len(ids) == 1
     factory = db.get_sessionmaker()
     settings = get_settings()
-    start = dt.datetime.now(dt.UTC)
-    with factory() as s:
-        assert len(sender.claim(s, 10, start, settings)) == 1
-        s.commit()
     assert sender.run_once(factory, now=start).lost == 0  # still leased: nothing to claim, nothing lost
     later = start + dt.timedelta(seconds=settings.messages_lease_seconds + 1)
     assert sender.run_once(factory, now=later).lost == 1
