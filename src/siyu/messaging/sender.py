@@ -357,17 +357,11 @@ def deliver(session: Session, ids: Sequence[int], *, now: dt.datetime, settings:
     run = SendRun(claimed=len(ids))
     # By primary key, the status checked here: with `status = 'queued'` in the query PostgreSQL walks the
     # partial index of queued messages and filters by id (120 ms a batch with a million queued).
-    messages = [
-        m
-        for m in (
-            Outgoing(*row)
-            for row in session.execute(select(*_OUTGOING).where(bulk.matches(session, Message.id, list(ids))))
-        )
-        if m.status == MessageStatus.queued
-    ]
+    read = session.execute(select(*_OUTGOING).where(bulk.matches(session, Message.id, list(ids))))
+    messages = [m for m in (Outgoing(*row) for row in read) if m.status == MessageStatus.queued]
     by_channel: dict[Channel, list[Outgoing]] = {}
     for m in messages:
-        by_channel.setdefault(Channel(m.channel), []).append(m)
+        by_channel.setdefault(m.channel, []).append(m)
     clients = Clients(session, settings)
     results: dict[int, Result] = {}
     try:

@@ -1,8 +1,8 @@
 """Compile a checked rule to an Ibis expression: the ids of the live profiles that match, as of a moment.
 
 Every leaf is a boolean that is never NULL (a missing trait compares false), so NOT and OR mean the same
-on every engine. "Has at least one" conditions (a tag, an identifier, an event, a consent row) become a
-correlated EXISTS: a semi-join, and an anti-join under NOT, where `NOT IN` would hash or rescan the whole
+on every engine. "Has at least one" conditions (a tag, an identifier, an event without a count above one)
+become a correlated EXISTS: a semi-join, and an anti-join under NOT, where `NOT IN` would hash or rescan the whole
 set. Aggregated event conditions become `id IN (subquery … GROUP BY … HAVING)`; a count or sum that zero
 satisfies (`count <= 2`) is written as NOT IN the profiles that fail it, so customers without such events
 count. With a scope (an unbound `segment_scope` table of profile ids) every subquery is restricted to it,
