@@ -13,9 +13,21 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import BigInteger, ColumnElement, Integer, String, any_, bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    Text,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.types import UserDefinedType
 
 from siyu.db import is_postgres
 
@@ -182,13 +194,53 @@ def repoint(session: Session, table: str, column: str, pairs: Sequence[tuple[int
 
 
 def matches(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
-    """column IN values: one array parameter on PostgreSQL (psycopg re-parses long IN lists in Python)."""
+    """column IN values, with the values as one parameter (a PostgreSQL array, a JSON list on SQLite).
+
+    One parameter, not one per value: SQLAlchemy re-renders an expanding IN for every execution and
+    psycopg dumps a Python list element by element, both per batch of a thousand on the hot paths;
+    the array's text and the JSON are built in C (str.join, orjson).
+    """
+    numeric = isinstance(column.type, BigInteger | Integer)
     if is_postgres(session):
-        element = BigInteger() if isinstance(column.type, BigInteger | Integer) else String()
-        clause: ColumnElement[bool] = column == any_(bindparam(None, list(values), type_=ARRAY(element)))
+        if numeric:
+            literal = "{" + ",".join([str(int(v)) for v in values]) + "}"
+        else:
+            literal = "{" + ",".join([_pg_element(v) for v in values]) + "}"
+        array = bindparam(None, literal, type_=_ArrayLiteral("BIGINT" if numeric else "TEXT"))
+        clause: ColumnElement[bool] = column == any_(array)
         return clause
-    clause = column.in_(values)
+    document = orjson.dumps([int(v) for v in values] if numeric else [str(v) for v in values]).decode()
+    # SQLite searches the column's index once per element of the list, as it does for IN (?, ?, ...).
+    listed: Select[Any] = select(literal_column("value")).select_from(
+        func.json_each(bindparam(None, document, type_=Text()))
+    )
+    clause = column.in_(listed)
     return clause
+
+
+class _ArrayLiteral(UserDefinedType[str]):
+    """A PostgreSQL array sent as its text (`{1,2,3}`), typed by the parameter's own cast.
+
+    A typed parameter, not a cast of a text one: the planner then sees the array and its length, where a
+    conversion at run time is guessed to hold ten elements and can make a seq scan of a growing table look
+    cheap (it did: the idempotency check of a broadcast went from 1.5 to 30 ms a batch).
+    """
+
+    cache_ok = True
+    render_bind_cast = True
+
+    def __init__(self, element: str) -> None:
+        self.element = element
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return f"{self.element}[]"
+
+
+def _pg_element(value: Any) -> str:
+    # An element of an array literal: quoted, with its backslashes and quotes escaped.
+    if value is None:
+        return "NULL"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def chunks(values: Sequence[Any], size: int = 10_000) -> Iterator[Sequence[Any]]:
