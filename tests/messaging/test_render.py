@@ -35,3 +35,36 @@ def test_a_plain_substitution_does_not_run_jinja() -> None:
     )
     assert render._substitution("{{ first_name|upper }}") is None
     assert render._substitution("{{ traits.city }}") is None
+
+
+BODIES: list[dict[str, Any]] = [
+    {"data": {"first": "{{ first_name }}, the autumn collection is in", "keyword1": "Autumn"}, "url": " x "},
+    {"text": "{{ name }} ({{ tier }}): {{ points }} points", "attachments": ["lookbook"]},
+    {"text": "  plain  ", "count": 3, "data": {}},
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize(("source", "values"), CASES[:5])
+def test_the_renderer_prints_what_jinja_prints_without_building_a_context(
+    body: dict[str, Any], source: str, values: dict[str, Any]
+) -> None:
+    renderer = render.Renderer(body, render.names(body))
+    assert renderer.direct is not None
+
+    def context() -> dict[str, Any]:
+        raise AssertionError("a plain substitution needs no context")
+
+    assert renderer.render(values, context) == (render.render(body, values), None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Order {{ event.order_id }}", "{{ track('https://x.cn') }}", "{{ event }}", "{{ name|upper }}"],
+)
+def test_the_renderer_runs_jinja_for_what_a_customer_s_values_do_not_hold(text: str) -> None:
+    body = {"text": text}
+    renderer = render.Renderer(body, render.names(body))
+    assert renderer.direct is None
+    context = {"name": "amy", "event": {"order_id": "A1"}, "track": lambda url: f"t:{url}"}
+    assert renderer.render({"name": "amy"}, lambda: context) == (render.render(body, context), None)

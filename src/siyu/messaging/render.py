@@ -150,12 +150,52 @@ _SHARED = frozenset(
 )
 
 
+# Names a template's context has per message, not per customer: not in the values `Renderer` is given.
+_PER_MESSAGE = frozenset({"event", "asset", "track"})
+
+
+def _direct(body: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    """body rendered straight from a customer's values, when each text is plain or plain `{{ name }}`s of
+    those values (what `render` would print, without building a context); None when a text needs Jinja."""
+    plan: list[tuple[str, int, Any]] = []  # (key, 0 kept / 1 nested / 2 substituted, what)
+    for key, value in body.items():
+        if isinstance(value, dict) and key != "attachments":
+            nested = _direct(value)
+            if nested is None:
+                return None
+            plan.append((key, 1, nested))
+        elif not isinstance(value, str) or key == "attachments":
+            plan.append((key, 0, value))
+        elif _static(value):
+            plan.append((key, 0, value.strip()))
+        else:
+            parts = _substitution(value)
+            if parts is None or any(is_name and part in _PER_MESSAGE for is_name, part in parts):
+                return None
+            plan.append((key, 2, parts))
+
+    def fill(values: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, kind, what in plan:
+            if kind == 0:
+                out[key] = what
+            elif kind == 1:
+                out[key] = what(values)
+            else:
+                out[key] = "".join([str(values.get(v, "")) if is_name else v for is_name, v in what]).strip()
+        return out
+
+    return fill
+
+
 class Renderer:
-    """Renders one body for many customers; once per distinct combination of the values it names when it
-    names only values many customers share."""
+    """Renders one body for many customers: straight from each customer's values when its texts are plain
+    substitutions, else once per distinct combination of the values it names when it names only values
+    many customers share, else through Jinja for each."""
 
     def __init__(self, body: dict[str, Any], used: set[str]) -> None:
         self.body = body
+        self.direct = _direct(body)
         shared = used - {"asset"}
         self.keys = tuple(sorted(shared)) if shared <= _SHARED else None
         self.done: dict[tuple[Any, ...], tuple[dict[str, Any], str | None]] = {}
@@ -165,6 +205,8 @@ class Renderer:
     ) -> tuple[dict[str, Any], str | None]:
         """(content, None), or ({}, the error) when the template fails for these values; `values` are the
         customer's context names, `context()` builds the whole context when the body has to run."""
+        if self.direct is not None:
+            return self.direct(values), None
         key = tuple(values.get(k) for k in self.keys) if self.keys is not None else None
         if key is not None:
             found = self.done.get(key)

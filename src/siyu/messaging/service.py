@@ -248,8 +248,12 @@ def queue(
             live.append(i)
     pids = sorted({requests[i].profile_id for i in live})
     rule: dict[int, str] = {}
-    if template.purpose == Purpose.marketing and settings.quiet_hours.strip():
-        zone_of = zones(session, pids, settings)
+    used = render.names(template.body)
+    quiet_hours = template.purpose == Purpose.marketing and bool(settings.quiet_hours.strip())
+    # One read of the customers for both the time zones (in their traits) and the personalisation.
+    ctx = render.contexts(session, pids, used | {"traits"} if quiet_hours else used)
+    if quiet_hours:
+        zone_of = _zones(ctx, settings)
         # The batch shares one moment: quiet hours are worked out once per time zone.
         quiet: dict[str, dt.datetime | None] = {}
         kept: list[int] = []
@@ -308,8 +312,6 @@ def queue(
         if blocked is not None:
             rule[pid] = blocked
     # Render what goes out; a template that fails for one customer fails that message, not the batch.
-    used = render.names(template.body)
-    ctx = render.contexts(session, pids, used)
     asset = render.asset_lookup(session)
     renderer = render.Renderer(template.body, used)
     rows: list[tuple[Any, ...]] = []
@@ -390,6 +392,16 @@ def zones(session: Session, pids: Sequence[int], settings: Settings) -> dict[int
         for pid, zone in rows:
             if zone:
                 out[pid] = policy.zone_or(zone, settings.timezone)
+    return out
+
+
+def _zones(ctx: dict[int, dict[str, Any]], settings: Settings) -> dict[int, str]:
+    """As `zones`, from contexts that hold the customers' traits."""
+    out: dict[int, str] = {}
+    for pid, values in ctx.items():
+        zone = (values.get("traits") or {}).get("timezone")
+        if zone and isinstance(zone, str):
+            out[pid] = policy.zone_or(zone, settings.timezone)
     return out
 
 
