@@ -10,7 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, BigInteger, DateTime, Engine, Integer, MetaData, String, create_engine, event
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -203,3 +214,19 @@ def is_postgres(session_or_engine: Session | Engine) -> bool:
     """Whether the bound database is PostgreSQL."""
     bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
     return bind.dialect.name == "postgresql"
+
+
+@contextmanager
+def in_index_order(session: Session) -> Iterator[None]:
+    """Plan the statements inside without a sort (PostgreSQL): a queue's claim walks its due index in order.
+
+    A queue's statistics lag behind it: a broadcast queues a million rows between two analyses, and a
+    planner that takes them for a few chooses to fetch and sort them all, for every batch claimed.
+    The setting is undone after the block, or with the transaction if the block fails.
+    """
+    if not is_postgres(session):
+        yield
+        return
+    session.execute(text("SET LOCAL enable_sort = off"))
+    yield
+    session.execute(text("RESET enable_sort"))

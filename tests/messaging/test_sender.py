@@ -12,10 +12,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from siyu import db
+from siyu import bulk, db
 from siyu.config import get_settings
 from siyu.ingest.models import Event
 from siyu.messaging import reactions, sender
@@ -329,3 +329,47 @@ def test_what_became_of_a_journeys_messages_is_counted_at_its_node(brand: Brand)
     brand.fake.confirm_group_msg(str(message(brand.session, amy).external_id))
     reactions.poll_wecom_confirmations(db.get_sessionmaker())
     assert journeys.stats(brand.session, j)["nodes"]["n0"]["messages"] == {"created": 1, "delivered": 1}
+
+
+def _plan(session: Session, sql: str, params: dict[str, Any]) -> str:
+    with bulk.driver_connection(session).cursor() as cursor:
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(str(r[0]) for r in cursor.fetchall())
+
+
+def test_the_claim_walks_the_due_index_in_order_whatever_the_statistics_say(session: Session) -> None:
+    # A broadcast queues a million messages between two analyses; planned on statistics that say the queue
+    # is small, the claim would fetch and sort every queued message for each batch.
+    if not db.is_postgres(session):
+        pytest.skip("a PostgreSQL planner setting")
+    n = 20_000
+    ids = bulk.allocate_ids(session, "messages", n)
+    rows = [
+        (
+            i,
+            f"claim-plan:{i}",
+            1,
+            "oa_template",
+            None,
+            i,
+            f"o-{i}",
+            None,
+            {},
+            "queued",
+            None,
+            0,
+            NOW,
+            *[None] * 4,
+            NOW,
+        )
+        for i in ids
+    ]
+    bulk.insert_rows(session, "messages", messaging.MESSAGE_COLUMNS, rows)
+    sql = sender._candidates("%(due)s", "%(limit)s")
+    params = {"due": NOW, "limit": 1000}
+    with db.in_index_order(session):
+        plan = _plan(session, sql, params)
+    assert "Sort" not in plan
+    assert "ix_messages_due" in plan
+    # Undone after the claim: the rest of the transaction plans as usual.
+    assert session.execute(text("SHOW enable_sort")).scalar_one() == "on"

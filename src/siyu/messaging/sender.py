@@ -25,7 +25,7 @@ from siyu.channels.outbound.miniprogram import MiniProgramClient
 from siyu.channels.outbound.oa import OaClient
 from siyu.channels.outbound.wecom import WeComClient
 from siyu.config import Settings, get_settings
-from siyu.db import is_postgres, utcnow
+from siyu.db import in_index_order, is_postgres, utcnow
 from siyu.journeys.counts import count_messages
 from siyu.messaging import service
 from siyu.messaging.models import QUEUED, Asset, Channel, Message, MessageLease, MessageStatus, Reach
@@ -337,7 +337,7 @@ def claim(session: Session, limit: int, now: dt.datetime, settings: Settings) ->
     due = bulk.bind_time(session, now)
     conn = bulk.driver_connection(session)
     if is_postgres(session):
-        with conn.cursor() as cursor:
+        with in_index_order(session), conn.cursor() as cursor:
             cursor.execute(
                 f"WITH c AS ({_candidates('%(due)s', '%(limit)s')} FOR UPDATE OF messages SKIP LOCKED) "
                 "INSERT INTO message_leases (message_id, until) SELECT id, %(until)s FROM c "
