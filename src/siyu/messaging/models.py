@@ -27,6 +27,8 @@ class Channel(enum.StrEnum):
 
 
 WECOM_CHANNELS = frozenset({Channel.wecom_1to1, Channel.wecom_mass})
+# The identifier type of the addresses whose reach each kind of account tracks (`Reach.id_type`).
+REACH_ID_TYPE = {"oa": "wechat_openid", "wecom": "wecom_external_userid"}
 
 
 class Purpose(enum.StrEnum):
@@ -116,7 +118,15 @@ class Message(Base):
             sqlite_where=text("status = 'queued'"),
         ),
         Index(None, "profile_id", "created_at"),
-        Index(None, "channel", "external_id"),
+        # Receipts look messages up by the id the platform gave them; a queued message has none yet, and a
+        # broadcast queues a million (a partial index: they are not in it).
+        Index(
+            None,
+            "channel",
+            "external_id",
+            postgresql_where=text("external_id IS NOT NULL"),
+            sqlite_where=text("external_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -185,14 +195,13 @@ class CapSlot(Base):
     """
 
     __tablename__ = "message_cap_slots"
-    __table_args__ = (UniqueConstraint("profile_id", "cap", "window", "n"),)
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    # The slot is the key: no surrogate id, whose sequence and index a broadcast would feed a million times.
     # A counter, not a reference: no foreign key to check for each of a broadcast's slots.
-    profile_id: Mapped[int] = mapped_column(BigIntPK)
-    cap: Mapped[str] = mapped_column(String(60))
-    window: Mapped[str] = mapped_column(String(16))
-    n: Mapped[int] = mapped_column(Integer)
+    profile_id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=False)
+    cap: Mapped[str] = mapped_column(String(60), primary_key=True)
+    window: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     # The message that took it (its idempotency key), so a failed delivery gives the slot back.
     message_key: Mapped[str] = mapped_column(String(200), index=True)
 
