@@ -24,7 +24,7 @@ from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.ingest.reactors import StoredEvent
 from siyu.journeys.counts import count_messages
-from siyu.messaging.models import Channel, Message, MessageStatus, Reach
+from siyu.messaging.models import REACH_ID_TYPE, Channel, Message, MessageStatus, Reach
 
 FOLLOW = "Official Account Followed"
 UNFOLLOW = "Official Account Unfollowed"
@@ -74,19 +74,19 @@ def track_reach(session: Session, events: Sequence[StoredEvent]) -> None:
         aid, kind = account
         at = dt.datetime.fromisoformat(ev.timestamp_iso)
         if kind == ChannelKind.oa:
-            address = _address(ev, "wechat_openid")
+            address = _address(ev, REACH_ID_TYPE[kind])
             if address is None:
                 continue
-            row = state.setdefault((aid, address), {"id_type": "wechat_openid"})
+            row = state.setdefault((aid, address), {"id_type": REACH_ID_TYPE[kind]})
             if ev.event == UNFOLLOW:
                 row.update(reachable=False, inbound_at=None, inbound_kind=None)
             elif ev.event in INBOUND:
                 row.update(reachable=True, inbound_at=at, inbound_kind=INBOUND[ev.event])
         elif kind == ChannelKind.wecom:
-            address = _address(ev, "wecom_external_userid")
+            address = _address(ev, REACH_ID_TYPE[kind])
             if address is None or ev.event not in (WECOM_ADDED, WECOM_DELETED):
                 continue
-            row = state.setdefault((aid, address), {"id_type": "wecom_external_userid"})
+            row = state.setdefault((aid, address), {"id_type": REACH_ID_TYPE[kind]})
             row["reachable"] = ev.event == WECOM_ADDED
             if ev.event == WECOM_ADDED and ev.properties.get("associate"):
                 row["associate"] = str(ev.properties["associate"])

@@ -25,6 +25,7 @@ from siyu.errors import BadRequest, Conflict, NotFound
 from siyu.identity.models import Identifier
 from siyu.messaging import policy, render
 from siyu.messaging.models import (
+    REACH_ID_TYPE,
     WECOM_CHANNELS,
     Asset,
     AssetKind,
@@ -430,6 +431,7 @@ def _addresses(session: Session, template: MessageTemplate, pids: Sequence[int])
                     .where(bulk.matches(session, Profile.id, chunk), User.wecom_userid.is_not(None))
                 )
             )
+    id_type = REACH_ID_TYPE.get(ACCOUNT_KIND.get(template.channel, ""), "")
     for chunk in bulk.chunks(pids):
         rows = session.execute(
             select(
@@ -442,7 +444,11 @@ def _addresses(session: Session, template: MessageTemplate, pids: Sequence[int])
             )
             .join(Identifier, and_(Identifier.value == Reach.address, Identifier.type == Reach.id_type))
             .where(
-                Reach.account_id == template.account_id, bulk.matches(session, Identifier.profile_id, chunk)
+                Reach.account_id == template.account_id,
+                bulk.matches(session, Identifier.profile_id, chunk),
+                # Only the customer's identifiers of the account's kind can be its addresses: the others
+                # (member id, phone) are not looked for in its reach.
+                *([Identifier.type == id_type] if id_type else []),
             )
             .order_by(Reach.updated_at)
         )
