@@ -197,7 +197,8 @@ def set_cap_active(session: Session, cap_id: int, active: bool) -> FrequencyCap:
 # --- queueing -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and a batch makes a thousand.
+@dataclass(slots=True)
 class Request:
     """One message to make: for whom, under which idempotency key, and from where (journey, node)."""
 
@@ -217,6 +218,9 @@ class Outcome:
     status: str
     rule: str | None = None
     until: dt.datetime | None = None
+
+
+QUEUED = Outcome("queued")
 
 
 @dataclass(slots=True)
@@ -361,7 +365,7 @@ def queue(
                 now,
             )
         )
-        outcomes[i] = Outcome("queued") if error_rule is None else Outcome("suppressed", error_rule)
+        outcomes[i] = QUEUED if error_rule is None else Outcome("suppressed", error_rule)
     bulk.insert_rows(session, "messages", MESSAGE_COLUMNS, rows)
     done = [o for o in outcomes if o is not None]
     if len(done) != len(requests):
