@@ -283,12 +283,9 @@ def limit(factory: sessionmaker[Session], n: int, template_id: int) -> float:
     """The same number of message rows inserted raw, in one transaction (rolled back)."""
     now = NOON
     with factory() as s:
-        ids = bulk.allocate_ids(s, "messages", n) if s.get_bind().dialect.name == "postgresql" else None
-        top = s.execute(select(func.coalesce(func.max(Message.id), 0))).scalar_one()
         started = time.perf_counter()
         rows = [
             (
-                ids[k] if ids else top + k + 1,
                 f"raw:{k}",
                 template_id,
                 "oa_template",

@@ -343,10 +343,8 @@ def test_the_claim_walks_the_due_index_in_order_whatever_the_statistics_say(sess
     if not db.is_postgres(session):
         pytest.skip("a PostgreSQL planner setting")
     n = 20_000
-    ids = bulk.allocate_ids(session, "messages", n)
     rows = [
         (
-            i,
             f"claim-plan:{i}",
             1,
             "oa_template",
@@ -362,7 +360,7 @@ def test_the_claim_walks_the_due_index_in_order_whatever_the_statistics_say(sess
             *[None] * 4,
             NOW,
         )
-        for i in ids
+        for i in range(1, n + 1)
     ]
     bulk.insert_rows(session, "messages", messaging.MESSAGE_COLUMNS, rows)
     sql = sender._candidates("%(due)s", "%(limit)s")

@@ -60,8 +60,8 @@ BODY_KEYS: dict[Channel, tuple[tuple[str, ...], tuple[str, ...]]] = {
     Channel.wecom_mass: (("text",), ("attachments",)),
     Channel.sms: (("text",), ()),
 }
+# No id: the database numbers the messages (nothing in the batch refers to them), saving a round trip.
 MESSAGE_COLUMNS: bulk.Columns = [
-    ("id", "int"),
     ("idempotency_key", "text"),
     ("template_id", "int"),
     ("channel", "text"),
@@ -320,9 +320,8 @@ def queue(
     asset = render.asset_lookup(session)
     renderer = render.Renderer(template.body, used)
     rows: list[tuple[Any, ...]] = []
-    ids = bulk.allocate_ids(session, "messages", len(live))
     account_id = template.account_id
-    for n, i in enumerate(live):
+    for i in live:
         r = requests[i]
         pid = r.profile_id
         blocked = rule.get(pid)
@@ -345,7 +344,6 @@ def queue(
         status = MessageStatus.queued if error_rule is None else MessageStatus.suppressed
         rows.append(
             (
-                ids[n],
                 r.key,
                 template.id,
                 str(template.channel),
