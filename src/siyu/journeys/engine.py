@@ -240,9 +240,9 @@ def run_due(session: Session, *, now: dt.datetime | None = None, settings: Setti
             groups.setdefault((cur.version_id, cur.node), []).append(cur)
         run.moving = []
         for (version_id, node_id), group in groups.items():
-            definition = definitions.get(version_id) or definitions.setdefault(
-                version_id, definition_of(session, version_id)
-            )
+            definition = definitions.get(version_id)
+            if definition is None:
+                definition = definitions[version_id] = definition_of(session, version_id)
             node = definition.nodes.get(node_id)
             if node is None:
                 for cur in group:
