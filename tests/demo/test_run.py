@@ -219,6 +219,33 @@ class TestStory:
         for member_id in session.execute(select(Member.id)).scalars():
             assert loyalty_service.verify(session, member_id) == []
 
+    def test_the_demo_s_followers_and_contacts_can_be_messaged(
+        self, brand: demo.DemoResult, session: Session
+    ) -> None:
+        """The accounts' pushes say which account they came from, so reach follows them as it does live."""
+        from siyu.channels.models import ChannelAccount
+        from siyu.messaging.models import Message, Reach
+
+        reach = dict(
+            session.execute(
+                select(ChannelAccount.kind, func.count())
+                .join(Reach, Reach.account_id == ChannelAccount.id)
+                .where(Reach.reachable)
+                .group_by(ChannelAccount.kind)
+            ).all()
+        )
+        assert reach.get("oa", 0) > 0 and reach.get("wecom", 0) > 0
+        # Every reachable openid is a follower's identifier: one the reach reactor took from a push.
+        unmatched = session.execute(
+            select(func.count())
+            .select_from(Reach)
+            .outerjoin(Identifier, (Identifier.value == Reach.address) & (Identifier.type == Reach.id_type))
+            .where(Identifier.id.is_(None))
+        ).scalar_one()
+        assert unmatched == 0
+        rules = dict(session.execute(select(Message.rule, func.count()).group_by(Message.rule)).all())
+        assert rules.get(None, 0) > 0, rules  # some of the journeys' messages go out, not all "no_recipient"
+
 
 class TestRerun:
     def test_a_rerun_reuses_the_organisation_and_stores_nothing_twice(

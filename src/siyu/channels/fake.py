@@ -40,9 +40,10 @@ class FakeState:
     )  # (api, body) of what was "delivered"
     calls: list[str] = field(default_factory=list)
     fail_next: list[tuple[int, str]] = field(default_factory=list)  # errcodes to answer next, in order
-    kefu_open: set[str] = field(default_factory=set)
-    # The demo: every openid follows (messages to the demo's generated customers are accepted).
-    accept_any_user: bool = False  # openids that wrote to the account within 48 h
+    kefu_open: set[str] = field(default_factory=set)  # openids that wrote to the account within 48 h
+    # The demo: every openid follows and every external contact is the sender's (messages to the demo's
+    # generated customers are accepted).
+    accept_any_user: bool = False
     mass_jobs: dict[str, int] = field(default_factory=dict)  # clientmsgid -> msg_id
     tags: dict[int, dict[str, Any]] = field(default_factory=dict)  # tag id -> {"name", "openids"}
     group_msgs: dict[str, dict[str, Any]] = field(
@@ -305,7 +306,7 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
         if len(body.get("attachments") or []) > 9:
             return _err(41063, "attachments exceed limit")
         customers = list(body.get("external_userid") or [])
-        known = [c for c in customers if c in fake.contacts]
+        known = [c for c in customers if c in fake.contacts or fake.accept_any_user]
         msgid = "msg" + secrets.token_hex(8)
         with fake.lock:
             fake.group_msgs[msgid] = {"sender": body.get("sender"), "customers": known, "sent": 0}

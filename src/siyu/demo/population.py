@@ -22,6 +22,7 @@ from typing import Any
 
 from siyu.demo import names
 from siyu.demo.catalogue import ACCESSORIES, CURRENCY, QIPAO, Product
+from siyu.demo.channels import OA_NAME, WECOM_NAME
 from siyu.demo.org import ROSTER, STORES, StoreSpec
 from siyu.demo.timeline import (
     MONTH_STARTS,
@@ -108,6 +109,23 @@ TIER_NAME = "Silk"
 _PHONE_MULTIPLIER = 48_271
 _CARD_MULTIPLIER = 69_621
 RESERVED_PHONES = frozenset({"13800000001", "13900000002"})
+
+
+# Events that reach siyu through an account's callback, and that account (see `siyu.channels.oa` / `wecom`).
+_ACCOUNT_OF = {
+    **dict.fromkeys(
+        (
+            "Official Account Followed",
+            "Official Account Unfollowed",
+            "Official Account Message Received",
+            "QR Code Scanned",
+            "Menu Clicked",
+        ),
+        OA_NAME,
+    ),
+    "WeCom Contact Added": WECOM_NAME,
+    "WeCom Contact Deleted": WECOM_NAME,
+}
 
 
 def store_tablet(code: str) -> str:
@@ -348,6 +366,11 @@ class Customer:
             context["externalIds"] = ext
         if traits:
             context["traits"] = traits
+        account = _ACCOUNT_OF.get(name)
+        if account:
+            # As the callbacks write it: the account the push came from, so the reach of its openids and
+            # contacts is tracked and the demo's journeys have someone to message.
+            context["wechat"] = {"account": account}
         if context:
             event["context"] = context
         self._add(ts, event)
