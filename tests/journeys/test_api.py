@@ -80,6 +80,20 @@ def test_enrol_a_list_by_identifier_and_take_someone_out(brand: Brand) -> None:
     ]
 
 
+def test_enrol_by_a_phone_as_a_person_types_it(brand: Brand) -> None:
+    client, admin = brand.api.client, factories.auth(brand.api.admin_key)
+    bea = brand.follower("bea", traits={"phone": "+8613912345678"})
+    j = brand.journey(linear({"type": "wait", "duration": "1d"}))
+    body = {"identifiers": [{"type": "phone", "value": "139 1234 5678"}], "key": "list-2"}
+    r = client.post(f"/api/v1/journeys/{j.id}/enrol", json=body, headers=admin)
+    assert r.json() == {"entered": 1, "not_found": []}
+    rows = client.get(f"/api/v1/journeys/{j.id}/enrolments", params={"profile_id": bea}, headers=admin).json()
+    assert [e["status"] for e in rows] == ["active"]
+    bad = {"identifiers": [{"type": "phone", "value": "12"}], "key": "list-3"}
+    r = client.post(f"/api/v1/journeys/{j.id}/enrol", json=bad, headers=admin)
+    assert r.status_code == 400 and "value" in r.text
+
+
 def test_templates_preview_caps_assets_and_messages(brand: Brand) -> None:
     client, admin = brand.api.client, factories.auth(brand.api.admin_key)
     amy = brand.follower("amy")

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from siyu import bulk
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
-from siyu.identity.models import Identifier
+from siyu.errors import BadRequest
+from siyu.identity.models import Identifier, IdentifierType
 from siyu.identity.service import Resolver
 from siyu.ingest import reactors
 from siyu.ingest.models import DeadLetter, Event, QueuedBatch, QueueStatus
@@ -75,6 +76,21 @@ def normalizer(settings: Settings | None = None) -> Normalizer:
         extra_identifier_types=frozenset(settings.extra_identifier_types),
         phone_region=settings.default_phone_region,
     )
+
+
+def normalize_identifier(id_type: str, value: str) -> str:
+    """value in the form the graph stores for id_type (E.164 phones, lower-case emails)."""
+    value = value.strip()
+    try:
+        if id_type == IdentifierType.phone:
+            return normalizer().normalize_phone(value, "value")
+        if id_type == IdentifierType.email:
+            return value.lower()
+    except EventError as exc:
+        raise BadRequest(str(exc)) from None
+    if id_type not in normalizer().identifier_types():
+        raise BadRequest(f"type: unknown identifier type {id_type!r}")
+    return value
 
 
 @dataclass(slots=True)

@@ -16,9 +16,7 @@ from siyu.auth.principal import NAME_MASKED_ROLES, Principal
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import BadRequest, Forbidden, NotFound
 from siyu.identity import service as identity_service
-from siyu.identity.models import IdentifierType
-from siyu.ingest.normalize import EventError
-from siyu.ingest.service import normalizer
+from siyu.ingest.service import normalize_identifier
 from siyu.journeys import service as journeys_service
 from siyu.lifecycle import service as lifecycle_service
 from siyu.messaging import service as messaging_service
@@ -46,21 +44,6 @@ from siyu.profiles.schemas import (
 from siyu.segments import service as segments_service
 
 router = APIRouter(prefix="/api/v1/profiles", tags=["profiles"])
-
-
-def normalize_identifier(id_type: str, value: str) -> str:
-    """value in the form the graph stores for id_type (E.164 phones, lower-case emails)."""
-    value = value.strip()
-    try:
-        if id_type == IdentifierType.phone:
-            return normalizer().normalize_phone(value, "value")
-        if id_type == IdentifierType.email:
-            return value.lower()
-    except EventError as exc:
-        raise BadRequest(str(exc)) from None
-    if id_type not in normalizer().identifier_types():
-        raise BadRequest(f"type: unknown identifier type {id_type!r}")
-    return value
 
 
 def summarize(profile: Profile, principal: Principal) -> ProfileSummary:
