@@ -94,6 +94,24 @@ def test_enrol_by_a_phone_as_a_person_types_it(brand: Brand) -> None:
     assert r.status_code == 400 and "value" in r.text
 
 
+def test_enrolments_page_newest_first(brand: Brand) -> None:
+    client, admin = brand.api.client, factories.auth(brand.api.admin_key)
+    pids = [brand.follower(name) for name in ("cai", "dan", "eve")]
+    j = brand.journey(linear({"type": "wait", "duration": "1d"}))
+    body = {
+        "identifiers": [{"type": "member_id", "value": n} for n in ("cai", "dan", "eve")],
+        "key": "list-4",
+    }
+    assert client.post(f"/api/v1/journeys/{j.id}/enrol", json=body, headers=admin).json()["entered"] == 3
+    url = f"/api/v1/journeys/{j.id}/enrolments"
+    first = client.get(url, params={"limit": 2}, headers=admin).json()
+    rest = client.get(url, params={"limit": 2, "before_id": first[-1]["id"]}, headers=admin).json()
+    assert len(first) == 2 and len(rest) == 1
+    assert sorted(e["profile_id"] for e in first + rest) == sorted(pids)
+    assert [e["id"] for e in first + rest] == sorted((e["id"] for e in first + rest), reverse=True)
+    assert client.get(url, params={"limit": 0}, headers=admin).status_code == 422
+
+
 def test_templates_preview_caps_assets_and_messages(brand: Brand) -> None:
     client, admin = brand.api.client, factories.auth(brand.api.admin_key)
     amy = brand.follower("amy")

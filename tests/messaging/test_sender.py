@@ -371,3 +371,14 @@ def test_the_claim_walks_the_due_index_in_order_whatever_the_statistics_say(sess
     assert "ix_messages_due" in plan
     # Undone after the claim: the rest of the transaction plans as usual.
     assert session.execute(text("SHOW enable_sort")).scalar_one() == "on"
+
+
+def test_messages_page_newest_first(session: Session) -> None:
+    rows = [
+        (f"page:{i}", 1, "oa_template", None, i, f"o-{i}", None, {}, "queued", None, 0, NOW, *[None] * 4, NOW)
+        for i in range(1, 4)
+    ]
+    bulk.insert_rows(session, "messages", messaging.MESSAGE_COLUMNS, rows)
+    first = messaging.list_messages(session, limit=2)
+    rest = messaging.list_messages(session, limit=2, before_id=first[-1].id)
+    assert [m.idempotency_key for m in [*first, *rest]] == ["page:3", "page:2", "page:1"]

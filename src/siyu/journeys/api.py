@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
@@ -183,13 +185,23 @@ def remove_customer(journey_id: int, profile_id: int, principal: ReaderDep, sess
 
 @router.get("/{journey_id}/enrolments", response_model=list[EnrolmentOut], summary="Customers in the journey")
 def list_enrolments(
-    journey_id: int, principal: ReaderDep, session: SessionDep, profile_id: int | None = None
+    journey_id: int,
+    principal: ReaderDep,
+    session: SessionDep,
+    profile_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[
+        int | None, Query(description="the next page: the last id of the previous one")
+    ] = None,
 ) -> list[EnrolmentOut]:
+    """Newest first, `limit` at a time."""
     require_journeys(principal)
     service.get_or_raise(session, journey_id)
     return [
         EnrolmentOut.model_validate(e, from_attributes=True)
-        for e in service.enrolments(session, journey_id, profile_id=profile_id)
+        for e in service.enrolments(
+            session, journey_id, profile_id=profile_id, limit=limit, before_id=before_id
+        )
     ]
 
 

@@ -393,11 +393,19 @@ def remove(session: Session, journey: Journey, profile_id: int) -> int:
 
 
 def enrolments(
-    session: Session, journey_id: int, *, profile_id: int | None = None, limit: int = 100
+    session: Session,
+    journey_id: int,
+    *,
+    profile_id: int | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
 ) -> Sequence[Enrolment]:
+    """A journey's enrolments, newest first; the next page starts before the last id of this one."""
     statement = select(Enrolment).where(Enrolment.journey_id == journey_id)
     if profile_id is not None:
         statement = statement.where(Enrolment.profile_id == profile_id)
+    if before_id is not None:
+        statement = statement.where(Enrolment.id < before_id)
     return session.execute(statement.order_by(Enrolment.id.desc()).limit(limit)).scalars().all()
 
 

@@ -124,10 +124,18 @@ def list_messages(
     journey_id: int | None = None,
     status: MessageStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[
+        int | None, Query(description="the next page: the last id of the previous one")
+    ] = None,
 ) -> list[MessageOut]:
     require_messaging(principal)
     rows = service.list_messages(
-        session, profile_id=profile_id, journey_id=journey_id, status=status, limit=limit
+        session,
+        profile_id=profile_id,
+        journey_id=journey_id,
+        status=status,
+        limit=limit,
+        before_id=before_id,
     )
     out = []
     for m in rows:

@@ -590,9 +590,12 @@ def list_messages(
     journey_id: int | None = None,
     status: MessageStatus | None = None,
     limit: int = 100,
+    before_id: int | None = None,
 ) -> Sequence[Message]:
-    """Messages, newest first, filtered."""
+    """Messages, newest first, filtered; the next page starts before the last id of this one."""
     statement = select(Message)
+    if before_id is not None:
+        statement = statement.where(Message.id < before_id)
     if profile_id is not None:
         statement = statement.where(Message.profile_id == profile_id)
     if journey_id is not None:
