@@ -99,7 +99,7 @@ def test_messages_page_templates_and_caps(client: TestClient, session: Session) 
     login(client, factories.user(session, Role.hq).username)
     page = client.get("/messages")
     token = csrf_of(page.text)
-    body = json.dumps({"data": {"first": "{{ first_name }}, welcome"}})
+    body = json.dumps({"data": {"first": "{{ first_name }}, welcome — it's 苏韵"}})
     saved = client.post(
         "/messages/templates",
         data={
@@ -113,6 +113,8 @@ def test_messages_page_templates_and_caps(client: TestClient, session: Session) 
         follow_redirects=True,
     )
     assert saved.status_code == 200 and "Template “Welcome” saved" in saved.text
+    # The body reads as written: no \u escapes for the dash, the apostrophe or Chinese.
+    assert "welcome — it&#39;s 苏韵" in saved.text and "\\u" not in saved.text
     bad = client.post(
         "/messages/templates",
         data={"csrf_token": token, "name": "Bad", "channel": "sms", "body": '{"text": "{{ x }}"}'},
