@@ -400,6 +400,10 @@ def demo(
     """Migrate, generate the Taste of Su demo brand, then serve the console."""
     from siyu.demo import run as run_demo
 
+    if not no_serve:
+        # Tracked links in the demo's messages lead back to this server, whatever port it was given.
+        os.environ.setdefault("SIYU_PUBLIC_URL", f"http://{host}:{port}")
+        get_settings.cache_clear()
     settings = get_settings()
     migrate.upgrade(settings.database_url)
     result = run_demo(customers=customers, seed=seed, console=console)
