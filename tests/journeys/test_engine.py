@@ -271,6 +271,48 @@ def test_points_voucher_task_and_webhook_nodes(brand: Brand) -> None:
     ]
 
 
+def test_a_reward_not_given_takes_the_else_branch_when_there_is_one(brand: Brand) -> None:
+    s = brand.session
+    amy = brand.follower("amy")
+    bea = brand.follower("bea")  # not a member
+    loyalty.enrol(s, amy, channel="console")
+    vouchers.create_template(s, name="Win-back", kind=VoucherKind.amount_off, value=2000, valid_days=30)
+    brand.template("A voucher is waiting")
+    brand.template("Our new collection")
+    j = brand.journey(
+        {
+            "entry": {"type": "manual"},
+            "start": "give",
+            "nodes": {
+                "give": {"type": "voucher", "template": "Win-back", "next": "tell", "else": "story"},
+                "tell": {"type": "send", "template": "A voucher is waiting", "next": "done"},
+                "story": {"type": "send", "template": "Our new collection", "next": "done"},
+                "done": {"type": "exit"},
+            },
+        }
+    )
+    journeys.enrol(s, j, [(amy, "k", {}), (bea, "k", {})], now=NOW)
+    brand.run(NOW)
+    assert outcomes(s, enrolment(s, j.id, amy).id)[:2] == [("give", "issued"), ("tell", "queued")]
+    assert outcomes(s, enrolment(s, j.id, bea).id)[:2] == [
+        ("give", "skipped:not a member"),
+        ("story", "queued"),
+    ]
+    # A node id that is not a string is a problem of the definition, located.
+    problems = journeys.problems(
+        s,
+        {
+            "entry": {"type": "manual"},
+            "start": "g",
+            "nodes": {
+                "g": {"type": "voucher", "template": "Win-back", "next": "x", "else": 3},
+                "x": {"type": "exit"},
+            },
+        },
+    )
+    assert ("$.nodes.g.else", "a node id") in [(p.path, p.problem) for p in problems]
+
+
 def test_a_goal_ends_the_journey_on_the_event_itself(brand: Brand) -> None:
     s = brand.session
     amy = brand.follower("amy")

@@ -35,6 +35,8 @@ BRANCHES: dict[str, tuple[str, ...]] = {
     "webhook": ("next",),
     "exit": (),
 }
+# Branches a node may have: a voucher that cannot be issued (not a member, out of stock) goes to `else`.
+OPTIONAL_BRANCHES: dict[str, tuple[str, ...]] = {"voucher": ("else",), "points": ("else",)}
 # Nodes where a customer stops until a time: a cycle must pass through one, or a step would never end.
 WAITS = frozenset({"wait", "wait_until", "wait_event"})
 # A segment entry listens for the event the segments write on entry.
@@ -304,7 +306,13 @@ class _Parser:
                 self.problem(f"{path}.{key}", "a node id")
             else:
                 branches[key] = target
-        known = {"type", "label", *BRANCHES[kind]}
+        for key in OPTIONAL_BRANCHES.get(kind, ()):
+            target = body.get(key)
+            if target is not None and not isinstance(target, str):
+                self.problem(f"{path}.{key}", "a node id")
+            elif target is not None:
+                branches[key] = target
+        known = {"type", "label", *BRANCHES[kind], *OPTIONAL_BRANCHES.get(kind, ())}
         if kind == "send":
             known |= {"template"}
             params["template"] = self.text(body, "template", path)
@@ -420,7 +428,8 @@ class _Parser:
         for node in d.nodes.values():
             for label, target in node.branches.items():
                 if target not in d.nodes:
-                    key = label if label in BRANCHES[node.type] else "variants"
+                    named = (*BRANCHES[node.type], *OPTIONAL_BRANCHES.get(node.type, ()))
+                    key = label if label in named else "variants"
                     self.problem(f"$.nodes.{node.id}.{key}", f"no node {target!r} (dangling branch)")
         reachable = _reach(d.start, d.nodes, lambda n: n.branches.values())
         for node_id in d.nodes:

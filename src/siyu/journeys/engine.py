@@ -449,6 +449,12 @@ def _tag(run: Run, d: language.Definition, node: language.Node, group: list[Curs
         run.advance(cur, node, "next", "tagged")
 
 
+def _otherwise(node: language.Node) -> str:
+    """The branch of a reward that was not given: `else` when the node has one (so a "your voucher is
+    waiting" message is not sent without a voucher), else on as usual."""
+    return "else" if "else" in node.branches else "next"
+
+
 def _members(session: Session, pids: Sequence[int]) -> dict[int, int]:
     return dict(
         session.execute(
@@ -464,7 +470,7 @@ def _points(run: Run, d: language.Definition, node: language.Node, group: list[C
     for cur in group:
         member_id = members.get(cur.profile_id)
         if member_id is None:
-            run.advance(cur, node, "next", "skipped:not a member")
+            run.advance(cur, node, _otherwise(node), "skipped:not a member")
             continue
         loyalty.earn(
             run.session,
@@ -487,9 +493,9 @@ def _voucher(run: Run, d: language.Definition, node: language.Node, group: list[
     for cur in group:
         member_id = members.get(cur.profile_id)
         if template is None:
-            run.advance(cur, node, "next", "failed:no such voucher template")
+            run.advance(cur, node, _otherwise(node), "failed:no such voucher template")
         elif member_id is None:
-            run.advance(cur, node, "next", "skipped:not a member")
+            run.advance(cur, node, _otherwise(node), "skipped:not a member")
         else:
             try:
                 vouchers.issue(
@@ -497,7 +503,7 @@ def _voucher(run: Run, d: language.Definition, node: language.Node, group: list[
                 )
                 run.advance(cur, node, "next", "issued")
             except SiyuError as exc:  # out of stock, inactive: the journey goes on, the step says why
-                run.advance(cur, node, "next", f"failed:{exc.message}")
+                run.advance(cur, node, _otherwise(node), f"failed:{exc.message}")
 
 
 def _task(run: Run, d: language.Definition, node: language.Node, group: list[Cursor]) -> None:

@@ -232,8 +232,9 @@ ENTRIES = [
     Entry(
         "lapsed-win-back",
         "Lapsed win-back (A/B with holdout)",
-        "Customers entering the Lapsed segment get a voucher (A) or a new-collection story (B), 10% are held "
-        "out to measure the uplift; exit when they buy.",
+        "Customers entering the segment you choose (lapsed or wavering buyers) get a voucher (A) or a "
+        "new-collection story (B; also those a voucher cannot be given to), 10% are held out to measure the "
+        "uplift; exit when they buy.",
         {
             "entry": {"type": "segment", "segment_id": 0},
             "reentry": "after_exit",
@@ -249,7 +250,8 @@ ENTRIES = [
                         {"name": "story", "weight": 1, "next": "story"},
                     ],
                 },
-                "give": {"type": "voucher", "template": "Win-back voucher", "next": "tell"},
+                # Not a member (no voucher to give): the story, not a message about a voucher she has not got.
+                "give": {"type": "voucher", "template": "Win-back voucher", "next": "tell", "else": "story"},
                 "tell": {"type": "send", "template": "We miss you — a voucher", "next": "wait"},
                 "story": {"type": "send", "template": "We miss you — new collection", "next": "wait"},
                 "wait": {
