@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from siyu.clienteling.models import Task
 from siyu.ingest import processor
-from siyu.journeys import engine, triggers
+from siyu.journeys import engine, library, triggers
 from siyu.journeys import service as journeys
 from siyu.journeys.models import Enrolment, EnrolmentStatus
 from siyu.loyalty import service as loyalty
@@ -311,6 +312,27 @@ def test_a_reward_not_given_takes_the_else_branch_when_there_is_one(brand: Brand
         },
     )
     assert ("$.nodes.g.else", "a node id") in [(p.path, p.problem) for p in problems]
+
+
+def test_the_library_birthday_wish_goes_out_on_the_birthday_whatever_the_hour_of_enrolment(
+    brand: Brand,
+) -> None:
+    s = brand.session
+    library.instantiate(s, "birthday-alert", library.InstantiateIn(accounts={"wecom": brand.wecom.id}))
+    entry = next(e for e in library.entries() if e.key == "birthday-alert")
+    j = brand.journey({**entry.definition, "entry": {"type": "manual"}})
+    amy = brand.follower("amy", wecom=True)
+    shanghai = ZoneInfo("Asia/Shanghai")
+    # Enrolled in the afternoon, three days before: later in the day than the entry's 10:00.
+    enrolled = dt.datetime(2026, 12, 4, 17, 10, tzinfo=shanghai)
+    journeys.enrol(s, j, [(amy, "k", {})], now=enrolled)
+    brand.run(enrolled)
+    birthday = enrolled + dt.timedelta(days=3)
+    brand.run(birthday)
+    wish = s.execute(
+        select(Message).where(Message.journey_id == j.id, Message.profile_id == amy)
+    ).scalar_one()
+    assert wish.created_at.astimezone(shanghai).date() == birthday.date()
 
 
 def test_a_goal_ends_the_journey_on_the_event_itself(brand: Brand) -> None:

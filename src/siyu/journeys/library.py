@@ -181,10 +181,12 @@ ENTRIES = [
     Entry(
         "birthday-alert",
         "Birthday: alert the advisor, then wish her well",
-        "Three days before a customer's birthday her advisor gets a task; on the day at 10:00 a birthday "
-        "message (seed 003).",
+        "Three days before a customer's birthday her advisor gets a task; on the day, at the hour she was enrolled "
+        "(10:00), a birthday message (seed 003).",
         {
-            "entry": {"type": "date", "attribute": "birthday", "days_before": 3, "at": "09:00"},
+            # Three days to the hour after the enrolment: a "wait until 10:00" would roll over to the next day
+            # whenever the enrolment ran after 10:00 (a journey published in the afternoon).
+            "entry": {"type": "date", "attribute": "birthday", "days_before": 3, "at": "10:00"},
             "reentry": "always",
             "goals": [],
             "start": "task",
@@ -195,8 +197,7 @@ ENTRIES = [
                     "due": "3d",
                     "next": "day",
                 },
-                "day": {"type": "wait", "duration": "3d", "next": "at10"},
-                "at10": {"type": "wait_until", "time": "10:00", "next": "wish"},
+                "day": {"type": "wait", "duration": "3d", "next": "wish"},
                 "wish": {"type": "send", "template": "Happy birthday", "next": "done"},
                 "done": {"type": "exit"},
             },
