@@ -155,6 +155,13 @@ def test_consent_marketing_withdrawn_and_sms_needs_an_opt_in(brand: Brand) -> No
     assert [o.status for o in queue(brand, "Hello", [amy], key="svc")] == ["queued"]
     m = brand.session.execute(select(Message).where(Message.idempotency_key == f"s:{bea}")).scalar_one()
     assert m.recipient == "+8613900139000"
+    # Without a phone an SMS has no recipient, whatever her consents: said so, not as a missing opt-in.
+    cai = brand.follower("cai")
+    dan = brand.follower("dan", traits={"phone": "13700137000"})
+    assert [(o.status, o.rule) for o in queue(brand, "Text", [cai, dan], key="t")] == [
+        ("suppressed", "no_recipient"),
+        ("suppressed", "consent:sms"),
+    ]
 
 
 def test_wecom_mass_cap_and_brand_caps_per_calendar_window(

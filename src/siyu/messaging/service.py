@@ -274,12 +274,13 @@ def queue(
         live = kept
     pids = sorted({requests[i].profile_id for i in live})
     addresses = _addresses(session, template, pids)
-    for pid, purpose_rule in _consent_rules(session, template, pids).items():
-        rule.setdefault(pid, purpose_rule)
+    # The address first: a customer the channel cannot reach at all is recorded so, whatever her consents.
     for pid in pids:
         address = addresses.get(pid) or _Address(rule="no_recipient")
         if address.rule:
             rule.setdefault(pid, address.rule)
+    for pid, purpose_rule in _consent_rules(session, template, pids).items():
+        rule.setdefault(pid, purpose_rule)
     # Calendar caps, and the customer-service window's own cap.
     brand = list(session.execute(select(FrequencyCap).where(FrequencyCap.active)).scalars())
     account = session.get(ChannelAccount, template.account_id) if template.account_id is not None else None
