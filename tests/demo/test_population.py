@@ -14,7 +14,7 @@ from siyu.demo import BATCH_SIZE, STORY_CUSTOMERS, iter_batches, story
 from siyu.demo.catalogue import PRODUCTS, QIPAO
 from siyu.demo.population import RECRUITMENT, Event, customer_events, store_tablet
 from siyu.demo.timeline import CST, PUSH_TIMES, REFERENCE, START
-from siyu.ingest.service import normalizer
+from siyu.ingest.normalize import normalizer
 
 
 def flatten(seed: int, customers: int) -> list[Event]:

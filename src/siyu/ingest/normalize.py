@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 import phonenumbers
 
+from siyu.config import Settings, get_settings
+from siyu.errors import BadRequest
 from siyu.identity.models import IdentifierType
 
 EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "alias", "group"})
@@ -333,3 +335,27 @@ def _e164(text: str, region: str) -> str | None:
     if not phonenumbers.is_valid_number(number):
         return ""
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def normalizer(settings: Settings | None = None) -> Normalizer:
+    """The normalizer configured by settings."""
+    settings = settings or get_settings()
+    return Normalizer(
+        extra_identifier_types=frozenset(settings.extra_identifier_types),
+        phone_region=settings.default_phone_region,
+    )
+
+
+def normalize_identifier(id_type: str, value: str) -> str:
+    """value in the form the graph stores for id_type (E.164 phones, lower-case emails)."""
+    value = value.strip()
+    try:
+        if id_type == IdentifierType.phone:
+            return normalizer().normalize_phone(value, "value")
+        if id_type == IdentifierType.email:
+            return value.lower()
+    except EventError as exc:
+        raise BadRequest(str(exc)) from None
+    if id_type not in normalizer().identifier_types():
+        raise BadRequest(f"type: unknown identifier type {id_type!r}")
+    return value

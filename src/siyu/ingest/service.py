@@ -18,12 +18,11 @@ from sqlalchemy.orm import Session
 from siyu import bulk
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
-from siyu.errors import BadRequest
-from siyu.identity.models import Identifier, IdentifierType
+from siyu.identity.models import Identifier
 from siyu.identity.service import Resolver
 from siyu.ingest import reactors
 from siyu.ingest.models import DeadLetter, Event, QueuedBatch, QueueStatus
-from siyu.ingest.normalize import EventError, NormalizedEvent, Normalizer
+from siyu.ingest.normalize import EventError, NormalizedEvent, normalizer
 from siyu.profiles import service as profiles_service
 from siyu.profiles.traits import OrgDirectory
 
@@ -67,30 +66,6 @@ class BatchResult:
     duplicates: int = 0
     errors: list[EventRejection] = field(default_factory=list)
     profile_ids: list[int] = field(default_factory=list)
-
-
-def normalizer(settings: Settings | None = None) -> Normalizer:
-    """The normalizer configured by settings."""
-    settings = settings or get_settings()
-    return Normalizer(
-        extra_identifier_types=frozenset(settings.extra_identifier_types),
-        phone_region=settings.default_phone_region,
-    )
-
-
-def normalize_identifier(id_type: str, value: str) -> str:
-    """value in the form the graph stores for id_type (E.164 phones, lower-case emails)."""
-    value = value.strip()
-    try:
-        if id_type == IdentifierType.phone:
-            return normalizer().normalize_phone(value, "value")
-        if id_type == IdentifierType.email:
-            return value.lower()
-    except EventError as exc:
-        raise BadRequest(str(exc)) from None
-    if id_type not in normalizer().identifier_types():
-        raise BadRequest(f"type: unknown identifier type {id_type!r}")
-    return value
 
 
 @dataclass(slots=True)

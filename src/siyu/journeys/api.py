@@ -10,7 +10,6 @@ from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import Forbidden
-from siyu.ingest.service import normalize_identifier
 from siyu.journeys import library, service
 from siyu.journeys.models import Journey, JourneyStatus
 from siyu.journeys.schemas import (
@@ -165,9 +164,7 @@ def enrol(journey_id: int, body: EnrolIn, principal: ReaderDep, session: Session
     pids = set(body.profile_ids)
     missing: list[IdentifierIn] = []
     for ident in body.identifiers:
-        # As the profile lookup takes them: a mainland number without +86, an e-mail in capitals.
-        value = normalize_identifier(ident.type, ident.value)
-        profile = profiles.lookup(session, principal, ident.type, value)
+        profile = profiles.lookup(session, principal, ident.type, ident.value)
         if profile is None:
             missing.append(ident)
         else:

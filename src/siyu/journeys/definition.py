@@ -35,8 +35,15 @@ BRANCHES: dict[str, tuple[str, ...]] = {
     "webhook": ("next",),
     "exit": (),
 }
-# Branches a node may have: a voucher that cannot be issued (not a member, out of stock) goes to `else`.
+# Branches a node may have: a reward that cannot be given (not a member, out of stock) goes to `else`.
 OPTIONAL_BRANCHES: dict[str, tuple[str, ...]] = {"voucher": ("else",), "points": ("else",)}
+
+
+def branch_keys(kind: str) -> tuple[str, ...]:
+    """Every branch key a node of this type may have, required ones first."""
+    return (*BRANCHES[kind], *OPTIONAL_BRANCHES.get(kind, ()))
+
+
 # Nodes where a customer stops until a time: a cycle must pass through one, or a step would never end.
 WAITS = frozenset({"wait", "wait_until", "wait_event"})
 # A segment entry listens for the event the segments write on entry.
@@ -298,21 +305,16 @@ class _Parser:
         kind = body["type"]
         params: dict[str, Any] = {}
         branches: dict[str, str] = {}
-        for key in BRANCHES[kind]:
+        for key in branch_keys(kind):
             target = body.get(key)
             if target is None:
-                self.problem(f"{path}.{key}", "names the node that follows (or an exit node)")
+                if key in BRANCHES[kind]:
+                    self.problem(f"{path}.{key}", "names the node that follows (or an exit node)")
             elif not isinstance(target, str):
                 self.problem(f"{path}.{key}", "a node id")
             else:
                 branches[key] = target
-        for key in OPTIONAL_BRANCHES.get(kind, ()):
-            target = body.get(key)
-            if target is not None and not isinstance(target, str):
-                self.problem(f"{path}.{key}", "a node id")
-            elif target is not None:
-                branches[key] = target
-        known = {"type", "label", *BRANCHES[kind], *OPTIONAL_BRANCHES.get(kind, ())}
+        known = {"type", "label", *branch_keys(kind)}
         if kind == "send":
             known |= {"template"}
             params["template"] = self.text(body, "template", path)
@@ -428,8 +430,7 @@ class _Parser:
         for node in d.nodes.values():
             for label, target in node.branches.items():
                 if target not in d.nodes:
-                    named = (*BRANCHES[node.type], *OPTIONAL_BRANCHES.get(node.type, ()))
-                    key = label if label in named else "variants"
+                    key = label if label in branch_keys(node.type) else "variants"
                     self.problem(f"$.nodes.{node.id}.{key}", f"no node {target!r} (dangling branch)")
         reachable = _reach(d.start, d.nodes, lambda n: n.branches.values())
         for node_id in d.nodes:

@@ -121,9 +121,13 @@ def _render_text(source: str, context: dict[str, Any]) -> str:
     parts = _substitution(source)
     if parts is None:
         return compile_text(source).render(context).strip()
+    return _substitute(parts, context)
+
+
+def _substitute(parts: tuple[tuple[bool, str], ...], values: dict[str, Any]) -> str:
     # What Jinja prints for `{{ name }}` (str of the value, "" when missing), without building its
     # context for every customer: most of a broadcast's rendering time.
-    return "".join(str(context.get(v, "")) if name else v for name, v in parts).strip()
+    return "".join([str(values.get(v, "")) if is_name else v for is_name, v in parts]).strip()
 
 
 def render(body: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +186,7 @@ def _direct(body: dict[str, Any]) -> Callable[[dict[str, Any]], dict[str, Any]] 
             elif kind == 1:
                 out[key] = what(values)
             else:
-                out[key] = "".join([str(values.get(v, "")) if is_name else v for is_name, v in what]).strip()
+                out[key] = _substitute(what, values)
         return out
 
     return fill

@@ -393,20 +393,14 @@ def zones(session: Session, pids: Sequence[int], settings: Settings) -> dict[int
                 bulk.matches(session, Profile.id, chunk)
             )
         )
-        for pid, zone in rows:
-            if zone:
-                out[pid] = policy.zone_or(zone, settings.timezone)
+        out.update((pid, policy.zone_or(zone, settings.timezone)) for pid, zone in rows if zone)
     return out
 
 
 def _zones(ctx: dict[int, dict[str, Any]], settings: Settings) -> dict[int, str]:
     """As `zones`, from contexts that hold the customers' traits."""
-    out: dict[int, str] = {}
-    for pid, values in ctx.items():
-        zone = (values.get("traits") or {}).get("timezone")
-        if zone and isinstance(zone, str):
-            out[pid] = policy.zone_or(zone, settings.timezone)
-    return out
+    traits = ((pid, (values.get("traits") or {}).get("timezone")) for pid, values in ctx.items())
+    return {pid: policy.zone_or(zone, settings.timezone) for pid, zone in traits if zone}
 
 
 def _addresses(session: Session, template: MessageTemplate, pids: Sequence[int]) -> dict[int, _Address]:

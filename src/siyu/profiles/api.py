@@ -16,7 +16,7 @@ from siyu.auth.principal import NAME_MASKED_ROLES, Principal
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import BadRequest, Forbidden, NotFound
 from siyu.identity import service as identity_service
-from siyu.ingest.service import normalize_identifier
+from siyu.ingest.normalize import normalize_identifier
 from siyu.journeys import service as journeys_service
 from siyu.lifecycle import service as lifecycle_service
 from siyu.messaging import service as messaging_service
@@ -172,8 +172,7 @@ def lookup(
     value: str,
     reveal: bool = False,
 ) -> ProfileOut:
-    normalized = normalize_identifier(type, value)
-    profile = profiles_service.lookup(session, principal, type, normalized)
+    profile = profiles_service.lookup(session, principal, type, value)
     if profile is None:
         raise NotFound(f"no profile holds {type}={value}")
     return build_profile_out(session, principal, profile, requested_id=profile.id, reveal=reveal)

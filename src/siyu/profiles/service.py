@@ -21,6 +21,7 @@ from siyu.db import is_postgres, utcnow
 from siyu.errors import BadRequest, NotFound
 from siyu.identity.models import Identifier, IdentityMerge
 from siyu.ingest.models import Event
+from siyu.ingest.normalize import normalize_identifier
 from siyu.ingest.reactors import StoredEvent
 from siyu.profiles.models import Consent, Profile, Tag, TagSource
 from siyu.profiles.traits import OrgDirectory, ProfileState
@@ -96,7 +97,11 @@ def get_or_raise(session: Session, principal: Principal, profile_id: int) -> Pro
 
 
 def lookup(session: Session, principal: Principal, id_type: str, value: str) -> Profile | None:
-    """The readable profile holding the identifier (type, value), if any."""
+    """The readable profile holding the identifier (type, value as a person types it), if any.
+
+    BadRequest for an unknown type or a value that is not one (a phone that is no number).
+    """
+    value = normalize_identifier(id_type, value)
     statement = readable_statement(principal).where(
         Profile.id.in_(
             select(Identifier.profile_id).where(Identifier.type == id_type, Identifier.value == value)
