@@ -653,26 +653,32 @@ def chunks(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 # --- the machine -------------------------------------------------------------------------------
 
 
+def machine_busy_mark() -> tuple[int, int] | None:
+    """Busy and total CPU ticks of the machine so far (Linux /proc/stat; None elsewhere)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def machine_busy_since(mark: tuple[int, int] | None) -> float | None:
+    """The share of all cores busy since mark (from machine_busy_mark)."""
+    now = machine_busy_mark()
+    if mark is None or now is None or now[1] == mark[1]:
+        return None
+    return (now[0] - mark[0]) / (now[1] - mark[1])
+
+
 def machine_busy(seconds: float = 1.0) -> float | None:
     """The share of all cores busy over the next `seconds` (Linux /proc/stat; None elsewhere).
 
     Other work on the machine slows the server down: the figure is printed and kept in the result.
     """
-
-    def sample() -> tuple[int, int] | None:
-        try:
-            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return None
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-        return sum(fields) - idle, sum(fields)
-
-    first = sample()
+    mark = machine_busy_mark()
     time.sleep(seconds)
-    second = sample()
-    if first is None or second is None or second[1] == first[1]:
-        return None
-    return (second[0] - first[0]) / (second[1] - first[1])
+    return machine_busy_since(mark)
 
 
 def server_cpu_seconds(server: Server) -> float | None:
@@ -730,7 +736,13 @@ def py_spy(pid: int, output: Path | None, *, gil: bool = False) -> Iterator[None
     if output is None or exe is None:
         yield
         return
-    cmd = [str(exe), "record", "--pid", str(pid), *(["--gil"] if gil else [])]
+    cmd = [
+        str(exe),
+        "record",
+        "--pid",
+        str(pid),
+        *(["--gil"] if gil or os.environ.get("SIYU_BENCH_SPY_GIL") else []),
+    ]
     cmd += ["--rate", "200", "--format", "raw", "-o", str(output)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     time.sleep(1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,6 +12,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select, text
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp
 
 from siyu import __version__, runtime
 from siyu import models as _models  # noqa: F401  (every table known to the metadata)
@@ -19,6 +21,7 @@ from siyu.channels.api import callbacks as channel_callbacks
 from siyu.channels.api import mp as mp_router
 from siyu.channels.api import qr_images as qr_images_router
 from siyu.channels.api import router as channels_router
+from siyu.channels.lane import CallbackLane, GroupWriter
 from siyu.config import Settings, get_settings, secret_key
 from siyu.console import mount as mount_console
 from siyu.db import get_read_sessionmaker
@@ -36,6 +39,18 @@ from siyu.messaging.api import clicks as clicks_router
 from siyu.messaging.api import router as messages_router
 from siyu.profiles.api import router as profiles_router
 from siyu.segments.api import router as segments_router
+
+
+class App(FastAPI):
+    """siyu's FastAPI application, with the callback lane in front of all of its middleware."""
+
+    def __init__(self, *, callback_writer: GroupWriter, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.callback_writer = callback_writer
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """FastAPI's stack behind the lane: WeChat's pushes need no session, routing or telemetry."""
+        return CallbackLane(super().build_middleware_stack(), self.callback_writer)
 
 
 def mount_fake_wechat(app: FastAPI, settings: Settings) -> None:
@@ -59,6 +74,7 @@ def mount_fake_wechat(app: FastAPI, settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new application bound to the process-wide database engine."""
     settings = settings or get_settings()
+    callback_writer = GroupWriter()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -71,11 +87,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            callback_writer.stop()
             if running is not None:
                 running.stop()
                 processor.set_current(None)
 
-    app = FastAPI(
+    app = App(
+        callback_writer=callback_writer,
         lifespan=lifespan,
         title="siyu",
         version=__version__,

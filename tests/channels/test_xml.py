@@ -24,6 +24,12 @@ def test_flat_message() -> None:
     }
 
 
+def test_text_with_escapes_cdata_and_whitespace() -> None:
+    body = "<xml>\n  <A> a &amp; b &lt;c&gt; </A>\n  <B><![CDATA[ <raw> & ]]></B>\n  <C/><D>中文</D>\n</xml>"
+    assert xml.parse(body) == {"A": "a & b <c>", "B": "<raw> &", "C": "", "D": "中文"}
+    assert xml.parse(body.encode()) == xml.parse(body)
+
+
 def test_nested_and_repeated_elements() -> None:
     body = "<xml><A><B>1</B><B>2</B></A><C>x</C></xml>"
     assert xml.parse(body) == {"A": {"B": ["1", "2"]}, "C": "x"}
@@ -36,6 +42,18 @@ def test_nested_and_repeated_elements() -> None:
         ("<xml><a></xml>", "malformed XML"),
         ("<root><a>1</a></root>", "root element must be <xml>"),
         ('<!DOCTYPE xml [<!ENTITY a "aaaa">]><xml><a>&a;</a></xml>', "refused XML construct"),
+        (
+            '<!DOCTYPE xml [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+            "<xml><a>&b;&b;&b;&b;</a></xml>",
+            "refused XML construct",
+        ),
+        (
+            '<!DOCTYPE xml [<!ENTITY e SYSTEM "file:///etc/passwd">]><xml><a>&e;</a></xml>',
+            "refused XML construct",
+        ),
+        ('<!DOCTYPE xml SYSTEM "http://127.0.0.1:1/x.dtd"><xml><a>1</a></xml>', "refused XML construct"),
+        ("<xml><a>&undefined;</a></xml>", "malformed XML: undefined entity"),
+        ("<xml><a>1</a></xml><xml/>", "malformed XML: junk after document element"),
         ("<xml>" + "x" * 70_000 + "</xml>", "over 64 KB"),
     ],
 )

@@ -55,35 +55,12 @@ def _verify(kind: ChannelKind, name: str, query: dict[str, str]) -> str:
     return wecom.verify_url(account, query)
 
 
-def _receive(kind: ChannelKind, name: str, query: dict[str, str], body: bytes) -> PlainTextResponse:
-    settings = get_settings()
-    now = utcnow()
-    with unit_of_work() as session:
-        account = service.get_account_or_raise(session, kind, name)
-        receive = oa.receive if kind == ChannelKind.oa else wecom.receive
-        try:
-            receipt = receive(session, account, query, body, now, settings)
-        except BadRequest as exc:
-            # The dead letter written for an unreadable body commits with this unit of work.
-            return PlainTextResponse(exc.message, status_code=400)
-    if receipt.queued:
-        processor.wake()
-    return PlainTextResponse(receipt.reply)
-
-
 @callbacks.get("/wechat/oa/{name}/callback", response_class=PlainTextResponse, summary="OA URL verification")
 async def oa_verify(name: str, request: Request) -> PlainTextResponse:
     """Answer WeChat's GET with echostr when the signature matches the account's token."""
     return PlainTextResponse(
         await run_in_threadpool(_verify, ChannelKind.oa, name, dict(request.query_params))
     )
-
-
-@callbacks.post("/wechat/oa/{name}/callback", response_class=PlainTextResponse, summary="OA pushes")
-async def oa_push(name: str, request: Request) -> PlainTextResponse:
-    """Messages and events of an Official Account, in plaintext, compatible or safe mode."""
-    body = await request.body()
-    return await run_in_threadpool(_receive, ChannelKind.oa, name, dict(request.query_params), body)
 
 
 @callbacks.get(
@@ -94,13 +71,6 @@ async def wecom_verify(name: str, request: Request) -> PlainTextResponse:
     return PlainTextResponse(
         await run_in_threadpool(_verify, ChannelKind.wecom, name, dict(request.query_params))
     )
-
-
-@callbacks.post("/wechat/wecom/{name}/callback", response_class=PlainTextResponse, summary="WeCom pushes")
-async def wecom_push(name: str, request: Request) -> PlainTextResponse:
-    """Customer-contact changes of a WeCom corp (always encrypted)."""
-    body = await request.body()
-    return await run_in_threadpool(_receive, ChannelKind.wecom, name, dict(request.query_params), body)
 
 
 mp = APIRouter(prefix="/mp/v1", tags=["mini program"])

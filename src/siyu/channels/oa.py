@@ -8,10 +8,11 @@ the same FromUserName + CreateTime + Event, from which the messageId is derived,
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -27,15 +28,6 @@ from siyu.errors import Forbidden
 from siyu.outbox import service as outbox
 
 FOLLOW_SOURCES = ("search", "qr_code", "word_of_mouth", "ad", "other")
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """What a push became: the reply body, and the ingest event or account fact it produced."""
-
-    reply: str
-    event: dict[str, Any] | None
-    queued: bool
 
 
 def verify_url(account: ChannelAccount, query: dict[str, str], now: dt.datetime, settings: Settings) -> str:
@@ -94,16 +86,84 @@ def message_id(account: ChannelAccount, msg: dict[str, Any]) -> str:
     return f"wx-oa:{account.app_id}:" + ":".join(str(p) for p in parts)
 
 
-def _attribution(session: Session, qr: WechatQrCode) -> dict[str, Any]:
+# Built once: every group of pushes runs them.
+_QR_CODES = (
+    select(
+        WechatQrCode.account_id,
+        WechatQrCode.scene,
+        WechatQrCode.id,
+        WechatQrCode.name,
+        WechatQrCode.purpose,
+        WechatQrCode.campaign,
+        WechatQrCode.placement,
+        Store.code.label("store"),
+        func.coalesce(User.wecom_userid, User.username).label("associate"),
+    )
+    .outerjoin(Store, Store.id == WechatQrCode.store_id)
+    .outerjoin(User, User.id == WechatQrCode.user_id)
+    .where(
+        WechatQrCode.account_id.in_(bindparam("accounts", expanding=True)),
+        WechatQrCode.scene.in_(bindparam("scenes", expanding=True)),
+    )
+)
+_MENU_ITEMS = select(OaMenuItem.account_id, OaMenuItem.key, OaMenuItem.label, OaMenuItem.category).where(
+    OaMenuItem.account_id.in_(bindparam("accounts", expanding=True)),
+    OaMenuItem.key.in_(bindparam("keys", expanding=True)),
+)
+
+
+@dataclass(slots=True)
+class Lookups:
+    """The QR codes and menu items a group of pushes names, each kind read with one query."""
+
+    qr_codes: dict[tuple[int, str], dict[str, Any]]
+    menu_items: dict[tuple[int, str], tuple[str, str]]
+
+    @classmethod
+    def load(cls, session: Session, pushes: Sequence[tuple[ChannelAccount, dict[str, Any]]]) -> Lookups:
+        """What pushes need: attribution of each QR scene, label and category of each menu key."""
+        scenes: set[str] = set()
+        keys: set[str] = set()
+        accounts: set[int] = set()
+        for account, msg in pushes:
+            kind, key = _event_and_key(msg)
+            if kind == "subscribe" and key.startswith("qrscene_"):
+                scenes.add(key[len("qrscene_") :])
+            elif kind == "scan":
+                scenes.add(key)
+            elif kind in ("click", "view"):
+                keys.add(key)
+            else:
+                continue
+            accounts.add(account.id)
+        qr_codes: dict[tuple[int, str], dict[str, Any]] = {}
+        menu_items: dict[tuple[int, str], tuple[str, str]] = {}
+        if scenes:
+            rows = session.execute(_QR_CODES, {"accounts": sorted(accounts), "scenes": sorted(scenes)})
+            for row in rows:
+                qr_codes[(row.account_id, row.scene)] = _attribution(row)
+        if keys:
+            items = session.execute(_MENU_ITEMS, {"accounts": sorted(accounts), "keys": sorted(keys)})
+            for account_id, key, label, category in items:
+                menu_items[(account_id, key)] = (label, category)
+        return cls(qr_codes, menu_items)
+
+
+def _event_and_key(msg: dict[str, Any]) -> tuple[str, str]:
+    """The lower-cased Event of an event push and its EventKey ("" for messages or no key)."""
+    if msg.get("MsgType") != "event":
+        return "", ""
+    key = msg.get("EventKey")
+    return str(msg.get("Event") or "").lower(), key if isinstance(key, str) else ""
+
+
+def _attribution(qr: Row[*tuple[Any, ...]]) -> dict[str, Any]:
     """The properties a QR code adds to a follow or scan: which code, store, associate, campaign."""
     out: dict[str, Any] = {"qr_code_id": qr.id, "qr_code": qr.name, "qr_purpose": qr.purpose}
-    if qr.store_id is not None:
-        out["store"] = session.execute(select(Store.code).where(Store.id == qr.store_id)).scalar_one()
-    if qr.user_id is not None:
-        associate = session.execute(
-            select(User.wecom_userid, User.username).where(User.id == qr.user_id)
-        ).one()
-        out["associate"] = associate.wecom_userid or associate.username
+    if qr.store is not None:
+        out["store"] = qr.store
+    if qr.associate is not None:
+        out["associate"] = qr.associate
     if qr.campaign:
         out["campaign"] = qr.campaign
     if qr.placement:
@@ -112,9 +172,12 @@ def _attribution(session: Session, qr: WechatQrCode) -> dict[str, Any]:
 
 
 def to_event(
-    session: Session, account: ChannelAccount, msg: dict[str, Any], now: dt.datetime
+    session: Session, account: ChannelAccount, msg: dict[str, Any], now: dt.datetime, lookups: Lookups
 ) -> dict[str, Any] | None:
-    """The Segment-spec track event of a push, or None for an account-level report (mass-send result)."""
+    """The Segment-spec track event of a push, or None for an account-level report (mass-send result).
+
+    lookups must hold what the push names (`Lookups.load` over it or its whole group).
+    """
     openid = msg.get("FromUserName")
     if not isinstance(openid, str) or not openid:
         raise xml.XmlError("FromUserName: missing")
@@ -123,35 +186,27 @@ def to_event(
     props: dict[str, Any] = {}
     if msg_type == "event":
         kind = str(msg.get("Event") or "")
-        raw_key = msg.get("EventKey")
-        key = raw_key if isinstance(raw_key, str) else ""
-        lowered = kind.lower()
+        lowered, key = _event_and_key(msg)
         if lowered == "subscribe":
             name = "Official Account Followed"
             scene = key[len("qrscene_") :] if key.startswith("qrscene_") else None
             props["source"] = "qr_code" if scene else "other"
             if scene:
                 props["scene"] = scene
-                qr = service.get_qr_code(session, account.id, scene)
-                if qr is not None:
-                    props.update(_attribution(session, qr))
+                props.update(lookups.qr_codes.get((account.id, scene), {}))
         elif lowered == "unsubscribe":
             name = "Official Account Unfollowed"
         elif lowered == "scan":
             name = "QR Code Scanned"
             props["scene"] = key
-            qr = service.get_qr_code(session, account.id, key)
-            if qr is not None:
-                props.update(_attribution(session, qr))
+            props.update(lookups.qr_codes.get((account.id, key), {}))
         elif lowered in ("click", "view"):
             name = "Menu Clicked"
             props["action"] = lowered
             props["menu_key" if lowered == "click" else "url"] = key
-            item = session.execute(
-                select(OaMenuItem).where(OaMenuItem.account_id == account.id, OaMenuItem.key == key)
-            ).scalar_one_or_none()
+            item = lookups.menu_items.get((account.id, key))
             if item is not None:
-                props.update(menu=item.label, category=item.category)
+                props.update(menu=item[0], category=item[1])
         elif lowered == "location":
             name = "Location Reported"
             props.update(
@@ -233,37 +288,20 @@ def _keep_mass_send_receipt(
     )
 
 
-def receive(
-    session: Session,
-    account: ChannelAccount,
-    query: dict[str, str],
-    body: bytes,
-    now: dt.datetime,
-    settings: Settings,
-) -> Receipt:
-    """Check, read and queue one push in the caller's transaction; Forbidden or BadRequest otherwise."""
-    try:
-        msg = open_push(account, query, body, now, settings)
-    except xml.XmlError as exc:
-        raise callbacks.keep_unreadable(
-            session, body, f"Official Account {account.name}: {exc}", now
-        ) from exc
-    try:
-        event = to_event(session, account, msg, now)
-    except xml.XmlError as exc:
-        raise callbacks.keep_unreadable(
-            session, body, f"Official Account {account.name}: {exc}", now
-        ) from exc
-    queued = False
-    if event is not None:
-        result = callbacks.enqueue(session, [event], now, settings)
-        queued = result.accepted > 0
-        if event["event"] == "Official Account Followed":
-            # The follower's unionid and follow source come from user/info, asked by the worker.
-            outbox.enqueue(
-                session,
-                tasks.OA_USER_INFO,
-                {"account_id": account.id, "openid": msg["FromUserName"]},
-                idempotency_key=f"{tasks.OA_USER_INFO}:{event['messageId']}",
-            )
-    return Receipt(reply="success", event=event, queued=queued)
+def accept(
+    session: Session, account: ChannelAccount, msg: dict[str, Any], now: dt.datetime, lookups: Lookups
+) -> tuple[dict[str, Any] | None, list[outbox.Job]]:
+    """The ingest event of an opened push and the jobs it sets going; xml.XmlError if it names no follower.
+
+    A follow asks the worker for the follower's unionid and follow source (user/info); a mass-send
+    report is kept (in the caller's transaction) and gives no event.
+    """
+    event = to_event(session, account, msg, now, lookups)
+    if event is None or event["event"] != "Official Account Followed":
+        return event, []
+    job = outbox.Job(
+        tasks.OA_USER_INFO,
+        {"account_id": account.id, "openid": msg["FromUserName"]},
+        f"{tasks.OA_USER_INFO}:{event['messageId']}",
+    )
+    return event, [job]

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from siyu.channels import callbacks, service, tasks, xml
 from siyu.channels.crypto import CryptoError
 from siyu.channels.models import ChannelAccount
-from siyu.channels.oa import Receipt
 from siyu.clienteling.models import Store
 from siyu.config import Settings
 from siyu.errors import BadRequest, Forbidden
@@ -147,43 +146,32 @@ def to_event(
     }
 
 
-def receive(
-    session: Session,
-    account: ChannelAccount,
-    query: dict[str, str],
-    body: bytes,
-    now: dt.datetime,
-    settings: Settings,
-) -> Receipt:
-    """Check, read and queue one WeCom push in the caller's transaction."""
-    msg = open_push(account, query, body, now, settings)
+def accept(
+    session: Session, account: ChannelAccount, msg: dict[str, Any], now: dt.datetime
+) -> tuple[dict[str, Any] | None, list[outbox.Job]]:
+    """The ingest event of an opened push and the jobs it sets going.
+
+    A new contact is enriched by the worker (externalcontact/get) and welcomed within WeCom's 20 s.
+    A push signed and readable but not about a customer (an internal contact change) is kept for
+    inspection, in the caller's transaction, and gives no event: a retry would not change it.
+    """
     try:
         event = to_event(session, account, msg, now)
     except xml.XmlError as exc:
-        # Signed and readable but not about a customer (e.g. an internal contact change): kept for
-        # inspection and answered success, since a retry would not change it.
         callbacks.keep_unreadable(session, orjson.dumps(msg), f"WeCom {account.name}: {exc}", now)
-        return Receipt(reply="success", event=None, queued=False)
-    result = callbacks.enqueue(session, [event], now, settings)
-    if event["event"] == "WeCom Contact Added":
-        key = event["messageId"]
-        outbox.enqueue(
-            session,
-            tasks.WECOM_CONTACT,
-            {
-                "account_id": account.id,
-                "external_userid": msg["ExternalUserID"],
-                "associate": msg.get("UserID"),
-                "create_time": msg.get("CreateTime"),
-            },
-            idempotency_key=f"{tasks.WECOM_CONTACT}:{key}",
-        )
-        if msg.get("WelcomeCode") and account.welcome_text:
-            # Written with the push, so the worker can send it well inside WeCom's 20 s.
-            outbox.enqueue(
-                session,
-                tasks.WECOM_WELCOME,
-                {"account_id": account.id, "welcome_code": msg["WelcomeCode"], "text": account.welcome_text},
-                idempotency_key=f"{tasks.WECOM_WELCOME}:{key}",
-            )
-    return Receipt(reply="success", event=event, queued=result.accepted > 0)
+        return None, []
+    if event["event"] != "WeCom Contact Added":
+        return event, []
+    key = event["messageId"]
+    contact = {
+        "account_id": account.id,
+        "external_userid": msg["ExternalUserID"],
+        "associate": msg.get("UserID"),
+        "create_time": msg.get("CreateTime"),
+    }
+    jobs = [outbox.Job(tasks.WECOM_CONTACT, contact, f"{tasks.WECOM_CONTACT}:{key}")]
+    if msg.get("WelcomeCode") and account.welcome_text:
+        # Written with the push, so the worker can send it well inside WeCom's 20 s.
+        welcome = {"account_id": account.id, "welcome_code": msg["WelcomeCode"], "text": account.welcome_text}
+        jobs.append(outbox.Job(tasks.WECOM_WELCOME, welcome, f"{tasks.WECOM_WELCOME}:{key}"))
+    return event, jobs

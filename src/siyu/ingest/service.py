@@ -179,6 +179,28 @@ def enqueue_batch(
     return result
 
 
+def enqueue_built(
+    session: Session, raw_events: Sequence[dict[str, Any]], *, received_at: dt.datetime
+) -> None:
+    """Queue events siyu built itself (from WeChat's pushes) as one batch; flushes, never commits.
+
+    They are not checked here: siyu wrote them, and the processor checks every event before storing
+    it (one that fails then becomes a dead letter, as it would have here). Repeats are dropped there.
+    """
+    if raw_events:
+        session.execute(
+            insert(_queue).values(
+                received_at=received_at,
+                source_key_id=None,
+                events=orjson.dumps(list(raw_events)).decode(),
+                batch_context=None,
+                event_count=len(raw_events),
+                status=QueueStatus.pending.value,
+                attempts=0,
+            )
+        )
+
+
 @dataclass(slots=True)
 class Drained:
     """What one pass over the queue did."""
@@ -211,33 +233,35 @@ def process_queue(
     """
     settings = settings or get_settings()
     budget = max_events or settings.ingest_process_events
+    # The sizes first: a queued row holds one API batch (up to 500 events) or a few WeChat pushes, so
+    # how many rows make up the budget is known only once their counts are read.
     statement = (
-        select(
-            _queue.c.id,
-            _queue.c.received_at,
-            _queue.c.source_key_id,
-            _queue.c.events,
-            _queue.c.batch_context,
-            _queue.c.event_count,
-        )
+        select(_queue.c.id, _queue.c.event_count)
         .where(_queue.c.status == QueueStatus.pending.value)
         .order_by(_queue.c.id)
-        .limit(max(1, budget // 50))
+        .limit(budget)
     )
     if batch_ids is not None:
         statement = statement.where(_queue.c.id.in_(batch_ids))
     if is_postgres(session):
         statement = statement.with_for_update(skip_locked=True)
-    taken: list[Any] = []
+    ids: list[int] = []
     total = 0
-    for row in session.execute(statement):
-        if taken and total + row.event_count > budget:
+    for queued_id, count in session.execute(statement):
+        if ids and total + count > budget:
             break
-        taken.append(row)
-        total += row.event_count
+        ids.append(queued_id)
+        total += count
     drained = Drained()
-    if not taken:
+    if not ids:
         return drained
+    taken = session.execute(
+        select(
+            _queue.c.id, _queue.c.received_at, _queue.c.source_key_id, _queue.c.events, _queue.c.batch_context
+        )
+        .where(bulk.matches(session, _queue.c.id, ids))
+        .order_by(_queue.c.id)
+    ).all()
     events: list[NormalizedEvent] = []
     dead_rows: list[dict[str, Any]] = []
     for row in taken:
@@ -257,7 +281,7 @@ def process_queue(
     fresh = _deduplicate(session, events, result)
     if fresh:
         store_events(session, fresh, settings=settings, now=utcnow())
-    session.execute(delete(_queue).where(_queue.c.id.in_([row.id for row in taken])))
+    session.execute(delete(_queue).where(bulk.matches(session, _queue.c.id, ids)))
     drained.batches, drained.events, drained.duplicates = len(taken), len(fresh), result.duplicates
     drained.failed = len(dead_rows)
     return drained

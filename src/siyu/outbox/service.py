@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import traceback
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, cast
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,21 +34,41 @@ def handler(topic: str) -> Callable[[Handler], Handler]:
     return register
 
 
+class Job(NamedTuple):
+    """A side effect to enqueue: its topic, payload and idempotency key."""
+
+    topic: str
+    payload: dict[str, Any]
+    idempotency_key: str
+
+
 def enqueue(session: Session, topic: str, payload: dict[str, Any], *, idempotency_key: str) -> None:
     """Write an outbox row in the caller's transaction; the same key twice is a no-op."""
-    values = {
-        "topic": topic,
-        "payload": payload,
-        "idempotency_key": idempotency_key,
-        "status": OutboxStatus.pending,
-        "attempts": 0,
-        "available_at": utcnow(),
-        "created_at": utcnow(),
-    }
+    enqueue_many(session, [Job(topic, payload, idempotency_key)])
+
+
+def enqueue_many(session: Session, jobs: Sequence[Job]) -> None:
+    """Write outbox rows in the caller's transaction with one statement; a key already there is a no-op."""
+    if not jobs:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "topic": job.topic,
+            "payload": job.payload,
+            "idempotency_key": job.idempotency_key,
+            "status": OutboxStatus.pending,
+            "attempts": 0,
+            "available_at": now,
+            "created_at": now,
+        }
+        for job in jobs
+    ]
     insert = pg_insert if is_postgres(session) else sqlite_insert
-    session.execute(
-        insert(OutboxMessage).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    )
+    # The table, not the entity: a plain executemany, without the ORM's bulk-insert bookkeeping; the
+    # statement compiles once, whatever the number of rows.
+    table = cast(Table, OutboxMessage.__table__)
+    session.execute(insert(table).on_conflict_do_nothing(index_elements=["idempotency_key"]), rows)
 
 
 def claim(session: Session, limit: int) -> list[OutboxMessage]:
