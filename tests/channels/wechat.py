@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi.testclient import TestClient
 from httpx import Response
@@ -57,7 +56,7 @@ def wecom_account(session: Session, name: str = "tos-wecom", welcome_text: str =
 class OaPusher:
     """Pushes to /wechat/oa/{name}/callback the way WeChat does, in a chosen mode."""
 
-    client: TestClient
+    client: TestClient | None = None  # None: only signed() is used
     name: str = "tos-oa"
     token: str = OA_TOKEN
     aes_key: str = OA_AES_KEY
@@ -73,9 +72,23 @@ class OaPusher:
         forge: str | None = None,
     ) -> Response:
         """POST body in mode plaintext, compat or aes; forge="signature" or "msg_signature" breaks one."""
+        params, content = self.signed(body, mode=mode, timestamp=timestamp, nonce=nonce, forge=forge)
+        assert self.client is not None
+        return self.client.post(f"/wechat/oa/{self.name}/callback", params=params, content=content)
+
+    def signed(
+        self,
+        body: str,
+        *,
+        mode: str = "plaintext",
+        timestamp: int | None = None,
+        nonce: str | None = None,
+        forge: str | None = None,
+    ) -> tuple[dict[str, str], bytes]:
+        """The query parameters and body WeChat would POST for body (see push)."""
         ts = str(timestamp if timestamp is not None else int(time.time()))
         nonce = nonce or str(secrets.randbelow(10**9))
-        params: dict[str, Any] = {
+        params: dict[str, str] = {
             "signature": signature(self.token, ts, nonce),
             "timestamp": ts,
             "nonce": nonce,
@@ -97,14 +110,14 @@ class OaPusher:
                 content = f"<xml>{envelope}</xml>"
         if forge:
             params[forge] = "0" * 40
-        return self.client.post(f"/wechat/oa/{self.name}/callback", params=params, content=content.encode())
+        return params, content.encode()
 
 
 @dataclass
 class WeComPusher:
     """Pushes encrypted customer-contact events to /wechat/wecom/{name}/callback as WeCom does."""
 
-    client: TestClient
+    client: TestClient | None = None  # None: only signed() is used
     name: str = "tos-wecom"
     token: str = WECOM_TOKEN
     aes_key: str = WECOM_AES_KEY
@@ -113,6 +126,15 @@ class WeComPusher:
     def push(
         self, body: str, *, timestamp: int | None = None, forge: bool = False, corp_id: str | None = None
     ) -> Response:
+        """POST body encrypted and signed; forge breaks msg_signature, corp_id encrypts for another corp."""
+        params, content = self.signed(body, timestamp=timestamp, forge=forge, corp_id=corp_id)
+        assert self.client is not None
+        return self.client.post(f"/wechat/wecom/{self.name}/callback", params=params, content=content)
+
+    def signed(
+        self, body: str, *, timestamp: int | None = None, forge: bool = False, corp_id: str | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """The query parameters and body WeCom would POST for body (see push)."""
         ts = str(timestamp if timestamp is not None else int(time.time()))
         nonce = str(secrets.randbelow(10**9))
         crypto = MessageCrypto(self.token, self.aes_key, corp_id or self.corp_id)
@@ -126,9 +148,7 @@ class WeComPusher:
             f"<xml><ToUserName><![CDATA[{self.corp_id}]]></ToUserName>"
             f"<Encrypt><![CDATA[{encrypted}]]></Encrypt><AgentID><![CDATA[1000002]]></AgentID></xml>"
         )
-        return self.client.post(
-            f"/wechat/wecom/{self.name}/callback", params=params, content=envelope.encode()
-        )
+        return params, envelope.encode()
 
 
 def oa_event(event: str, openid: str = "FromUser", create_time: int = 123456789, **fields: str | int) -> str:
