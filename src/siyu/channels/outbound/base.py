@@ -11,6 +11,7 @@ returns the recorded answer and is not sent again.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
 from typing import Any, Self
 
@@ -71,8 +72,18 @@ class WeChatError(SiyuError):
         self.call: dict[str, Any] | None = None
 
 
+@functools.lru_cache(maxsize=16)
+def shared_http(base_url: str, timeout: float) -> httpx.Client:
+    """The process's HTTP client for an API base: every call reuses its TLS context and open connections.
+
+    A client per call cost a TLS context per call (loading the CA bundle, about 10 ms of CPU) and a
+    handshake with WeChat per call. httpx's client is safe to share between threads.
+    """
+    return httpx.Client(base_url=base_url, timeout=timeout)
+
+
 class ApiClient:
-    """Calls one account's API; `http` may be given (tests), else one is made per client."""
+    """Calls one account's API; `http` may be given (tests, closed with this client), else the shared one."""
 
     def __init__(
         self,
@@ -91,11 +102,14 @@ class ApiClient:
             if account.kind == ChannelKind.wecom
             else self.settings.wechat_api_base
         )
-        self.http = http or httpx.Client(base_url=base, timeout=self.settings.wechat_http_timeout_seconds)
+        self._owns_http = http is not None
+        self.http = http or shared_http(base, self.settings.wechat_http_timeout_seconds)
         self._sleep = sleep
 
     def close(self) -> None:
-        self.http.close()
+        """Close the HTTP client given to this one; the shared client stays open for the next call."""
+        if self._owns_http:
+            self.http.close()
 
     def __enter__(self) -> Self:
         return self
