@@ -17,8 +17,11 @@ def test_mounted_fake_answers_for_configured_accounts(session: Session) -> None:
     account = oa_account(session)
     app = create_app(Settings(fake_wechat=True, ingest_processor=False, secret_key="x"))
     with TestClient(app, base_url="http://testserver/_fake/wechat") as http:
-        with OaClient(session, account, http=http) as client, pytest.raises(WeChatError, match="40003"):
-            client.user_info("o-unknown")  # the token was issued: the fake looked the account up
+        with OaClient(session, account, http=http) as client:
+            # The token was issued (the fake looked the account up), and the demo's fake knows every follower.
+            assert client.user_info("o-anyone")["openid"] == "o-anyone"
+            with pytest.raises(WeChatError, match="40003"):
+                client.user_info("")
         assert account.access_token_sealed is not None
 
 

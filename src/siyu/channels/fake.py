@@ -147,6 +147,8 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
         if (denied := check(request, "user/info")) is not None:
             return denied
         user = fake.users.get(openid)
+        if user is None and fake.accept_any_user and openid:
+            user = {}  # the demo: every openid is a follower WeChat knows nothing more about
         if user is None:
             return _err(40003)
         return JSONResponse({"subscribe": 1, "openid": openid, "language": "zh_CN", **user})

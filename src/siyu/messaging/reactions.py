@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Table, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -99,15 +99,18 @@ def track_reach(session: Session, events: Sequence[StoredEvent]) -> None:
         if "reachable" in row:
             shapes.setdefault(tuple(sorted(row)), []).append({"account_id": aid, "address": address, **row})
     insert = pg_insert if is_postgres(session) else sqlite_insert
+    table = cast(Table, Reach.__table__)
     for fields, rows in shapes.items():
-        statement = insert(Reach).values(rows)
+        statement = insert(table)
+        # The rows as parameters (executemany): the statement compiles once per shape, not per row count.
         session.execute(
             statement.on_conflict_do_update(
                 index_elements=["account_id", "address"],
                 set_={k: statement.excluded[k] for k in fields if k != "id_type"},
                 # An older event arriving late does not undo a newer one.
-                where=Reach.updated_at <= statement.excluded.updated_at,
-            )
+                where=table.c.updated_at <= statement.excluded.updated_at,
+            ),
+            rows,
         )
 
 
