@@ -507,7 +507,9 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     raise BenchError(
                         f"{type(exc).__name__}: {exc}\nserver log:\n{server.log_tail()}"
                     ) from exc
-            stored = int(ingest.db_scalar(db, f"SELECT count(*) FROM events WHERE id > {after_id}"))
+            # The pushes' events, not the identify events of the worker's user/info calls.
+            pushed = f"id > {after_id} AND message_id LIKE 'wx-oa:%'"
+            stored = int(ingest.db_scalar(db, f"SELECT count(*) FROM events WHERE {pushed}"))
             total_events = int(ingest.db_scalar(db, "SELECT count(*) FROM events"))
             dead = int(ingest.db_scalar(db, "SELECT count(*) FROM dead_letters"))
             if stored != len(pushes) or dead:
@@ -515,7 +517,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     f"the timed run stored {stored} events for {len(pushes)} pushes ({dead} dead letters)"
                 )
             by_name = ingest.db_rows(
-                db, f"SELECT event, count(*) FROM events WHERE id > {after_id} GROUP BY event ORDER BY 2 DESC"
+                db, f"SELECT event, count(*) FROM events WHERE {pushed} GROUP BY event ORDER BY 2 DESC"
             )
             console.print("  stored: " + ", ".join(f"{name} {n}" for name, n in by_name))
             quarters = [latencies[i * len(latencies) // 4 : (i + 1) * len(latencies) // 4] for i in range(4)]
