@@ -741,7 +741,7 @@ def py_spy(pid: int, output: Path | None, *, gil: bool = False) -> Iterator[None
         "record",
         "--pid",
         str(pid),
-        *(["--gil"] if gil or os.environ.get("SIYU_BENCH_SPY_GIL") else []),
+        *(["--gil"] if gil else []),
     ]
     cmd += ["--rate", "200", "--format", "raw", "-o", str(output)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
