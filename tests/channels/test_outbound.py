@@ -174,6 +174,44 @@ class TestEnrichmentAndWelcome:
             ]
         )
 
+    def test_followers_are_enriched_a_hundred_per_call(
+        self, fake: FakeState, client: TestClient, session: Session
+    ) -> None:
+        oa_account(session)
+        pusher = OaPusher(client)
+        for i in range(150):
+            fake.users[f"o-{i}"] = {"unionid": f"u-{i}", "subscribe_scene": "ADD_SCENE_QR_CODE"}
+            pusher.push(oa_event("subscribe", openid=f"o-{i}", create_time=1700000000 + i))
+        processor.drain()
+        outbox.run_once(db.get_sessionmaker(), limit=200)
+        processor.drain()
+        assert fake.calls.count("user/info/batchget") == 2 and "user/info" not in fake.calls
+        session.expire_all()
+        unionids = dict(
+            session.execute(
+                select(Identifier.value, Identifier.profile_id).where(Identifier.type == "wechat_unionid")
+            ).all()
+        )
+        assert len(unionids) == 150
+        openid_owner = session.execute(
+            select(Identifier.profile_id).where(
+                Identifier.type == "wechat_openid", Identifier.value == "o-42"
+            )
+        ).scalar_one()
+        assert unionids["u-42"] == openid_owner
+        profile = session.get(Profile, openid_owner)
+        assert profile is not None and profile.traits["oa_follow_source"] == "qr_code"
+
+    def test_batchget_refuses_a_list_it_cannot_take(self, fake: FakeState, session: Session) -> None:
+        account = oa_account(session)
+        fake.users["o1"] = {}
+        with OaClient(session, account) as client:
+            assert [u["openid"] for u in client.user_info_batch(["o1"])] == ["o1"]
+            with pytest.raises(WeChatError, match="40003"):
+                client.user_info_batch(["o1", "o-unknown"])
+            with pytest.raises(ValueError, match="1 to 100"):
+                client.user_info_batch([f"o{i}" for i in range(101)])
+
     def test_a_used_welcome_code_fails_visibly(
         self, fake: FakeState, client: TestClient, session: Session
     ) -> None:

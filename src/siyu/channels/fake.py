@@ -89,6 +89,7 @@ ERRMSG = {
     40013: "invalid appid",
     40125: "invalid appsecret",
     40003: "invalid openid",
+    40032: "invalid openid list size",
     84061: "not external contact",
 }
 
@@ -152,6 +153,24 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
         if user is None:
             return _err(40003)
         return JSONResponse({"subscribe": 1, "openid": openid, "language": "zh_CN", **user})
+
+    @app.post("/cgi-bin/user/info/batchget")
+    async def user_info_batch(request: Request) -> JSONResponse:
+        if (denied := check(request, "user/info/batchget")) is not None:
+            return denied
+        wanted = (await request.json()).get("user_list") or []
+        if not 0 < len(wanted) <= 100:
+            return _err(40032)
+        answers = []
+        for entry in wanted:
+            openid = str(entry.get("openid") or "")
+            user = fake.users.get(openid)
+            if user is None and fake.accept_any_user and openid:
+                user = {}
+            if user is None:
+                return _err(40003)  # WeChat refuses the whole call for one openid it does not know
+            answers.append({"subscribe": 1, "openid": openid, "language": "zh_CN", **user})
+        return JSONResponse({"user_info_list": answers})
 
     @app.post("/cgi-bin/qrcode/create")
     async def qrcode_create(request: Request) -> JSONResponse:

@@ -18,8 +18,10 @@ from siyu.outbox.models import OutboxMessage, OutboxStatus
 
 log = structlog.get_logger()
 Handler = Callable[[Session, dict[str, Any]], None]
+BatchHandler = Callable[[Session, list[dict[str, Any]]], None]
 FailureHook = Callable[[Session, Exception], None]
 _handlers: dict[str, Handler] = {}
+_batch_handlers: dict[str, tuple[BatchHandler, int]] = {}
 _failure_hooks: list[FailureHook] = []
 MAX_ATTEMPTS = 8
 
@@ -29,6 +31,20 @@ def handler(topic: str) -> Callable[[Handler], Handler]:
 
     def register(fn: Handler) -> Handler:
         _handlers[topic] = fn
+        return fn
+
+    return register
+
+
+def batch_handler(topic: str, size: int) -> Callable[[BatchHandler], BatchHandler]:
+    """Register the function that performs up to size messages of topic together, in one transaction.
+
+    For jobs whose remote API takes many at once (WeChat's user/info/batchget takes 100 followers).
+    If a batch fails, its messages are run again one by one, so one bad message fails alone.
+    """
+
+    def register(fn: BatchHandler) -> BatchHandler:
+        _batch_handlers[topic] = (fn, size)
         return fn
 
     return register
@@ -101,38 +117,75 @@ def _install_defaults() -> None:
 
 
 def run_once(factory: sessionmaker[Session], limit: int = 100) -> int:
-    """Claim and perform up to limit messages, each in its own transaction; returns how many ran."""
+    """Claim and perform up to limit messages, each in its own transaction (batch topics: a batch in one)."""
     _install_defaults()
     with factory() as session:
-        ids = [m.id for m in claim(session, limit)]
+        claimed = [(m.id, m.topic) for m in claim(session, limit)]
         session.rollback()
     done = 0
-    for message_id in ids:
-        with factory() as session:
-            statement = select(OutboxMessage).where(
-                OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.pending
-            )
-            if is_postgres(session):
-                statement = statement.with_for_update(skip_locked=True)
-            message = session.execute(statement).scalar_one_or_none()
-            if message is None:
-                continue
-            fn = _handlers.get(message.topic)
-            try:
+    batches: dict[str, list[int]] = {}
+    for message_id, topic in claimed:
+        if topic not in _batch_handlers:
+            done += _run(factory, [message_id], None)
+            continue
+        ids = batches.setdefault(topic, [])
+        ids.append(message_id)
+        if len(ids) == _batch_handlers[topic][1]:
+            done += _run_batch(factory, batches.pop(topic), topic)
+    for topic, ids in batches.items():
+        done += _run_batch(factory, ids, topic)
+    return done
+
+
+def _run_batch(factory: sessionmaker[Session], ids: list[int], topic: str) -> int:
+    try:
+        return _run(factory, ids, topic, raise_errors=len(ids) > 1)
+    except Exception:  # a failed batch: each message alone, so the one at fault fails alone
+        log.warning("outbox.batch_failed", topic=topic, messages=len(ids))
+        return sum(_run(factory, [message_id], topic) for message_id in ids)
+
+
+def _run(
+    factory: sessionmaker[Session], ids: list[int], topic: str | None, *, raise_errors: bool = False
+) -> int:
+    """Perform the pending messages among ids in one transaction; how many ran.
+
+    topic names their batch handler (None: each message's own handler). A failure is recorded on
+    the message (one id) or raised (raise_errors).
+    """
+    with factory() as session:
+        statement = (
+            select(OutboxMessage)
+            .where(OutboxMessage.id.in_(ids), OutboxMessage.status == OutboxStatus.pending)
+            .order_by(OutboxMessage.id)
+        )
+        if is_postgres(session):
+            statement = statement.with_for_update(skip_locked=True)
+        messages = list(session.execute(statement).scalars())
+        if not messages:
+            return 0
+        try:
+            if topic is not None:
+                _batch_handlers[topic][0](session, [dict(m.payload) for m in messages])
+            else:
+                fn = _handlers.get(messages[0].topic)
                 if fn is None:
-                    raise LookupError(f"no handler for topic {message.topic!r}")
-                fn(session, dict(message.payload))
+                    raise LookupError(f"no handler for topic {messages[0].topic!r}")
+                fn(session, dict(messages[0].payload))
+            for message in messages:
                 message.status = OutboxStatus.done
                 message.processed_at = utcnow()
-                session.commit()
-                done += 1
-            except Exception as exc:
-                session.rollback()
-                _record_failure(session, message_id, exc)
-                for hook in _failure_hooks:
-                    hook(session, exc)
-                session.commit()
-    return done
+            session.commit()
+            return len(messages)
+        except Exception as exc:
+            session.rollback()
+            if raise_errors:
+                raise
+            _record_failure(session, ids[0], exc)  # one id here: a batch raised above
+            for hook in _failure_hooks:
+                hook(session, exc)
+            session.commit()
+            return 0
 
 
 def _record_failure(session: Session, message_id: int, exc: Exception) -> None:
