@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from siyu.app import create_app
 from siyu.channels import lane, oa
 from siyu.channels.lane import MAX_BODY_BYTES, GroupWriter
 from siyu.channels.models import ChannelKind
@@ -127,3 +128,39 @@ def test_other_requests_pass_through(client: TestClient, session: Session) -> No
     assert client.get("/wechat/oa/tos-oa/callback", params={"signature": "x"}).status_code == 403
     assert client.post("/wechat/oa/tos-oa/callback/extra").status_code == 404
     assert client.get("/healthz").text == "ok"
+
+
+def test_the_writer_outlives_a_failure_and_a_closed_loop(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    oa_account(session)
+    writer = GroupWriter()
+    real_write = writer._write
+    failures = iter([RuntimeError("the writer's own bug")])
+
+    def write(group: list[Any]) -> list[Answer]:
+        for exc in failures:
+            raise exc
+        return real_write(group)
+
+    monkeypatch.setattr(writer, "_write", write)
+    try:
+        # A bug in the writer answers 500 (WeChat retries) instead of leaving the push waiting forever.
+        assert asyncio.run(writer.submit(oa_push(oa_event("subscribe", "o-1")))).status == 500
+        # The event loop of that push is closed now; the thread still answers the next one.
+        assert asyncio.run(writer.submit(oa_push(oa_event("subscribe", "o-2")))).status == 200
+        loop = asyncio.new_event_loop()
+        waiting = lane._Waiting(oa_push("<xml/>"), loop, loop.create_future())
+        loop.close()
+        lane._answer([waiting], [lane.FAILED])  # does not raise: nobody waits on a closed loop
+    finally:
+        writer.stop()
+
+
+def test_callbacks_under_a_root_path(session: Session) -> None:
+    oa_account(session)
+    params, content = OaPusher().signed(oa_event("subscribe", "o-root"), mode="aes")
+    # Behind a proxy that mounts siyu at /crm, uvicorn puts the prefix in both path and root_path.
+    with TestClient(create_app(), root_path="/crm") as client:
+        r = client.post("/crm/wechat/oa/tos-oa/callback", params=params, content=content)
+    assert (r.status_code, r.text) == (200, "success")

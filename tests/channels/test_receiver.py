@@ -113,3 +113,25 @@ def test_official_account_and_wecom_pushes_in_one_group(session: Session) -> Non
     ]
     topics = session.execute(select(OutboxMessage.topic).order_by(OutboxMessage.id)).scalars().all()
     assert topics[-2:] == [tasks.WECOM_CONTACT, tasks.WECOM_WELCOME]
+
+
+def test_a_push_that_cannot_be_opened_spoils_only_itself(session: Session) -> None:
+    oa_account(session)
+    wecom_account(session)
+    params, content = WeComPusher().signed(wecom_change("del_follow_user", external="wm-1"))
+    params["timestamp"] = "9" * 400  # no datetime can hold it
+    bad_encoding = b'<?xml version="1.0" encoding="bogus"?><xml><FromUserName>o-x</FromUserName></xml>'
+    oa_params, _ = OaPusher().signed("<xml/>", mode="plaintext")
+    pushes = [
+        oa_push(oa_event("unsubscribe", "o-1")),
+        Push(ChannelKind.wecom, "tos-wecom", params, content, utcnow()),
+        Push(ChannelKind.oa, "tos-oa", oa_params, bad_encoding, utcnow()),
+        oa_push(oa_event("unsubscribe", "o-2")),
+    ]
+
+    answers = receive_group(session, pushes, get_settings())
+
+    assert [a.status for a in answers] == [200, 403, 400, 200]
+    assert b"timestamp" in answers[1].body and b"unreadable XML" in answers[2].body
+    batch = session.execute(select(QueuedBatch).order_by(QueuedBatch.id.desc())).scalars().first()
+    assert batch is not None and batch.event_count == 2

@@ -17,9 +17,10 @@ def check_fresh(timestamp: str, now: dt.datetime, settings: Settings) -> None:
     """Forbidden unless timestamp is unix seconds within the allowed skew of now (replays are stale)."""
     try:
         sent = int(timestamp)
-    except ValueError:
+        age = abs(now.timestamp() - sent)
+    except (ValueError, OverflowError):
         raise Forbidden("timestamp: must be unix seconds") from None
-    if abs(now.timestamp() - sent) > settings.wechat_callback_max_age_seconds:
+    if age > settings.wechat_callback_max_age_seconds:
         raise Forbidden(
             f"stale timestamp: {timestamp} is more than {settings.wechat_callback_max_age_seconds} s from now"
         )

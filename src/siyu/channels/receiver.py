@@ -10,6 +10,7 @@ unreadable one 400 (and a dead letter), the rest `success`.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,8 @@ from siyu.config import Settings
 from siyu.errors import BadRequest, NotFound, SiyuError
 from siyu.ingest import service as ingest
 from siyu.outbox import service as outbox
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,9 @@ def _open(
         return Answer.text(400, exc.message)
     except SiyuError as exc:
         return Answer.error(exc)
+    except Exception as exc:  # anything else about one push is that push's problem, not its group's
+        log.warning("callback push to %s/%s refused: %r", push.kind, push.name, exc)
+        return Answer.text(400, f"unreadable push: {type(exc).__name__}")
 
 
 def receive_group(session: Session, pushes: Sequence[Push], settings: Settings) -> list[Answer]:

@@ -79,6 +79,8 @@ def parse(body: bytes | str) -> dict[str, Any]:
         raise XmlError("refused XML construct: a DTD or an entity declaration") from None
     except expat.ExpatError as exc:
         raise XmlError(f"malformed XML: {exc}") from exc
+    except (LookupError, ValueError) as exc:  # an encoding the declaration names but Python cannot read
+        raise XmlError(f"unreadable XML: {exc}") from exc
     return result
 
 

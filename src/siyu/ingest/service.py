@@ -243,8 +243,6 @@ def process_queue(
     )
     if batch_ids is not None:
         statement = statement.where(_queue.c.id.in_(batch_ids))
-    if is_postgres(session):
-        statement = statement.with_for_update(skip_locked=True)
     ids: list[int] = []
     total = 0
     for queued_id, count in session.execute(statement):
@@ -252,6 +250,16 @@ def process_queue(
             break
         ids.append(queued_id)
         total += count
+    if ids and is_postgres(session):
+        # Only the rows taken are locked (not every row whose size was read); rows another processor
+        # holds are skipped: it is storing them.
+        locked = session.execute(
+            select(_queue.c.id)
+            .where(bulk.matches(session, _queue.c.id, ids), _queue.c.status == QueueStatus.pending.value)
+            .order_by(_queue.c.id)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list(locked.scalars())
     drained = Drained()
     if not ids:
         return drained
