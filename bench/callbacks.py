@@ -306,15 +306,7 @@ def running_server(
 
         def start_worker() -> None:
             if server.worker is None:
-                with log_path.open("ab") as log:
-                    server.worker = subprocess.Popen(
-                        [str(siyu), "worker"],
-                        env=env,
-                        cwd=workdir,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
+                server.worker = ingest.start_worker(siyu, env, workdir, log_path)
 
         def drain() -> None:
             # With --processor after, the warm-up pushes are stored by a worker that stops when done.
@@ -490,7 +482,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     cpu_before = ingest.server_cpu_seconds(server)
                     serve_before = ingest.process_cpu_seconds(server.proc.pid)
                     client_before = time.process_time()
-                    busy_mark = ingest.machine_busy_mark()
+                    busy_mark = ingest.cpu_ticks()
                     started = time.perf_counter()
                     with ingest.py_spy(server.proc.pid, spy, gil=args.py_spy_gil):
                         wall, latencies = send_pushes(
@@ -499,7 +491,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                         client_cpu = time.process_time() - client_before
                         cpu_answered = ingest.server_cpu_seconds(server)
                         serve_answered = ingest.process_cpu_seconds(server.proc.pid)
-                        machine_answered = ingest.machine_busy_since(busy_mark)
+                        machine_answered = ingest.busy_between(busy_mark, ingest.cpu_ticks())
                         backlog = int(
                             ingest.db_scalar(db, "SELECT coalesce(sum(event_count), 0) FROM ingest_queue")
                         )

@@ -423,20 +423,25 @@ def running_server(db: Database, workdir: Path, workers: int, processor: str = "
             f"  server pid {proc.pid} on 127.0.0.1:{port} ({workers} worker(s), processor {processor})"
         )
         if processor == "worker":
-            with log_path.open("ab") as log:
-                server.worker = subprocess.Popen(
-                    [str(siyu), "worker"],
-                    env=env,
-                    cwd=workdir,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            server.worker = start_worker(siyu, env, workdir, log_path)
         yield server
     finally:
         if server.worker is not None:
             stop(server.worker)
         stop(proc)
+
+
+def start_worker(siyu: Path, env: dict[str, str], workdir: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`siyu worker` with the server's environment, logging after the server's log."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [str(siyu), "worker"],
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def wait_healthy(server: Server) -> None:
@@ -653,8 +658,8 @@ def chunks(rows: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 # --- the machine -------------------------------------------------------------------------------
 
 
-def machine_busy_mark() -> tuple[int, int] | None:
-    """Busy and total CPU ticks of the machine so far (Linux /proc/stat; None elsewhere)."""
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all cores since boot (Linux /proc/stat; None elsewhere)."""
     try:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     except (OSError, ValueError):
@@ -663,12 +668,11 @@ def machine_busy_mark() -> tuple[int, int] | None:
     return sum(fields) - idle, sum(fields)
 
 
-def machine_busy_since(mark: tuple[int, int] | None) -> float | None:
-    """The share of all cores busy since mark (from machine_busy_mark)."""
-    now = machine_busy_mark()
-    if mark is None or now is None or now[1] == mark[1]:
+def busy_between(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of all cores busy between two cpu_ticks()."""
+    if before is None or after is None or after[1] == before[1]:
         return None
-    return (now[0] - mark[0]) / (now[1] - mark[1])
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def machine_busy(seconds: float = 1.0) -> float | None:
@@ -676,9 +680,9 @@ def machine_busy(seconds: float = 1.0) -> float | None:
 
     Other work on the machine slows the server down: the figure is printed and kept in the result.
     """
-    mark = machine_busy_mark()
+    before = cpu_ticks()
     time.sleep(seconds)
-    return machine_busy_since(mark)
+    return busy_between(before, cpu_ticks())
 
 
 def server_cpu_seconds(server: Server) -> float | None:

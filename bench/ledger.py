@@ -612,24 +612,8 @@ def raw_round(db: Any, ops: Sequence[RawOp], threads: int, tag: str) -> float:
 # --- the machine -------------------------------------------------------------------------------
 
 
-def cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) jiffies of all cores since boot (Linux /proc/stat; None elsewhere)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
-
-
-def busy_between(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    if before is None or after is None or after[1] == before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
-
-
 def machine_cpu_seconds(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    """CPU seconds all cores spent busy between two cpu_ticks() (PostgreSQL's backends included, even
+    """CPU seconds all cores spent busy between two ingest.cpu_ticks() (PostgreSQL's backends included, even
     those that exited meanwhile, and whatever else runs on the machine)."""
     if before is None or after is None:
         return None
@@ -694,7 +678,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     spy = Path(f"{args.py_spy}-{kind}.txt") if args.py_spy else None
                     cpu_before = ingest.server_cpu_seconds(server)
                     sessions_before = pg_sessions(db)
-                    ticks_before = cpu_ticks()
+                    ticks_before = ingest.cpu_ticks()
                     client_before = time.process_time()
                     with ingest.py_spy(server.proc.pid, spy, gil=True):
                         wall, latencies = send_postings(
@@ -709,8 +693,8 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                             "postings",
                         )
                     client_cpu = time.process_time() - client_before
-                    ticks_after = cpu_ticks()
-                    busy_during = busy_between(ticks_before, ticks_after)
+                    ticks_after = ingest.cpu_ticks()
+                    busy_during = ingest.busy_between(ticks_before, ticks_after)
                     cpu_after = ingest.server_cpu_seconds(server)
                     machine_cpu = machine_cpu_seconds(ticks_before, ticks_after)
                     time.sleep(1.0 if sessions_before is not None else 0)
