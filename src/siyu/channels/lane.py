@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import queue
 import re
 import threading
@@ -24,13 +23,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+import structlog
+
 from siyu.channels.models import ChannelKind
 from siyu.channels.receiver import Answer, Push, receive_group
 from siyu.config import get_settings
 from siyu.db import unit_of_work, utcnow
 from siyu.ingest import processor
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger()
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -124,7 +125,7 @@ class GroupWriter:
             try:
                 answers = self._write(group)
             except Exception:  # never leave a push unanswered, nor the thread dead with pushes waiting
-                log.exception("callback writer failed on a group of %d", len(group))
+                log.exception("callbacks.group_failed", pushes=len(group))
                 answers = [FAILED] * len(group)
             _answer(group, answers)
             if any(answer.status == 200 for answer in answers):
@@ -137,9 +138,9 @@ class GroupWriter:
                 return receive_group(session, pushes, get_settings())
         except Exception:
             if len(group) == 1:
-                log.exception("callback push to %s/%s failed", pushes[0].kind, pushes[0].name)
+                log.exception("callbacks.push_failed", kind=pushes[0].kind, account=pushes[0].name)
                 return [FAILED]
-            log.warning("a group of %d callback pushes failed: retrying them one by one", len(group))
+            log.warning("callbacks.group_retried_one_by_one", pushes=len(group))
             return [self._write([waiting])[0] for waiting in group]
 
 
@@ -158,7 +159,7 @@ class CallbackLane:
                 try:
                     answer = await self._push(ChannelKind(match[1]), match[2], scope, receive)
                 except Exception:  # in front of FastAPI's error middleware: answer as it would
-                    log.exception("callback %s failed", scope["path"])
+                    log.exception("callbacks.lane_failed", path=scope["path"])
                     answer = FAILED
                 await _send(send, answer)
                 return

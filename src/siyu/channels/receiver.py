@@ -10,12 +10,12 @@ unreadable one 400 (and a dead letter), the rest `success`.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import structlog
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
@@ -26,7 +26,7 @@ from siyu.errors import BadRequest, NotFound, SiyuError
 from siyu.ingest import service as ingest
 from siyu.outbox import service as outbox
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +93,7 @@ def _open(
     except SiyuError as exc:
         return Answer.error(exc)
     except Exception as exc:  # anything else about one push is that push's problem, not its group's
-        log.warning("callback push to %s/%s refused: %r", push.kind, push.name, exc)
+        log.warning("callbacks.push_refused", kind=push.kind, account=push.name, error=repr(exc))
         return Answer.text(400, f"unreadable push: {type(exc).__name__}")
 
 
