@@ -73,6 +73,12 @@ def _accounts(session: Session, pushes: Sequence[Push]) -> dict[tuple[ChannelKin
     return {(a.kind, a.name): a for a in session.execute(_ACCOUNTS, {"names": names}).scalars()}
 
 
+def _unreadable(session: Session, push: Push, account: ChannelAccount, exc: xml.XmlError) -> Answer:
+    """400 for a signed Official Account push that is not a message, kept as a dead letter (with the group)."""
+    reason = f"Official Account {account.name}: {exc}"
+    return Answer.text(400, callbacks.keep_unreadable(session, push.body, reason, push.received_at).message)
+
+
 def _open(
     push: Push, account: ChannelAccount, session: Session, settings: Settings
 ) -> dict[str, Any] | Answer:
@@ -82,11 +88,7 @@ def _open(
             try:
                 return oa.open_push(account, push.query, push.body, push.received_at, settings)
             except xml.XmlError as exc:
-                # Signed but unreadable: kept as a dead letter (it commits with the group).
-                reason = f"Official Account {account.name}: {exc}"
-                return Answer.text(
-                    400, callbacks.keep_unreadable(session, push.body, reason, push.received_at).message
-                )
+                return _unreadable(session, push, account, exc)
         return wecom.open_push(account, push.query, push.body, push.received_at, settings)
     except BadRequest as exc:
         return Answer.text(400, exc.message)
@@ -123,10 +125,7 @@ def receive_group(session: Session, pushes: Sequence[Push], settings: Settings) 
             try:
                 event, more = oa.accept(session, account, msg, push.received_at, lookups)
             except xml.XmlError as exc:
-                reason = f"Official Account {account.name}: {exc}"
-                answers[index] = Answer.text(
-                    400, callbacks.keep_unreadable(session, push.body, reason, push.received_at).message
-                )
+                answers[index] = _unreadable(session, push, account, exc)
                 continue
         else:
             event, more = wecom.accept(session, account, msg, push.received_at)
