@@ -164,19 +164,36 @@ def enqueue_batch(
     fresh = _deduplicate(session, checked.valid, result)
     if fresh:
         first = fresh[0]
-        session.execute(
-            insert(_queue).values(
-                received_at=first.received_at,
-                source_key_id=first.source_key_id,
-                events=orjson.dumps([ev.raw for ev in fresh]).decode(),
-                batch_context=orjson.dumps(batch_context).decode() if batch_context else None,
-                event_count=len(fresh),
-                status=QueueStatus.pending.value,
-                attempts=0,
-            )
+        _queue_batch(
+            session,
+            [ev.raw for ev in fresh],
+            received_at=first.received_at,
+            source_key_id=first.source_key_id,
+            batch_context=batch_context,
         )
     result.accepted = len(fresh)
     return result
+
+
+def _queue_batch(
+    session: Session,
+    raw_events: Sequence[dict[str, Any]],
+    *,
+    received_at: dt.datetime | None,
+    source_key_id: int | None = None,
+    batch_context: dict[str, Any] | None = None,
+) -> None:
+    session.execute(
+        insert(_queue).values(
+            received_at=received_at,
+            source_key_id=source_key_id,
+            events=orjson.dumps(list(raw_events)).decode(),
+            batch_context=orjson.dumps(batch_context).decode() if batch_context else None,
+            event_count=len(raw_events),
+            status=QueueStatus.pending.value,
+            attempts=0,
+        )
+    )
 
 
 def enqueue_built(
@@ -188,17 +205,7 @@ def enqueue_built(
     it (one that fails then becomes a dead letter, as it would have here). Repeats are dropped there.
     """
     if raw_events:
-        session.execute(
-            insert(_queue).values(
-                received_at=received_at,
-                source_key_id=None,
-                events=orjson.dumps(list(raw_events)).decode(),
-                batch_context=None,
-                event_count=len(raw_events),
-                status=QueueStatus.pending.value,
-                attempts=0,
-            )
-        )
+        _queue_batch(session, raw_events, received_at=received_at)
 
 
 @dataclass(slots=True)
@@ -250,26 +257,24 @@ def process_queue(
             break
         ids.append(queued_id)
         total += count
-    if ids and is_postgres(session):
-        # Only the rows taken are locked (not every row whose size was read); rows another processor
-        # holds are skipped: it is storing them.
-        locked = session.execute(
-            select(_queue.c.id)
-            .where(bulk.matches(session, _queue.c.id, ids), _queue.c.status == QueueStatus.pending.value)
-            .order_by(_queue.c.id)
-            .with_for_update(skip_locked=True)
-        )
-        ids = list(locked.scalars())
     drained = Drained()
     if not ids:
         return drained
-    taken = session.execute(
+    rows = (
         select(
             _queue.c.id, _queue.c.received_at, _queue.c.source_key_id, _queue.c.events, _queue.c.batch_context
         )
-        .where(bulk.matches(session, _queue.c.id, ids))
+        .where(bulk.matches(session, _queue.c.id, ids), _queue.c.status == QueueStatus.pending.value)
         .order_by(_queue.c.id)
-    ).all()
+    )
+    if is_postgres(session):
+        # Only the rows taken are locked (not every row whose size was read); rows another processor
+        # holds are skipped: it is storing them.
+        rows = rows.with_for_update(skip_locked=True)
+    taken = session.execute(rows).all()
+    if not taken:
+        return drained
+    ids = [row.id for row in taken]
     events: list[NormalizedEvent] = []
     dead_rows: list[dict[str, Any]] = []
     for row in taken:
