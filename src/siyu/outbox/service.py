@@ -20,8 +20,8 @@ log = structlog.get_logger()
 Handler = Callable[[Session, dict[str, Any]], None]
 BatchHandler = Callable[[Session, list[dict[str, Any]]], None]
 FailureHook = Callable[[Session, Exception], None]
-_handlers: dict[str, Handler] = {}
-_batch_handlers: dict[str, tuple[BatchHandler, int]] = {}
+# Every topic's handler as a batch handler with its batch size (1 for a plain handler).
+_handlers: dict[str, tuple[BatchHandler, int]] = {}
 _failure_hooks: list[FailureHook] = []
 MAX_ATTEMPTS = 8
 
@@ -30,7 +30,7 @@ def handler(topic: str) -> Callable[[Handler], Handler]:
     """Register the function that performs messages of topic."""
 
     def register(fn: Handler) -> Handler:
-        _handlers[topic] = fn
+        _handlers[topic] = (lambda session, payloads: fn(session, payloads[0]), 1)
         return fn
 
     return register
@@ -44,7 +44,7 @@ def batch_handler(topic: str, size: int) -> Callable[[BatchHandler], BatchHandle
     """
 
     def register(fn: BatchHandler) -> BatchHandler:
-        _batch_handlers[topic] = (fn, size)
+        _handlers[topic] = (fn, size)
         return fn
 
     return register
@@ -123,35 +123,31 @@ def run_once(factory: sessionmaker[Session], limit: int = 100) -> int:
         claimed = [(m.id, m.topic) for m in claim(session, limit)]
         session.rollback()
     done = 0
-    batches: dict[str, list[int]] = {}
+    waiting: dict[str, list[int]] = {}
     for message_id, topic in claimed:
-        if topic not in _batch_handlers:
-            done += _run(factory, [message_id], None)
-            continue
-        ids = batches.setdefault(topic, [])
+        ids = waiting.setdefault(topic, [])
         ids.append(message_id)
-        if len(ids) == _batch_handlers[topic][1]:
-            done += _run_batch(factory, batches.pop(topic), topic)
-    for topic, ids in batches.items():
-        done += _run_batch(factory, ids, topic)
+        if len(ids) >= (_handlers[topic][1] if topic in _handlers else 1):
+            done += _run_batch(factory, topic, waiting.pop(topic))
+    for topic, ids in waiting.items():
+        done += _run_batch(factory, topic, ids)
     return done
 
 
-def _run_batch(factory: sessionmaker[Session], ids: list[int], topic: str) -> int:
+def _run_batch(factory: sessionmaker[Session], topic: str, ids: list[int]) -> int:
+    if len(ids) == 1:
+        return _run(factory, topic, ids)
     try:
-        return _run(factory, ids, topic, raise_errors=len(ids) > 1)
+        return _run(factory, topic, ids, raise_errors=True)
     except Exception:  # a failed batch: each message alone, so the one at fault fails alone
         log.warning("outbox.batch_failed", topic=topic, messages=len(ids))
-        return sum(_run(factory, [message_id], topic) for message_id in ids)
+        return sum(_run(factory, topic, [message_id]) for message_id in ids)
 
 
-def _run(
-    factory: sessionmaker[Session], ids: list[int], topic: str | None, *, raise_errors: bool = False
-) -> int:
-    """Perform the pending messages among ids in one transaction; how many ran.
+def _run(factory: sessionmaker[Session], topic: str, ids: list[int], *, raise_errors: bool = False) -> int:
+    """Perform the pending messages among ids (all of topic) in one transaction; how many ran.
 
-    topic names their batch handler (None: each message's own handler). A failure is recorded on
-    the message (one id) or raised (raise_errors).
+    A failure is raised (raise_errors) or recorded on the message (then ids holds one).
     """
     with factory() as session:
         statement = (
@@ -165,13 +161,9 @@ def _run(
         if not messages:
             return 0
         try:
-            if topic is not None:
-                _batch_handlers[topic][0](session, [dict(m.payload) for m in messages])
-            else:
-                fn = _handlers.get(messages[0].topic)
-                if fn is None:
-                    raise LookupError(f"no handler for topic {messages[0].topic!r}")
-                fn(session, dict(messages[0].payload))
+            if topic not in _handlers:
+                raise LookupError(f"no handler for topic {topic!r}")
+            _handlers[topic][0](session, [dict(m.payload) for m in messages])
             for message in messages:
                 message.status = OutboxStatus.done
                 message.processed_at = utcnow()
@@ -181,7 +173,7 @@ def _run(
             session.rollback()
             if raise_errors:
                 raise
-            _record_failure(session, ids[0], exc)  # one id here: a batch raised above
+            _record_failure(session, ids[0], exc)
             for hook in _failure_hooks:
                 hook(session, exc)
             session.commit()
