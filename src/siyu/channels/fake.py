@@ -143,16 +143,19 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
             return _err(42001)
         return None
 
+    def follower(openid: str) -> dict[str, Any] | None:
+        """user/info's answer for openid; None when the fake does not know the follower."""
+        user = fake.users.get(openid)
+        if user is None and fake.accept_any_user and openid:
+            user = {}  # the demo: every openid is a follower WeChat knows nothing more about
+        return None if user is None else {"subscribe": 1, "openid": openid, "language": "zh_CN", **user}
+
     @app.get("/cgi-bin/user/info")
     def user_info(request: Request, openid: str = "") -> JSONResponse:
         if (denied := check(request, "user/info")) is not None:
             return denied
-        user = fake.users.get(openid)
-        if user is None and fake.accept_any_user and openid:
-            user = {}  # the demo: every openid is a follower WeChat knows nothing more about
-        if user is None:
-            return _err(40003)
-        return JSONResponse({"subscribe": 1, "openid": openid, "language": "zh_CN", **user})
+        user = follower(openid)
+        return JSONResponse(user) if user is not None else _err(40003)
 
     @app.post("/cgi-bin/user/info/batchget")
     async def user_info_batch(request: Request) -> JSONResponse:
@@ -161,15 +164,9 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
         wanted = (await request.json()).get("user_list") or []
         if not 0 < len(wanted) <= 100:
             return _err(40032)
-        answers = []
-        for entry in wanted:
-            openid = str(entry.get("openid") or "")
-            user = fake.users.get(openid)
-            if user is None and fake.accept_any_user and openid:
-                user = {}
-            if user is None:
-                return _err(40003)  # WeChat refuses the whole call for one openid it does not know
-            answers.append({"subscribe": 1, "openid": openid, "language": "zh_CN", **user})
+        answers = [follower(str(entry.get("openid") or "")) for entry in wanted]
+        if None in answers:
+            return _err(40003)  # WeChat refuses the whole call for one openid it does not know
         return JSONResponse({"user_info_list": answers})
 
     @app.post("/cgi-bin/qrcode/create")

@@ -1,7 +1,8 @@
 """The Official Account callback: verify, decrypt, turn each push into an ingest event, queue it.
 
-WeChat waits 5 s and then retries (three tries in all). The push is queued durably in the request's
-transaction and answered `success`; the ingest processor stores it. A retry carries the same MsgId, or
+WeChat waits 5 s and then retries (three tries in all). The push is queued durably, in one transaction
+with the pushes that arrived with it (`receiver`, decision 0014), and answered `success`; the ingest
+processor stores it. A retry carries the same MsgId, or
 the same FromUserName + CreateTime + Event, from which the messageId is derived, so it is stored once.
 """
 
@@ -28,6 +29,7 @@ from siyu.errors import Forbidden
 from siyu.outbox import service as outbox
 
 FOLLOW_SOURCES = ("search", "qr_code", "word_of_mouth", "ad", "other")
+MENU_EVENTS = ("click", "view")
 
 
 def verify_url(account: ChannelAccount, query: dict[str, str], now: dt.datetime, settings: Settings) -> str:
@@ -127,11 +129,10 @@ class Lookups:
         accounts: set[int] = set()
         for account, msg in pushes:
             kind, key = _event_and_key(msg)
-            if kind == "subscribe" and key.startswith("qrscene_"):
-                scenes.add(key[len("qrscene_") :])
-            elif kind == "scan":
-                scenes.add(key)
-            elif kind in ("click", "view"):
+            scene = _qr_scene(kind, key)
+            if scene is not None:
+                scenes.add(scene)
+            elif kind in MENU_EVENTS:
                 keys.add(key)
             else:
                 continue
@@ -155,6 +156,13 @@ def _event_and_key(msg: dict[str, Any]) -> tuple[str, str]:
         return "", ""
     key = msg.get("EventKey")
     return str(msg.get("Event") or "").lower(), key if isinstance(key, str) else ""
+
+
+def _qr_scene(kind: str, key: str) -> str | None:
+    """The QR scene a follow through a parametric code (`qrscene_…`) or a scan names; None otherwise."""
+    if kind == "subscribe":
+        return key[len("qrscene_") :] if key.startswith("qrscene_") else None
+    return key if kind == "scan" else None
 
 
 def _attribution(qr: Row[*tuple[Any, ...]]) -> dict[str, Any]:
@@ -187,20 +195,18 @@ def to_event(
     if msg_type == "event":
         kind = str(msg.get("Event") or "")
         lowered, key = _event_and_key(msg)
+        scene = _qr_scene(lowered, key)
+        if scene is not None:
+            props["scene"] = scene
+            props.update(lookups.qr_codes.get((account.id, scene), {}))
         if lowered == "subscribe":
             name = "Official Account Followed"
-            scene = key[len("qrscene_") :] if key.startswith("qrscene_") else None
             props["source"] = "qr_code" if scene else "other"
-            if scene:
-                props["scene"] = scene
-                props.update(lookups.qr_codes.get((account.id, scene), {}))
         elif lowered == "unsubscribe":
             name = "Official Account Unfollowed"
         elif lowered == "scan":
             name = "QR Code Scanned"
-            props["scene"] = key
-            props.update(lookups.qr_codes.get((account.id, key), {}))
-        elif lowered in ("click", "view"):
+        elif lowered in MENU_EVENTS:
             name = "Menu Clicked"
             props["action"] = lowered
             props["menu_key" if lowered == "click" else "url"] = key

@@ -145,13 +145,6 @@ def _unsealed(app_id: str, secret: str, token: str | None, aes: str | None) -> C
     )
 
 
-def get_qr_code(session: Session, account_id: int, scene: str) -> WechatQrCode | None:
-    """The account's QR code with that scene."""
-    return session.execute(
-        select(WechatQrCode).where(WechatQrCode.account_id == account_id, WechatQrCode.scene == scene)
-    ).scalar_one_or_none()
-
-
 def get_contact_way(session: Session, account_id: int, state: str) -> ContactWay | None:
     """The account's 「联系我」 code with that state."""
     return session.execute(

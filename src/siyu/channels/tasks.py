@@ -23,10 +23,10 @@ WECOM_CONTACT = "wechat.wecom.contact"
 WECOM_WELCOME = "wechat.wecom.welcome"
 
 
-def _account(session: Session, payload: dict[str, Any]) -> ChannelAccount:
-    account = session.get(ChannelAccount, int(payload["account_id"]))
+def _account(session: Session, account_id: Any) -> ChannelAccount:
+    account = session.get(ChannelAccount, int(account_id))
     if account is None:
-        raise NotFound(f"channel account {payload['account_id']} is gone")
+        raise NotFound(f"channel account {account_id} is gone")
     return account
 
 
@@ -37,16 +37,14 @@ def oa_user_info(session: Session, payloads: list[dict[str, Any]]) -> None:
     One user/info/batchget call per account for up to 100 followers: a QR campaign brings thousands of
     follows an hour, and a call per follower would queue them behind WeChat's round trips (and quota).
     """
-    openids: dict[int, list[str]] = {}
+    openids: dict[int, dict[str, None]] = {}  # per account, each follower once, in order
     for payload in payloads:
-        wanted = openids.setdefault(int(payload["account_id"]), [])
-        if str(payload["openid"]) not in wanted:
-            wanted.append(str(payload["openid"]))
+        openids.setdefault(int(payload["account_id"]), {})[str(payload["openid"])] = None
     events = []
     for account_id, wanted in openids.items():
-        account = _account(session, {"account_id": account_id})
+        account = _account(session, account_id)
         with OaClient(session, account) as client:
-            infos = client.user_info_batch(wanted)
+            infos = client.user_info_batch(list(wanted))
         events += [_follower(account, info) for info in infos if info.get("openid")]
     if events:
         ingest_batch(session, events, source_key_id=None)
@@ -77,7 +75,7 @@ def _follower(account: ChannelAccount, info: dict[str, Any]) -> dict[str, Any]:
 @outbox.handler(WECOM_CONTACT)
 def wecom_contact(session: Session, payload: dict[str, Any]) -> None:
     """A new WeCom contact's profile (externalcontact/get): name, unionid, remark phones, as an identify."""
-    account = _account(session, payload)
+    account = _account(session, payload["account_id"])
     external = str(payload["external_userid"])
     with WeComClient(session, account) as client:
         answer = client.get_external_contact(external)
@@ -110,7 +108,7 @@ def wecom_contact(session: Session, payload: dict[str, Any]) -> None:
 @outbox.handler(WECOM_WELCOME)
 def wecom_welcome(session: Session, payload: dict[str, Any]) -> None:
     """The account's welcome message, sent with the add's WelcomeCode (valid once, for 20 s)."""
-    account = _account(session, payload)
+    account = _account(session, payload["account_id"])
     with WeComClient(session, account) as client:
         client.send_welcome_msg(
             str(payload["welcome_code"]),
