@@ -75,6 +75,8 @@ def parse(body: bytes | str) -> dict[str, Any]:
     parser.ExternalEntityRefHandler = _refuse_reference
     try:
         parser.Parse(body, True)
+    except XmlError:  # raised by a handler, already saying what is wrong
+        raise
     except _Refused:
         raise XmlError("refused XML construct: a DTD or an entity declaration") from None
     except expat.ExpatError as exc:
