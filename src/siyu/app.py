@@ -21,7 +21,8 @@ from siyu.channels.api import callbacks as channel_callbacks
 from siyu.channels.api import mp as mp_router
 from siyu.channels.api import qr_images as qr_images_router
 from siyu.channels.api import router as channels_router
-from siyu.channels.lane import CallbackLane, GroupWriter
+from siyu.channels.lane import CallbackLane, callback_writer
+from siyu.channels.receiver import Push
 from siyu.config import Settings, get_settings, secret_key
 from siyu.console import mount as mount_console
 from siyu.db import get_read_sessionmaker
@@ -32,8 +33,10 @@ from siyu.ingest import processor
 from siyu.ingest.admin_api import router as ingest_admin_router
 from siyu.ingest.api import router as ingest_router
 from siyu.journeys.api import router as journeys_router
+from siyu.lanes import GroupWriter
 from siyu.lifecycle.api import router as lifecycle_router
 from siyu.loyalty.api import router as loyalty_router
+from siyu.loyalty.lane import PostingCall, PostingLane, posting_writer
 from siyu.loyalty.member_api import router as member_loyalty_router
 from siyu.messaging.api import clicks as clicks_router
 from siyu.messaging.api import router as messages_router
@@ -42,15 +45,20 @@ from siyu.segments.api import router as segments_router
 
 
 class App(FastAPI):
-    """siyu's FastAPI application, with the callback lane in front of all of its middleware."""
+    """siyu's FastAPI application, with the lanes (decision 0014) in front of all of its middleware."""
 
-    def __init__(self, *, callback_writer: GroupWriter, **kwargs: Any) -> None:
+    def __init__(
+        self, *, callback_writer: GroupWriter[Push], posting_writer: GroupWriter[PostingCall], **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.callback_writer = callback_writer
+        self.posting_writer = posting_writer
 
     def build_middleware_stack(self) -> ASGIApp:
-        """FastAPI's stack behind the lane: WeChat's pushes need no session, routing or telemetry."""
-        return CallbackLane(super().build_middleware_stack(), self.callback_writer)
+        """FastAPI's stack behind the lanes: WeChat's pushes and API postings need no session or routing."""
+        return CallbackLane(
+            PostingLane(super().build_middleware_stack(), self.posting_writer), self.callback_writer
+        )
 
 
 def mount_fake_wechat(app: FastAPI, settings: Settings) -> None:
@@ -74,7 +82,7 @@ def mount_fake_wechat(app: FastAPI, settings: Settings) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new application bound to the process-wide database engine."""
     settings = settings or get_settings()
-    callback_writer = GroupWriter()
+    callbacks, postings = callback_writer(), posting_writer()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -87,13 +95,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            callback_writer.stop()
+            callbacks.stop()
+            postings.stop()
             if running is not None:
                 running.stop()
                 processor.set_current(None)
 
     app = App(
-        callback_writer=callback_writer,
+        callback_writer=callbacks,
+        posting_writer=postings,
         lifespan=lifespan,
         title="siyu",
         version=__version__,

@@ -15,6 +15,8 @@ from siyu.auth.principal import Principal
 from siyu.db import unit_of_work
 from siyu.errors import Forbidden, Unauthorized
 
+UNAUTHENTICATED = "missing or invalid API key: send it as a Bearer token"
+
 
 def get_session() -> Iterator[Session]:
     """The request's unit of work: commit when the endpoint returns, roll back when it raises."""
@@ -27,7 +29,11 @@ SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 def credential_from_request(request: Request) -> str | None:
     """The secret the caller sent: a Bearer token, or the HTTP Basic username (as Segment SDKs send it)."""
-    header = request.headers.get("authorization", "")
+    return credential_from_authorization(request.headers.get("authorization", ""))
+
+
+def credential_from_authorization(header: str) -> str | None:
+    """The secret in an Authorization header's value: a Bearer token, or the HTTP Basic username."""
     scheme, _, value = header.partition(" ")
     scheme = scheme.lower()
     if scheme == "bearer":
@@ -60,15 +66,20 @@ def require_principal(request: Request, session: SessionDep) -> Principal:
     """The authenticated principal, or 401."""
     principal = principal_from_request(request, session)
     if principal is None:
-        raise Unauthorized("missing or invalid API key: send it as a Bearer token")
+        raise Unauthorized(UNAUTHENTICATED)
     return principal
 
 
 def require_reader(principal: Annotated[Principal, Depends(require_principal)]) -> Principal:
     """A principal that may read profiles (every role but `source`)."""
+    check_reader(principal)
+    return principal
+
+
+def check_reader(principal: Principal) -> None:
+    """Forbidden for a principal that may not read profiles (a `source` key)."""
     if principal.role is Role.source:
         raise Forbidden("a source (write) key can only send events")
-    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(require_principal)]

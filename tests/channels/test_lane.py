@@ -14,13 +14,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from siyu import lanes
 from siyu.app import create_app
 from siyu.channels import lane, oa
-from siyu.channels.lane import MAX_BODY_BYTES, GroupWriter
+from siyu.channels.lane import MAX_BODY_BYTES, callback_writer
 from siyu.channels.models import ChannelKind
-from siyu.channels.receiver import Answer, Push
+from siyu.channels.receiver import Push
 from siyu.db import utcnow
 from siyu.ingest.models import QueuedBatch
+from siyu.lanes import Answer
 from tests.channels.wechat import OaPusher, oa_account, oa_event
 
 
@@ -33,11 +35,11 @@ class HeldWriter:
     """A GroupWriter whose first transaction waits until released, so later pushes pile up behind it."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.writer = GroupWriter()
+        self.writer = callback_writer()
         self.started = threading.Event()
         self.release = threading.Event()
         self.transactions = 0
-        real = lane.unit_of_work
+        real = lanes.unit_of_work
 
         @contextmanager
         def held() -> Iterator[Session]:
@@ -48,7 +50,7 @@ class HeldWriter:
             with real() as session:
                 yield session
 
-        monkeypatch.setattr(lane, "unit_of_work", held)
+        monkeypatch.setattr(lanes, "unit_of_work", held)
 
     def answer(self, first: Push, rest: list[Push]) -> tuple[Answer, list[Answer]]:
         """Submit first, then rest while first's transaction is held; every answer."""
@@ -134,7 +136,7 @@ def test_the_writer_outlives_a_failure_and_a_closed_loop(
     session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     oa_account(session)
-    writer = GroupWriter()
+    writer = callback_writer()
     real_write = writer._write
     failures = iter([RuntimeError("the writer's own bug")])
 
@@ -150,9 +152,9 @@ def test_the_writer_outlives_a_failure_and_a_closed_loop(
         # The event loop of that push is closed now; the thread still answers the next one.
         assert asyncio.run(writer.submit(oa_push(oa_event("subscribe", "o-2")))).status == 200
         loop = asyncio.new_event_loop()
-        waiting = lane._Waiting(oa_push("<xml/>"), loop, loop.create_future())
+        waiting = lanes._Waiting(oa_push("<xml/>"), loop, loop.create_future())
         loop.close()
-        lane._answer([waiting], [lane.FAILED])  # does not raise: nobody waits on a closed loop
+        lanes._answer([waiting], [lane.FAILED])  # does not raise: nobody waits on a closed loop
     finally:
         writer.stop()
 

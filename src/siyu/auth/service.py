@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -63,6 +63,17 @@ def get_api_key_by_secret(session: Session, secret: str) -> ApiKey | None:
     if key is None or key.revoked_at is not None:
         return None
     return key
+
+
+def principals_by_secret(session: Session, secrets: Iterable[str]) -> dict[str, Principal]:
+    """The principal of each secret that is a live API key (one query for all of them)."""
+    hashes = {hash_key(secret): secret for secret in secrets if secret}
+    if not hashes:
+        return {}
+    keys = session.execute(
+        select(ApiKey).where(ApiKey.key_hash.in_(sorted(hashes)), ApiKey.revoked_at.is_(None))
+    ).scalars()
+    return {hashes[key.key_hash]: principal_for_key(key) for key in keys}
 
 
 def list_api_keys(session: Session) -> Sequence[ApiKey]:

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import structlog
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -24,6 +23,7 @@ from siyu.channels.models import ChannelAccount, ChannelKind
 from siyu.config import Settings
 from siyu.errors import BadRequest, NotFound, SiyuError
 from siyu.ingest import service as ingest
+from siyu.lanes import Answer
 from siyu.outbox import service as outbox
 
 log = structlog.get_logger()
@@ -38,25 +38,6 @@ class Push:
     query: dict[str, str]
     body: bytes
     received_at: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """The HTTP answer to one push."""
-
-    status: int
-    body: bytes
-    content_type: str = "text/plain; charset=utf-8"
-
-    @classmethod
-    def text(cls, status: int, text: str) -> Answer:
-        """A plain-text answer (what WeChat reads: `success`, or the reason a push was refused)."""
-        return cls(status, text.encode())
-
-    @classmethod
-    def error(cls, exc: SiyuError) -> Answer:
-        """The JSON error the API answers a SiyuError with."""
-        return cls(exc.status_code, orjson.dumps(exc.body()), "application/json")
 
 
 SUCCESS = Answer.text(200, "success")

@@ -113,6 +113,13 @@ def require_key(idempotency_key: str | None, scope: str = "api") -> str:
     return f"{scope}:{idempotency_key}"
 
 
+def check_posting_role(principal: Principal, kind: str) -> None:
+    """Forbidden unless principal's role may post this kind of posting."""
+    allowed = SPEND_ROLES if kind == "spend" else PROGRAMME_ROLES
+    if principal.role not in allowed:
+        raise Forbidden(f"a {principal.role} cannot {kind} points")
+
+
 def _out(posting: Posting) -> PostingOut:
     return PostingOut.model_validate(posting, from_attributes=True)
 
@@ -128,10 +135,12 @@ def create_posting(
     response: Response,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> PostingOut:
-    """201 with the posting; a repeat of the Idempotency-Key answers 200 with the first result; 409 on overdraw."""
-    allowed = SPEND_ROLES if body.kind == "spend" else PROGRAMME_ROLES
-    if principal.role not in allowed:
-        raise Forbidden(f"a {principal.role} cannot {body.kind} points")
+    """201 with the posting; a repeat of the Idempotency-Key answers 200 with the first result; 409 on overdraw.
+
+    Requests with an API key are answered by `loyalty.lane` in front of this route, in groups; this
+    route answers the console's (a session cookie) and any request the lane leaves to it.
+    """
+    check_posting_role(principal, body.kind)
     member = _member(session, principal, profile_id)
     key = require_key(idempotency_key)
     if body.kind == "earn":

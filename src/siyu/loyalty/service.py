@@ -7,21 +7,22 @@ request returns the first result, and the balance is checked, so concurrent spen
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
-from siyu.errors import BadRequest, Conflict, NotFound
+from siyu.errors import BadRequest, Conflict, NotFound, SiyuError
 from siyu.loyalty.models import Lot, LotDraw, Member, MemberStatus, Posting, PostingKind, Tier
 from siyu.profiles.models import Profile
 from siyu.profiles.service import live_id
@@ -136,6 +137,19 @@ def get_member_by_profile(session: Session, profile_id: int) -> Member | None:
     return member
 
 
+def member_ids_by_profile(session: Session, profile_ids: Iterable[int]) -> dict[int, int]:
+    """The member id of each of these live profiles that has an open membership."""
+    asked = sorted(set(profile_ids))
+    if not asked:
+        return {}
+    rows = session.execute(
+        select(Member.profile_id, Member.id).where(
+            Member.profile_id.in_(asked), Member.status != MemberStatus.closed
+        )
+    )
+    return {profile_id: member_id for profile_id, member_id in rows}
+
+
 def get_member_by_profile_or_raise(session: Session, profile_id: int) -> Member:
     """The member of a profile, or NotFound."""
     member = get_member_by_profile(session, profile_id)
@@ -158,17 +172,24 @@ def lock(session: Session, member_id: int) -> Member:
 # --- postings ------------------------------------------------------------------------------------
 
 
+def _check_key(key: str) -> None:
+    if not key or len(key) > 255:
+        raise BadRequest("Idempotency-Key: required, at most 255 characters")
+
+
+def _replayed(first: Posting, member_id: int, key: str, kind: PostingKind, points: int) -> PostingResult:
+    """first as the answer to a repeat of its request; Conflict when the key was used for another one."""
+    if first.member_id != member_id or first.kind != kind or abs(first.points) != abs(points):
+        raise Conflict(f"Idempotency-Key {key!r} was used for another posting (#{first.id})")
+    return PostingResult(first, replayed=True)
+
+
 def _replay(
     session: Session, member: Member, key: str, kind: PostingKind, points: int
 ) -> PostingResult | None:
-    if not key or len(key) > 255:
-        raise BadRequest("Idempotency-Key: required, at most 255 characters")
+    _check_key(key)
     first = session.execute(select(Posting).where(Posting.idempotency_key == key)).scalar_one_or_none()
-    if first is None:
-        return None
-    if first.member_id != member.id or first.kind != kind or abs(first.points) != abs(points):
-        raise Conflict(f"Idempotency-Key {key!r} was used for another posting (#{first.id})")
-    return PostingResult(first, replayed=True)
+    return None if first is None else _replayed(first, member.id, key, kind, points)
 
 
 def _post(
@@ -220,6 +241,15 @@ def expiry_for(earned_at: dt.datetime, settings: Settings) -> dt.datetime:
 def _positive(points: int) -> None:
     if points <= 0:
         raise BadRequest("points: must be a positive whole number")
+
+
+def _check_adjustment(points: int, reason: str, actor: str) -> None:
+    if points == 0:
+        raise BadRequest("points: an adjustment is a non-zero whole number")
+    if not reason.strip():
+        raise BadRequest("reason: say why the points are adjusted")
+    if not actor:
+        raise BadRequest("actor: the operator's name is required")
 
 
 def earn(
@@ -283,12 +313,33 @@ def earn(
     return PostingResult(posting, replayed=False)
 
 
-def _active(member: Member) -> None:
+class _Account(Protocol):
+    member_number: str
+    status: MemberStatus
+    debt: int
+
+
+class _Holding(Protocol):
+    remaining: int
+
+
+H = TypeVar("H", bound=_Holding)
+
+
+def _check_spendable(balance: int, kind: PostingKind, points: int) -> None:
+    """Overdraw when a spend of points, or an adjustment by points, takes more than balance."""
+    if kind is PostingKind.spend and balance < points:
+        raise Overdraw(f"balance is {balance} points, {points} asked")
+    if kind is PostingKind.adjust and points < 0 and balance < -points:
+        raise Overdraw(f"balance is {balance} points, an adjustment of {points} would overdraw it")
+
+
+def _active(member: _Account) -> None:
     if member.status != MemberStatus.active:
         raise Conflict(f"member {member.member_number} is {member.status}")
 
 
-def _pay_debt(member: Member, lot: Lot) -> None:
+def _pay_debt(member: _Account, lot: _Holding) -> None:
     # Points that arrive while the member owes points (after a refund of spent points) pay that first.
     paid = min(lot.remaining, member.debt)
     lot.remaining -= paid
@@ -310,9 +361,10 @@ def _available(
     return list(session.execute(statement).scalars())
 
 
-def _draw(session: Session, posting: Posting, lots: Sequence[Lot], points: int) -> int:
-    """Take up to points from lots in order; record the draws; returns how many were taken."""
+def _take(lots: Iterable[H], points: int) -> list[tuple[H, int]]:
+    """Take up to points from lots in order, lowering their remaining; each lot drawn and how much."""
     taken = 0
+    parts: list[tuple[H, int]] = []
     for lot in lots:
         if taken == points:
             break
@@ -321,9 +373,16 @@ def _draw(session: Session, posting: Posting, lots: Sequence[Lot], points: int) 
             continue
         lot.remaining -= part
         taken += part
-        session.add(LotDraw(posting_id=posting.id, lot_id=lot.id, points=part))
+        parts.append((lot, part))
+    return parts
+
+
+def _draw(session: Session, posting: Posting, lots: Sequence[Lot], points: int) -> int:
+    """Take up to points from lots in order; record the draws; returns how many were taken."""
+    parts = _take(lots, points)
+    session.add_all(LotDraw(posting_id=posting.id, lot_id=lot.id, points=part) for lot, part in parts)
     session.flush()
-    return taken
+    return sum(part for _, part in parts)
 
 
 def spend(
@@ -345,8 +404,7 @@ def spend(
     if replay is not None:
         return replay
     _active(member)
-    if member.balance < points:
-        raise Overdraw(f"balance is {member.balance} points, {points} asked")
+    _check_spendable(member.balance, PostingKind.spend, points)
     posting = _post(
         session,
         member,
@@ -378,20 +436,14 @@ def adjust(
     settings: Settings | None = None,
 ) -> PostingResult:
     """A manual correction with a reason and the operator: + makes a lot, - draws like a spend (no overdraw)."""
-    if points == 0:
-        raise BadRequest("points: an adjustment is a non-zero whole number")
-    if not reason.strip():
-        raise BadRequest("reason: say why the points are adjusted")
-    if not actor:
-        raise BadRequest("actor: the operator's name is required")
+    _check_adjustment(points, reason, actor)
     settings = settings or get_settings()
     now = now or utcnow()
     member = lock(session, member_id)
     replay = _replay(session, member, key, PostingKind.adjust, points)
     if replay is not None:
         return replay
-    if points < 0 and member.balance < -points:
-        raise Overdraw(f"balance is {member.balance} points, an adjustment of {points} would overdraw it")
+    _check_spendable(member.balance, PostingKind.adjust, points)
     posting = _post(
         session,
         member,
@@ -422,6 +474,268 @@ def adjust(
     else:
         _draw(session, posting, _available(session, member.id, now), -points)
     return PostingResult(posting, replayed=False)
+
+
+# --- postings in groups --------------------------------------------------------------------------
+
+_MEMBERS = cast(Table, Member.__table__)
+_POSTINGS = cast(Table, Posting.__table__)
+_LOTS = cast(Table, Lot.__table__)
+_DRAWS = cast(Table, LotDraw.__table__)
+_POSTING_COLUMNS = (
+    "member_id",
+    "kind",
+    "points",
+    "balance_change",
+    "balance_after",
+    "idempotency_key",
+    "reason",
+    "actor",
+    "order_id",
+    "message_id",
+    "rule_id",
+    "detail",
+    "created_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PostingOp:
+    """The arguments of one call of earn, spend or adjust, for post_many."""
+
+    member_id: int
+    kind: PostingKind
+    points: int
+    key: str
+    reason: str = ""
+    actor: str = ""
+    order_id: str | None = None
+
+
+@dataclass(slots=True)
+class _Locked:
+    """A member row as post_many reads it, changes it and writes it back."""
+
+    id: int
+    member_number: str
+    status: MemberStatus
+    balance: int
+    debt: int
+    changed: bool = False
+
+
+@dataclass(slots=True)
+class _OpenLot:
+    """A lot a spend may draw on: read from the database, or made by this group (posting set)."""
+
+    # Spends draw in (expires_at, id) order; a new lot comes after every stored one, in creation order.
+    order: tuple[dt.datetime, int, int]
+    remaining: int
+    id: int | None = None
+    posting: Posting | None = None
+
+
+def _lock_many(session: Session, member_ids: set[int]) -> dict[int, _Locked]:
+    if not member_ids:
+        return {}
+    m = _MEMBERS.c
+    statement = (
+        select(m.id, m.member_number, m.status, m.balance, m.debt)
+        .where(m.id.in_(sorted(member_ids)))
+        .order_by(
+            m.id
+        )  # every group locks in the same order: two groups never wait for each other in a cycle
+    )
+    if is_postgres(session):
+        statement = statement.with_for_update()
+    return {
+        row.id: _Locked(row.id, row.member_number, MemberStatus(row.status), row.balance, row.debt)
+        for row in session.execute(statement)
+    }
+
+
+def _open_lots(session: Session, member_ids: set[int], now: dt.datetime) -> dict[int, list[_OpenLot]]:
+    lots: dict[int, list[_OpenLot]] = {member_id: [] for member_id in member_ids}
+    if not member_ids:
+        return lots
+    c = _LOTS.c
+    rows = session.execute(
+        select(c.id, c.member_id, c.remaining, c.expires_at)
+        .where(
+            c.member_id.in_(sorted(member_ids)),
+            c.remaining > 0,
+            c.pending_until.is_(None),
+            c.expires_at > now,
+        )
+        .order_by(c.member_id, c.expires_at, c.id)
+    )
+    for row in rows:
+        lots[row.member_id].append(_OpenLot((row.expires_at, 0, row.id), row.remaining, id=row.id))
+    return lots
+
+
+def _check_op(op: PostingOp) -> None:
+    if op.kind is PostingKind.adjust:
+        _check_adjustment(op.points, op.reason, op.actor)
+    elif op.kind in (PostingKind.earn, PostingKind.spend):
+        _positive(op.points)
+    else:
+        raise BadRequest(f"kind: {op.kind} is not posted by a request")
+
+
+def post_many(
+    session: Session,
+    ops: Sequence[PostingOp],
+    *,
+    now: dt.datetime | None = None,
+    settings: Settings | None = None,
+) -> list[PostingResult | SiyuError]:
+    """What earn, spend and adjust give for each op in turn, each refused op changing nothing; a few statements.
+
+    The API's postings arrive in groups (`loyalty.lane`): the members are locked in one statement, the
+    keys and the lots read in one each, and the postings, lots, draws and balances written in one each.
+    """
+    settings = settings or get_settings()
+    now = now or utcnow()
+    results: list[PostingResult | SiyuError | None] = [None] * len(ops)
+    for index, op in enumerate(ops):
+        try:
+            _check_op(op)
+        except SiyuError as exc:
+            results[index] = exc
+    todo = [index for index, result in enumerate(results) if result is None]
+    accounts = _lock_many(session, {ops[index].member_id for index in todo})
+    keys = sorted({ops[index].key for index in todo if 0 < len(ops[index].key) <= 255})
+    firsts: dict[str, Posting] = {}
+    if keys:
+        replays = session.execute(select(Posting).where(Posting.idempotency_key.in_(keys))).scalars()
+        firsts = {posting.idempotency_key: posting for posting in replays}
+    drawing = {
+        ops[index].member_id
+        for index in todo
+        if ops[index].kind is PostingKind.spend
+        or (ops[index].kind is PostingKind.adjust and ops[index].points < 0)
+    }
+    open_lots = _open_lots(session, drawing & accounts.keys(), now)
+    expires_at = expiry_for(now, settings)
+    postings: list[Posting] = []
+    new_lots: list[_OpenLot] = []
+    draws: list[tuple[Posting, _OpenLot, int]] = []
+    for index in todo:
+        op = ops[index]
+        try:
+            account = accounts.get(op.member_id)
+            if account is None:
+                raise NotFound(f"no member {op.member_id}")
+            _check_key(op.key)
+            first = firsts.get(op.key)
+            if first is not None:
+                results[index] = _replayed(first, account.id, op.key, op.kind, op.points)
+                continue
+            if op.kind is not PostingKind.adjust:
+                _active(account)
+            _check_spendable(account.balance, op.kind, op.points)
+        except SiyuError as exc:
+            results[index] = exc
+            continue
+        change = -op.points if op.kind is PostingKind.spend else op.points
+        account.balance += change
+        account.changed = True
+        posting = Posting(
+            member_id=account.id,
+            kind=op.kind,
+            points=change,
+            balance_change=change,
+            balance_after=account.balance,
+            idempotency_key=op.key,
+            reason=op.reason[:2000],
+            actor=op.actor[:120],
+            order_id=None if op.kind is PostingKind.adjust else op.order_id,
+            message_id=None,
+            rule_id=None,
+            detail={},
+            created_at=now,
+        )
+        postings.append(posting)
+        firsts[op.key] = posting  # a repeat of the key later in the group is a replay of this one
+        results[index] = PostingResult(posting, replayed=False)
+        member_lots = open_lots.get(account.id)
+        if change > 0:
+            lot = _OpenLot((expires_at, 1, len(new_lots)), change, posting=posting)
+            _pay_debt(account, lot)
+            new_lots.append(lot)
+            if member_lots is not None and expires_at > now:
+                bisect.insort(member_lots, lot, key=lambda open_lot: open_lot.order)
+            continue
+        parts = _take(member_lots or [], -change)
+        taken = sum(part for _, part in parts)
+        if taken != -change:  # the balance said yes but the lots disagree: the invariant is broken
+            raise RuntimeError(
+                f"member {account.id}: balance {account.balance - change} but lots hold {taken}"
+            )
+        draws.extend((posting, lot, part) for lot, part in parts)
+    _write_many(
+        session, [account for account in accounts.values() if account.changed], postings, new_lots, draws, now
+    )
+    assert all(result is not None for result in results)
+    return cast(list[PostingResult | SiyuError], results)
+
+
+def _write_many(
+    session: Session,
+    accounts: list[_Locked],
+    postings: list[Posting],
+    new_lots: list[_OpenLot],
+    draws: list[tuple[Posting, _OpenLot, int]],
+    now: dt.datetime,
+) -> None:
+    if not postings:
+        return
+    rows = [{column: getattr(posting, column) for column in _POSTING_COLUMNS} for posting in postings]
+    ids = session.execute(
+        insert(_POSTINGS).returning(_POSTINGS.c.id, sort_by_parameter_order=True), rows
+    ).scalars()
+    for posting, posting_id in zip(postings, ids, strict=True):
+        posting.id = posting_id
+    if new_lots:
+        lot_rows = []
+        for lot in new_lots:
+            assert lot.posting is not None
+            lot_rows.append(
+                {
+                    "member_id": lot.posting.member_id,
+                    "posting_id": lot.posting.id,
+                    "points": lot.posting.points,
+                    "remaining": lot.remaining,
+                    "earned_at": now,
+                    "expires_at": lot.order[0],
+                    "pending_until": None,
+                    "order_id": lot.posting.order_id,
+                }
+            )
+        lot_ids = session.execute(
+            insert(_LOTS).returning(_LOTS.c.id, sort_by_parameter_order=True), lot_rows
+        ).scalars()
+        for lot, lot_id in zip(new_lots, lot_ids, strict=True):
+            lot.id = lot_id
+    if draws:
+        session.execute(
+            insert(_DRAWS),
+            [{"posting_id": posting.id, "lot_id": lot.id, "points": part} for posting, lot, part in draws],
+        )
+        # New lots were inserted with what the group left in them; stored ones are updated.
+        stored = {lot.id: lot.remaining for _, lot, _ in draws if lot.posting is None}
+        if stored:
+            session.execute(
+                update(_LOTS).where(_LOTS.c.id == bindparam("lot_id")).values(remaining=bindparam("left")),
+                [{"lot_id": lot_id, "left": left} for lot_id, left in stored.items()],
+            )
+    session.execute(
+        update(_MEMBERS)
+        .where(_MEMBERS.c.id == bindparam("member_id"))
+        .values(balance=bindparam("new_balance"), debt=bindparam("new_debt"), updated_at=now),
+        [{"member_id": a.id, "new_balance": a.balance, "new_debt": a.debt} for a in accounts],
+    )
 
 
 def reverse_order(

@@ -96,6 +96,26 @@ def get_or_raise(session: Session, principal: Principal, profile_id: int) -> Pro
     return profile
 
 
+def readable_ids(session: Session, principal: Principal, profile_ids: Iterable[int]) -> dict[int, int]:
+    """For each of profile_ids whose live profile principal may read, that profile's id (get_or_raise in bulk)."""
+    asked = sorted(set(profile_ids))
+    if not asked:
+        return {}
+    live = {
+        profile_id: merged_into if merged_into is not None else profile_id
+        for profile_id, merged_into in session.execute(
+            select(Profile.id, Profile.merged_into_id).where(Profile.id.in_(asked))
+        )
+    }
+    targets = sorted(set(live.values()))
+    readable = set(
+        session.execute(
+            readable_statement(principal).with_only_columns(Profile.id).where(Profile.id.in_(targets))
+        ).scalars()
+    )
+    return {profile_id: target for profile_id, target in live.items() if target in readable}
+
+
 def lookup(session: Session, principal: Principal, id_type: str, value: str) -> Profile | None:
     """The readable profile holding the identifier (type, value as a person types it), if any.
 
