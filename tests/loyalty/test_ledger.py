@@ -122,6 +122,21 @@ def test_expiry(session: Session) -> None:
     assert expired.points == -20 and service.verify(session, m.id, now=days(10)) == []
 
 
+def test_points_past_their_date_are_not_spendable_before_the_expiry_job_runs(session: Session) -> None:
+    m = member(session)
+    service.earn(session, m.id, 30, key="a", expires_at=days(10), now=T0)
+    service.earn(session, m.id, 40, key="b", expires_at=days(100), now=T0)
+    # The job has not run: the balance still counts the 30 expired points, but a spend cannot have them.
+    with pytest.raises(service.Overdraw, match="balance is 40 points, 50 asked"):
+        service.spend(session, m.id, 50, key="s1", now=days(11))
+    result = service.adjust(session, m.id, -15, key="s2", reason="correction", actor="ops", now=days(11))
+    session.refresh(m)
+    assert (result.posting.balance_after, m.balance) == (25, 25)
+    kinds = session.execute(select(Posting.kind, Posting.points).order_by(Posting.id)).all()
+    assert [tuple(k) for k in kinds][-2:] == [("expire", -30), ("adjust", -15)]
+    assert service.verify(session, m.id, now=days(11)) == []
+
+
 def test_default_expiry_is_the_end_of_the_following_year_in_shanghai(session: Session) -> None:
     m = member(session)
     service.earn(

@@ -39,6 +39,9 @@ BALANCE_KINDS = frozenset(
 )
 
 
+EXPIRED = "points expired"
+
+
 class Overdraw(Conflict):
     """A spend or a negative adjustment larger than the spendable balance."""
 
@@ -404,6 +407,8 @@ def spend(
     if replay is not None:
         return replay
     _active(member)
+    # Points past their date are not spendable, even before the expiry job has taken them.
+    _expire_lots(session, member, now)
     _check_spendable(member.balance, PostingKind.spend, points)
     posting = _post(
         session,
@@ -443,6 +448,8 @@ def adjust(
     replay = _replay(session, member, key, PostingKind.adjust, points)
     if replay is not None:
         return replay
+    if points < 0:
+        _expire_lots(session, member, now)
     _check_spendable(member.balance, PostingKind.adjust, points)
     posting = _post(
         session,
@@ -554,24 +561,24 @@ def _lock_many(session: Session, member_ids: set[int]) -> dict[int, _Locked]:
     }
 
 
-def _open_lots(session: Session, member_ids: set[int], now: dt.datetime) -> dict[int, list[_OpenLot]]:
-    lots: dict[int, list[_OpenLot]] = {member_id: [] for member_id in member_ids}
+def _drawable_lots(
+    session: Session, member_ids: set[int], now: dt.datetime
+) -> tuple[dict[int, list[_OpenLot]], dict[int, list[_OpenLot]]]:
+    """Each member's spendable lots, and the lots past their date the expiry job has not taken yet."""
+    spendable: dict[int, list[_OpenLot]] = {member_id: [] for member_id in member_ids}
+    due: dict[int, list[_OpenLot]] = {member_id: [] for member_id in member_ids}
     if not member_ids:
-        return lots
+        return spendable, due
     c = _LOTS.c
     rows = session.execute(
         select(c.id, c.member_id, c.remaining, c.expires_at)
-        .where(
-            c.member_id.in_(sorted(member_ids)),
-            c.remaining > 0,
-            c.pending_until.is_(None),
-            c.expires_at > now,
-        )
+        .where(c.member_id.in_(sorted(member_ids)), c.remaining > 0, c.pending_until.is_(None))
         .order_by(c.member_id, c.expires_at, c.id)
     )
     for row in rows:
-        lots[row.member_id].append(_OpenLot((row.expires_at, 0, row.id), row.remaining, id=row.id))
-    return lots
+        lot = _OpenLot((row.expires_at, 0, row.id), row.remaining, id=row.id)
+        (spendable if row.expires_at > now else due)[row.member_id].append(lot)
+    return spendable, due
 
 
 def _check_op(op: PostingOp) -> None:
@@ -616,7 +623,7 @@ def post_many(
         if ops[index].kind is PostingKind.spend
         or (ops[index].kind is PostingKind.adjust and ops[index].points < 0)
     }
-    open_lots = _open_lots(session, drawing & accounts.keys(), now)
+    open_lots, due_lots = _drawable_lots(session, drawing & accounts.keys(), now)
     expires_at = expiry_for(now, settings)
     postings: list[Posting] = []
     new_lots: list[_OpenLot] = []
@@ -634,10 +641,33 @@ def post_many(
                 continue
             if op.kind is not PostingKind.adjust:
                 _active(account)
-            _check_spendable(account.balance, op.kind, op.points)
+            # As spend and adjust do: points past their date are expired first (if the posting goes ahead).
+            due = due_lots.get(account.id, []) if op.kind is PostingKind.spend or op.points < 0 else []
+            expiring = sum(lot.remaining for lot in due)
+            _check_spendable(account.balance - expiring, op.kind, op.points)
         except SiyuError as exc:
             results[index] = exc
             continue
+        if expiring:
+            account.balance -= expiring
+            expiry = Posting(
+                member_id=account.id,
+                kind=PostingKind.expire,
+                points=-expiring,
+                balance_change=-expiring,
+                balance_after=account.balance,
+                idempotency_key=_expiry_key(account.id, due[-1].id or 0, now),
+                reason=EXPIRED,
+                actor="",
+                order_id=None,
+                message_id=None,
+                rule_id=None,
+                detail={},
+                created_at=now,
+            )
+            postings.append(expiry)
+            draws.extend((expiry, lot, part) for lot, part in _take(due, expiring))
+            due_lots[account.id] = []
         change = -op.points if op.kind is PostingKind.spend else op.points
         account.balance += change
         account.changed = True
@@ -852,38 +882,46 @@ def expire_due(session: Session, *, now: dt.datetime | None = None, limit: int =
         ).scalars()
     )
     for member_id in members:
-        member = lock(session, member_id)
-        lots = list(
-            session.execute(
-                select(Lot)
-                .where(
-                    Lot.member_id == member.id,
-                    Lot.remaining > 0,
-                    Lot.pending_until.is_(None),
-                    Lot.expires_at <= now,
-                )
-                .order_by(Lot.expires_at, Lot.id)
-                .execution_options(populate_existing=True)
-            ).scalars()
-        )
-        total = sum(lot.remaining for lot in lots)
-        if not total:
-            continue
-        posting = _post(
-            session,
-            member,
-            PostingKind.expire,
-            -total,
-            -total,
-            key=f"expire:{member.id}:{lots[-1].id}:{now.isoformat()}",
-            reason="points expired",
-            actor="",
-            order_id=None,
-            message_id=None,
-            now=now,
-        )
-        _draw(session, posting, lots, total)
+        _expire_lots(session, lock(session, member_id), now)
     return len(members)
+
+
+def _expire_lots(session: Session, member: Member, now: dt.datetime) -> None:
+    """Expire the member's lots past their date: one posting for all of them (the member is locked)."""
+    lots = list(
+        session.execute(
+            select(Lot)
+            .where(
+                Lot.member_id == member.id,
+                Lot.remaining > 0,
+                Lot.pending_until.is_(None),
+                Lot.expires_at <= now,
+            )
+            .order_by(Lot.expires_at, Lot.id)
+            .execution_options(populate_existing=True)
+        ).scalars()
+    )
+    total = sum(lot.remaining for lot in lots)
+    if not total:
+        return
+    posting = _post(
+        session,
+        member,
+        PostingKind.expire,
+        -total,
+        -total,
+        key=_expiry_key(member.id, lots[-1].id, now),
+        reason=EXPIRED,
+        actor="",
+        order_id=None,
+        message_id=None,
+        now=now,
+    )
+    _draw(session, posting, lots, total)
+
+
+def _expiry_key(member_id: int, last_lot_id: int, now: dt.datetime) -> str:
+    return f"expire:{member_id}:{last_lot_id}:{now.isoformat()}"
 
 
 # --- reading -------------------------------------------------------------------------------------
