@@ -13,6 +13,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from siyu import bulk
 from siyu.auth.models import ApiKey, AuditLog, Role, User
 from siyu.auth.principal import Principal
 from siyu.db import utcnow
@@ -71,7 +72,9 @@ def principals_by_secret(session: Session, secrets: Iterable[str]) -> dict[str, 
     if not hashes:
         return {}
     keys = session.execute(
-        select(ApiKey).where(ApiKey.key_hash.in_(sorted(hashes)), ApiKey.revoked_at.is_(None))
+        select(ApiKey).where(
+            bulk.matches(session, ApiKey.key_hash, sorted(hashes)), ApiKey.revoked_at.is_(None)
+        )
     ).scalars()
     return {hashes[key.key_hash]: principal_for_key(key) for key in keys}
 

@@ -104,13 +104,15 @@ def readable_ids(session: Session, principal: Principal, profile_ids: Iterable[i
     live = {
         profile_id: merged_into if merged_into is not None else profile_id
         for profile_id, merged_into in session.execute(
-            select(Profile.id, Profile.merged_into_id).where(Profile.id.in_(asked))
+            select(Profile.id, Profile.merged_into_id).where(bulk.matches(session, Profile.id, asked))
         )
     }
     targets = sorted(set(live.values()))
     readable = set(
         session.execute(
-            readable_statement(principal).with_only_columns(Profile.id).where(Profile.id.in_(targets))
+            readable_statement(principal)
+            .with_only_columns(Profile.id)
+            .where(bulk.matches(session, Profile.id, targets))
         ).scalars()
     )
     return {profile_id: target for profile_id, target in live.items() if target in readable}
