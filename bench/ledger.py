@@ -205,6 +205,19 @@ def running_server(db: Any, workdir: Path, workers: int) -> Iterator[Any]:
 # --- the client --------------------------------------------------------------------------------
 
 
+def lane_groups(port: int) -> tuple[float, float]:
+    """The posting lane's (postings, transactions) so far, from /metrics (of the process that answers)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        _, data, _ = call(conn, "GET", "/metrics", None, {})
+    finally:
+        conn.close()
+    found = dict(
+        re.findall(rb'^siyu_lane_group_requests_(sum|count)\{lane="postings"\} (\S+)$', data, re.MULTILINE)
+    )
+    return float(found.get(b"sum", 0)), float(found.get(b"count", 0))
+
+
 def call(
     conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None, headers: dict[str, str]
 ) -> tuple[int, bytes, float]:
@@ -683,6 +696,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                         f"{mix['replay']} replays) on {args.members} members, {args.clients} clients"
                     )
                     spy = Path(f"{args.py_spy}-{kind}.txt") if args.py_spy else None
+                    groups_before = lane_groups(server.port)
                     cpu_before = ingest.server_cpu_seconds(server)
                     sessions_before = pg_sessions(db)
                     ticks_before = ingest.cpu_ticks()
@@ -704,6 +718,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     busy_during = ingest.busy_between(ticks_before, ticks_after)
                     cpu_after = ingest.server_cpu_seconds(server)
                     machine_cpu = machine_cpu_seconds(ticks_before, ticks_after)
+                    groups_after = lane_groups(server.port)
                     time.sleep(1.0 if sessions_before is not None else 0)
                     sessions_after = pg_sessions(db)
                     console.print("  checking the ledger")
@@ -756,6 +771,8 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             else:
                 limit = None
     postings_per_s = n / wall
+    transactions = groups_after[1] - groups_before[1]
+    mean_group = (groups_after[0] - groups_before[0]) / transactions if transactions else None
     p99_ms = ingest.percentile(latencies, 99) * 1000
     result = {
         "bench": "ledger",
@@ -781,6 +798,8 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         "target_p99_ms": TARGET_P99_MS,
         "target_met": postings_per_s >= TARGET_POSTINGS_PER_S and p99_ms < TARGET_P99_MS and ok,
         **{k: round(v, 3) for k, v in per.items()},
+        # With several server processes /metrics answers for one of them.
+        "postings_per_transaction": round(mean_group, 1) if mean_group else None,
         "pg_sessions_opened": sessions,
         "machine_busy_during": round(busy_during, 2) if busy_during is not None else None,
         "machine_busy_before": round(busy, 2) if busy is not None else None,

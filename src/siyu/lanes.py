@@ -23,6 +23,7 @@ import orjson
 import structlog
 from sqlalchemy.orm import Session
 
+from siyu import metrics
 from siyu.db import unit_of_work
 from siyu.errors import SiyuError
 
@@ -112,6 +113,7 @@ class GroupWriter(Generic[T]):
         self._handle = handle
         self._failed = failed
         self._after = after
+        self._sizes = metrics.LANE_GROUP_SIZE.labels(name)
         self._queue: queue.SimpleQueue[_Waiting[T] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         # Guards the thread and the queue together: a request is never put in a queue whose thread is gone.
@@ -155,6 +157,7 @@ class GroupWriter(Generic[T]):
                     stopping = True  # after writing what came before it
                     break
                 group.append(item)
+            self._sizes.observe(len(group))
             try:
                 answers = self._write([w.item for w in group])
             except Exception:  # never leave a request unanswered, nor the thread dead with requests waiting

@@ -627,106 +627,113 @@ def post_many(
         except SiyuError as exc:
             results[index] = exc
     todo = [index for index, result in enumerate(results) if result is None]
-    accounts = _lock_many(session, {ops[index].member_id for index in todo})
-    keys = sorted({ops[index].key for index in todo if 0 < len(ops[index].key) <= 255})
-    firsts: dict[str, Posting] = {}
-    if keys:
-        replays = session.execute(
-            select(Posting).where(bulk.matches(session, Posting.idempotency_key, keys))
-        ).scalars()
-        firsts = {posting.idempotency_key: posting for posting in replays}
-    drawing = {
-        ops[index].member_id
-        for index in todo
-        if ops[index].kind is PostingKind.spend
-        or (ops[index].kind is PostingKind.adjust and ops[index].points < 0)
-    }
-    open_lots, due_lots = _drawable_lots(session, drawing & accounts.keys(), now)
-    expires_at = expiry_for(now, settings)
-    postings: list[Posting] = []
-    new_lots: list[_OpenLot] = []
-    draws: list[tuple[Posting, _OpenLot, int]] = []
+    group = _Group(session, [ops[index] for index in todo], now, expiry_for(now, settings))
     for index in todo:
-        op = ops[index]
         try:
-            account = accounts.get(op.member_id)
-            if account is None:
-                raise NotFound(f"no member {op.member_id}")
-            _check_key(op.key)
-            first = firsts.get(op.key)
-            if first is not None:
-                results[index] = _replayed(first, account.id, op.key, op.kind, op.points)
-                continue
-            if op.kind is not PostingKind.adjust:
-                _active(account)
-            # As spend and adjust do: points past their date are expired first (if the posting goes ahead).
-            due = due_lots.get(account.id, []) if op.kind is PostingKind.spend or op.points < 0 else []
-            expiring = sum(lot.remaining for lot in due)
-            _check_spendable(account.balance - expiring, op.kind, op.points)
+            results[index] = group.post(ops[index])
         except SiyuError as exc:
             results[index] = exc
-            continue
+    group.write(session)
+    return [result for result in results if result is not None]
+
+
+class _Group:
+    """The state of the members a group of postings touches, read once, changed in memory, written once."""
+
+    def __init__(self, session: Session, ops: list[PostingOp], now: dt.datetime, expires_at: dt.datetime):
+        self.now, self.expires_at = now, expires_at
+        self.accounts = _lock_many(session, {op.member_id for op in ops})
+        keys = sorted({op.key for op in ops if 0 < len(op.key) <= 255})
+        self.firsts: dict[str, Posting] = {}
+        if keys:
+            replays = session.execute(
+                select(Posting).where(bulk.matches(session, Posting.idempotency_key, keys))
+            ).scalars()
+            self.firsts = {posting.idempotency_key: posting for posting in replays}
+        drawing = {op.member_id for op in ops if _draws(op.kind, op.points)}
+        self.spendable, self.due = _drawable_lots(session, drawing & self.accounts.keys(), now)
+        self.postings: list[Posting] = []
+        self.new_lots: list[_OpenLot] = []
+        self.draws: list[tuple[Posting, _OpenLot, int]] = []
+
+    def post(self, op: PostingOp) -> PostingResult:
+        """op's result, as earn, spend or adjust would give it here; SiyuError (and no change) if refused."""
+        account = self.accounts.get(op.member_id)
+        if account is None:
+            raise NotFound(f"no member {op.member_id}")
+        _check_key(op.key)
+        first = self.firsts.get(op.key)
+        if first is not None:
+            return _replayed(first, account.id, op.key, op.kind, op.points)
+        if op.kind is not PostingKind.adjust:
+            _active(account)
+        # As spend and adjust do: points past their date are expired first (if the posting goes ahead).
+        due = self.due.get(account.id, []) if _draws(op.kind, op.points) else []
+        expiring = sum(lot.remaining for lot in due)
+        _check_spendable(account.balance - expiring, op.kind, op.points)
         if expiring:
-            account.balance -= expiring
-            expiry = Posting(
-                member_id=account.id,
-                kind=PostingKind.expire,
-                points=-expiring,
-                balance_change=-expiring,
-                balance_after=account.balance,
-                idempotency_key=_expiry_key(account.id, due[-1].id or 0, now),
-                reason=EXPIRED,
-                actor="",
-                order_id=None,
-                message_id=None,
-                rule_id=None,
-                detail={},
-                created_at=now,
-            )
-            postings.append(expiry)
-            draws.extend((expiry, lot, part) for lot, part in _take(due, expiring))
-            due_lots[account.id] = []
+            key = _expiry_key(account.id, due[-1].id or 0, self.now)
+            expiry = self._posting(account, PostingKind.expire, -expiring, key, EXPIRED, "", None)
+            self.draws.extend((expiry, lot, part) for lot, part in _take(due, expiring))
+            self.due[account.id] = []
         change = -op.points if op.kind is PostingKind.spend else op.points
+        order_id = None if op.kind is PostingKind.adjust else op.order_id
+        posting = self._posting(account, op.kind, change, op.key, op.reason, op.actor, order_id)
+        self.firsts[op.key] = posting  # a repeat of the key later in the group is a replay of this one
+        lots = self.spendable.get(account.id)
+        if change > 0:
+            lot = _OpenLot((self.expires_at, 1, len(self.new_lots)), change, posting=posting)
+            _pay_debt(account, lot)
+            self.new_lots.append(lot)
+            if lots is not None and self.expires_at > self.now:
+                bisect.insort(lots, lot, key=lambda open_lot: open_lot.order)
+        else:
+            parts = _take(lots or [], -change)
+            taken = sum(part for _, part in parts)
+            if taken != -change:  # the balance said yes but the lots disagree: the invariant is broken
+                raise RuntimeError(f"member {account.id}: balance {account.balance - change}, lots {taken}")
+            self.draws.extend((posting, lot, part) for lot, part in parts)
+        return PostingResult(posting, replayed=False)
+
+    def _posting(
+        self,
+        account: _Locked,
+        kind: PostingKind,
+        change: int,
+        key: str,
+        reason: str,
+        actor: str,
+        order_id: str | None,
+    ) -> Posting:
         account.balance += change
         account.changed = True
         posting = Posting(
             member_id=account.id,
-            kind=op.kind,
+            kind=kind,
             points=change,
             balance_change=change,
             balance_after=account.balance,
-            idempotency_key=op.key,
-            reason=op.reason[:2000],
-            actor=op.actor[:120],
-            order_id=None if op.kind is PostingKind.adjust else op.order_id,
+            idempotency_key=key,
+            reason=reason[:2000],
+            actor=actor[:120],
+            order_id=order_id,
             message_id=None,
             rule_id=None,
             detail={},
-            created_at=now,
+            created_at=self.now,
         )
-        postings.append(posting)
-        firsts[op.key] = posting  # a repeat of the key later in the group is a replay of this one
-        results[index] = PostingResult(posting, replayed=False)
-        member_lots = open_lots.get(account.id)
-        if change > 0:
-            lot = _OpenLot((expires_at, 1, len(new_lots)), change, posting=posting)
-            _pay_debt(account, lot)
-            new_lots.append(lot)
-            if member_lots is not None and expires_at > now:
-                bisect.insort(member_lots, lot, key=lambda open_lot: open_lot.order)
-            continue
-        parts = _take(member_lots or [], -change)
-        taken = sum(part for _, part in parts)
-        if taken != -change:  # the balance said yes but the lots disagree: the invariant is broken
-            raise RuntimeError(
-                f"member {account.id}: balance {account.balance - change} but lots hold {taken}"
-            )
-        draws.extend((posting, lot, part) for lot, part in parts)
-    _write_many(
-        session, [account for account in accounts.values() if account.changed], postings, new_lots, draws, now
-    )
-    assert all(result is not None for result in results)
-    return cast(list[PostingResult | SiyuError], results)
+        self.postings.append(posting)
+        return posting
+
+    def write(self, session: Session) -> None:
+        """Write what the group posted: a statement per table."""
+        changed = [account for account in self.accounts.values() if account.changed]
+        _write_many(session, changed, self.postings, self.new_lots, self.draws, self.now)
+
+
+def _draws(kind: PostingKind, points: int) -> bool:
+    """Whether a posting takes points from lots (a spend, a negative adjustment)."""
+    return kind is PostingKind.spend or (kind is PostingKind.adjust and points < 0)
 
 
 def _write_many(
