@@ -1,4 +1,4 @@
-"""bulk.matches: column IN values as one parameter, on both databases, whatever the values hold."""
+"""bulk: column IN values as one parameter, and many tables' rows written at once, on both databases."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from siyu import bulk
 from siyu.identity.models import Identifier
+from siyu.loyalty.models import Lot, Member, Posting
 from siyu.profiles.models import Profile
 
 AWKWARD = ["plain", 'a "quoted" one', "back\\slash", "comma, brace {x}", "NULL", "", "王小明 🌸", 'x\\"y']
@@ -55,3 +56,76 @@ def test_matches_takes_text_with_quotes_backslashes_commas_and_braces(session: S
         )
     ).scalars()
     assert sorted(both) == sorted(AWKWARD[:3])
+
+
+def test_among_is_bound_at_execution(session: Session) -> None:
+    ids = _profiles(session, 3)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    statement = select(Profile.id).where(bulk.among(Profile.id, "ids", postgres=postgres))
+    for wanted in ([ids[0]], [ids[1], ids[2]], []):
+        value = bulk.among_value(Profile.id, wanted, postgres=postgres)
+        assert sorted(session.execute(statement, {"ids": value}).scalars()) == sorted(wanted)
+
+
+def test_write_inserts_parents_and_children_and_updates_in_one_go(session: Session) -> None:
+    (pid,) = _profiles(session, 1)
+
+    now = dt.datetime(2026, 5, 1, 8, 30, 15, 123456, tzinfo=dt.UTC)
+    member = Member(profile_id=pid, member_number="B1", balance=0, pending=0, debt=0, joined_at=now)
+    session.add(member)
+    session.flush()
+    ids = bulk.allocate_ids_many(session, {"loyalty_postings": 2, "loyalty_lots": 1, "loyalty_lot_draws": 0})
+    assert len(set(ids["loyalty_postings"])) == 2 and len(ids["loyalty_lots"]) == 1
+    assert ids["loyalty_lot_draws"] == []
+    p1, p2 = ids["loyalty_postings"]
+    (lot_id,) = ids["loyalty_lots"]
+    posting_columns: bulk.Columns = (
+        ("id", "int"),
+        ("member_id", "int"),
+        ("kind", "text"),
+        ("points", "int"),
+        ("balance_change", "int"),
+        ("balance_after", "int"),
+        ("idempotency_key", "text"),
+        ("reason", "text"),
+        ("actor", "text"),
+        ("detail", "json"),
+        ("created_at", "ts"),
+    )
+    bulk.write(
+        session,
+        [
+            bulk.Rows(
+                "loyalty_postings",
+                posting_columns,
+                [
+                    (p1, member.id, "earn", 10, 10, 10, "w1", 'a "quoted" 王', "t", {"n": [1, 2]}, now),
+                    (p2, member.id, "earn", 5, 5, 15, "w2", "", "t", {}, now),
+                ],
+            ),
+            bulk.Rows(
+                "loyalty_lots",
+                (
+                    ("id", "int"),
+                    ("member_id", "int"),
+                    ("posting_id", "int"),
+                    ("points", "int"),
+                    ("remaining", "int"),
+                    ("earned_at", "ts"),
+                    ("expires_at", "ts"),
+                ),
+                [(lot_id, member.id, p1, 10, 10, now, now + dt.timedelta(days=30))],
+            ),
+            bulk.Rows("loyalty_members", (("id", "int"), ("balance", "int")), [(member.id, 15)], key="id"),
+            bulk.Rows(
+                "loyalty_lots", (("id", "int"), ("remaining", "int")), [], key="id"
+            ),  # nothing: skipped
+        ],
+    )
+    session.expire_all()
+    first = session.get(Posting, p1)
+    assert first is not None
+    assert (first.reason, first.detail, first.created_at) == ('a "quoted" 王', {"n": [1, 2]}, now)
+    lot = session.get(Lot, lot_id)
+    assert lot is not None and (lot.posting_id, lot.expires_at) == (p1, now + dt.timedelta(days=30))
+    assert session.get(Member, member.id).balance == 15  # type: ignore[union-attr]

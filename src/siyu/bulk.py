@@ -9,7 +9,8 @@ transaction. Values are converted here exactly as the column types would store t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -135,6 +136,77 @@ def allocate_ids(session: Session, table: str, n: int) -> list[int]:
     return list(range(int(top) + 1, int(top) + 1 + n))
 
 
+def allocate_ids_many(session: Session, counts: dict[str, int]) -> dict[str, list[int]]:
+    """For each table, that many new primary keys reserved for this transaction (one statement)."""
+    wanted = {table: n for table, n in counts.items() if n > 0}
+    ids: dict[str, list[int]] = {table: [] for table in counts}
+    if not is_postgres(session) or len(wanted) < 2:
+        for table, n in wanted.items():
+            ids[table] = allocate_ids(session, table, n)
+        return ids
+    for table in wanted:
+        if table not in _sequences:
+            _sequences[table] = session.execute(
+                text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
+            ).scalar_one()
+    arrays = ", ".join(
+        f"ARRAY(SELECT nextval(:s{i}) FROM generate_series(1, :n{i}))" for i in range(len(wanted))
+    )
+    params: dict[str, Any] = {}
+    for i, (table, n) in enumerate(wanted.items()):
+        params[f"s{i}"], params[f"n{i}"] = _sequences[table], n
+    row = session.execute(text(f"SELECT {arrays}"), params).one()
+    for table, allocated in zip(wanted, row, strict=True):
+        ids[table] = list(allocated)
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """One step of `write`: rows to insert into table, or, with key, to update (key is the first column)."""
+
+    table: str
+    columns: Columns
+    rows: Sequence[Sequence[Any]]
+    key: str | None = None
+
+
+def write(session: Session, steps: Sequence[Rows]) -> None:
+    """Every step's rows written in the session's transaction: one statement on PostgreSQL.
+
+    On PostgreSQL the steps are data-modifying CTEs of one statement (one round trip where COPY and
+    updates took two or three each), so no two steps may touch the same row; foreign keys between the
+    steps' rows are checked at the end of the statement. On SQLite, one executemany per step, in order.
+    """
+    steps = [step for step in steps if step.rows]
+    if not steps:
+        return
+    if not is_postgres(session):
+        for step in steps:
+            if step.key is None:
+                insert_rows(session, step.table, step.columns, step.rows)
+            else:
+                update_rows(session, step.table, step.columns[1:], step.rows, key=step.key)
+        return
+    parts: list[str] = []
+    documents: list[str] = []
+    for i, step in enumerate(steps):
+        names = [name for name, _ in step.columns]
+        record = ", ".join(f"{name} {_PG_TYPE[kind]}" for name, kind in step.columns)
+        source = f"json_to_recordset(%s::json) AS v({record})"
+        if step.key is None:
+            listed = ", ".join(names)
+            sql = f"INSERT INTO {step.table} ({listed}) SELECT {listed} FROM {source}"
+        else:
+            sets = ", ".join(f"{name} = v.{name}" for name in names if name != step.key)
+            sql = f"UPDATE {step.table} AS t SET {sets} FROM {source} WHERE t.{step.key} = v.{step.key}"
+        parts.append(f"w{i} AS ({sql})")
+        # One JSON document per step (orjson, C): times as RFC 3339, enums as their values.
+        documents.append(orjson.dumps([dict(zip(names, row, strict=True)) for row in step.rows]).decode())
+    with driver_connection(session).cursor() as cursor:
+        cursor.execute("WITH " + ", ".join(parts) + " SELECT 1", documents)
+
+
 def insert_rows(session: Session, table: str, columns: Columns, rows: Sequence[Sequence[Any]]) -> None:
     """Insert rows (tuples in the order of columns): COPY on PostgreSQL, executemany on SQLite."""
     if not rows:
@@ -200,20 +272,37 @@ def matches(session: Session, column: Any, values: Sequence[Any]) -> ColumnEleme
     psycopg dumps a Python list element by element, both per batch of a thousand on the hot paths;
     the array's text and the JSON are built in C (str.join, orjson).
     """
+    postgres = is_postgres(session)
+    return _among(column, None, among_value(column, values, postgres=postgres), postgres)
+
+
+def among(column: Any, name: str, *, postgres: bool) -> ColumnElement[bool]:
+    """column IN the list bound later as parameter `name` (its value from among_value), as matches does.
+
+    For statements built once and executed often: building a statement costs more than running it.
+    """
+    return _among(column, name, None, postgres)
+
+
+def among_value(column: Any, values: Iterable[Any], *, postgres: bool) -> str:
+    """The value of an `among` parameter: an array literal on PostgreSQL, a JSON list on SQLite."""
     numeric = isinstance(column.type, BigInteger | Integer)
-    if is_postgres(session):
+    if postgres:
         if numeric:
-            literal = "{" + ",".join([str(int(v)) for v in values]) + "}"
-        else:
-            literal = "{" + ",".join([_pg_element(v) for v in values]) + "}"
-        array = bindparam(None, literal, type_=_ArrayLiteral("BIGINT" if numeric else "TEXT"))
+            return "{" + ",".join([str(int(v)) for v in values]) + "}"
+        return "{" + ",".join([_pg_element(v) for v in values]) + "}"
+    return orjson.dumps([int(v) for v in values] if numeric else [str(v) for v in values]).decode()
+
+
+def _among(column: Any, name: str | None, value: str | None, postgres: bool) -> ColumnElement[bool]:
+    numeric = isinstance(column.type, BigInteger | Integer)
+    if postgres:
+        array = bindparam(name, value, type_=_ArrayLiteral("BIGINT" if numeric else "TEXT"))
         clause: ColumnElement[bool] = column == any_(array)
         return clause
-    document = orjson.dumps([int(v) for v in values] if numeric else [str(v) for v in values]).decode()
+    parameter = bindparam(name, value, type_=Text())
     # SQLite searches the column's index once per element of the list, as it does for IN (?, ?, ...).
-    listed: Select[Any] = select(literal_column("value")).select_from(
-        func.json_each(bindparam(None, document, type_=Text()))
-    )
+    listed: Select[Any] = select(literal_column("value")).select_from(func.json_each(parameter))
     clause = column.in_(listed)
     return clause
 

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import secrets
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from siyu import bulk
 from siyu.auth.models import ApiKey, AuditLog, Role, User
 from siyu.auth.principal import Principal
-from siyu.db import utcnow
+from siyu.db import is_postgres, utcnow
 from siyu.errors import BadRequest, Conflict
 
 _hasher = PasswordHasher()
@@ -71,12 +72,19 @@ def principals_by_secret(session: Session, secrets: Iterable[str]) -> dict[str, 
     hashes = {hash_key(secret): secret for secret in secrets if secret}
     if not hashes:
         return {}
-    keys = session.execute(
-        select(ApiKey).where(
-            bulk.matches(session, ApiKey.key_hash, sorted(hashes)), ApiKey.revoked_at.is_(None)
-        )
-    ).scalars()
-    return {hashes[key.key_hash]: principal_for_key(key) for key in keys}
+    postgres = is_postgres(session)
+    value = bulk.among_value(ApiKey.key_hash, sorted(hashes), postgres=postgres)
+    rows = session.execute(_live_keys(postgres), {"hashes": value})
+    return {hashes[row.key_hash]: principal_for_key(row) for row in rows}
+
+
+@functools.cache
+def _live_keys(postgres: bool) -> Select[*tuple[Any, ...]]:
+    # Built once: the posting lane looks keys up for every group of requests.
+    k = ApiKey
+    return select(k.id, k.name, k.role, k.user_id, k.region_id, k.store_id, k.key_hash).where(
+        bulk.among(k.key_hash, "hashes", postgres=postgres), k.revoked_at.is_(None)
+    )
 
 
 def list_api_keys(session: Session) -> Sequence[ApiKey]:
@@ -84,7 +92,16 @@ def list_api_keys(session: Session) -> Sequence[ApiKey]:
     return session.execute(select(ApiKey).order_by(ApiKey.id.desc())).scalars().all()
 
 
-def principal_for_key(key: ApiKey) -> Principal:
+class _KeyFields(Protocol):
+    id: int
+    name: str
+    role: str
+    user_id: int | None
+    region_id: int | None
+    store_id: int | None
+
+
+def principal_for_key(key: ApiKey | _KeyFields) -> Principal:
     """The principal an API key acts as."""
     return Principal(
         kind="api_key",

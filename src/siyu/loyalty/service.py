@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, func, or_, select
+from sqlalchemy import Select, Table, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -146,12 +147,18 @@ def member_ids_by_profile(session: Session, profile_ids: Iterable[int]) -> dict[
     asked = sorted(set(profile_ids))
     if not asked:
         return {}
-    rows = session.execute(
-        select(Member.profile_id, Member.id).where(
-            bulk.matches(session, Member.profile_id, asked), Member.status != MemberStatus.closed
-        )
-    )
+    postgres = is_postgres(session)
+    value = bulk.among_value(Member.profile_id, asked, postgres=postgres)
+    rows = session.execute(_members_of_profiles(postgres), {"ids": value})
     return {profile_id: member_id for profile_id, member_id in rows}
+
+
+# The statements of the posting lane's groups are built once: building one costs more than running it.
+@functools.cache
+def _members_of_profiles(postgres: bool) -> Select[int, int]:
+    return select(Member.profile_id, Member.id).where(
+        bulk.among(Member.profile_id, "ids", postgres=postgres), Member.status != MemberStatus.closed
+    )
 
 
 def get_member_by_profile_or_raise(session: Session, profile_id: int) -> Member:
@@ -559,20 +566,23 @@ class _OpenLot:
 def _lock_many(session: Session, member_ids: set[int]) -> dict[int, _Locked]:
     if not member_ids:
         return {}
+    postgres = is_postgres(session)
+    value = bulk.among_value(_MEMBERS.c.id, sorted(member_ids), postgres=postgres)
+    return {
+        row.id: _Locked(row.id, row.member_number, MemberStatus(row.status), row.balance, row.debt)
+        for row in session.execute(_lock_members(postgres), {"ids": value})
+    }
+
+
+@functools.cache
+def _lock_members(postgres: bool) -> Select[*tuple[Any, ...]]:
     m = _MEMBERS.c
     statement = (
         select(m.id, m.member_number, m.status, m.balance, m.debt)
-        .where(bulk.matches(session, m.id, sorted(member_ids)))
-        .order_by(
-            m.id
-        )  # every group locks in the same order: two groups never wait for each other in a cycle
+        .where(bulk.among(m.id, "ids", postgres=postgres))
+        .order_by(m.id)  # every group locks in this order: two groups never wait for each other in a cycle
     )
-    if is_postgres(session):
-        statement = statement.with_for_update()
-    return {
-        row.id: _Locked(row.id, row.member_number, MemberStatus(row.status), row.balance, row.debt)
-        for row in session.execute(statement)
-    }
+    return statement.with_for_update() if postgres else statement
 
 
 def _drawable_lots(
@@ -583,18 +593,27 @@ def _drawable_lots(
     due: dict[int, list[_OpenLot]] = {member_id: [] for member_id in member_ids}
     if not member_ids:
         return spendable, due
-    c = _LOTS.c
-    rows = session.execute(
-        select(c.id, c.member_id, c.remaining, c.expires_at)
-        .where(
-            bulk.matches(session, c.member_id, sorted(member_ids)), c.remaining > 0, c.pending_until.is_(None)
-        )
-        .order_by(c.member_id, c.expires_at, c.id)
-    )
-    for row in rows:
+    postgres = is_postgres(session)
+    value = bulk.among_value(_LOTS.c.member_id, sorted(member_ids), postgres=postgres)
+    for row in session.execute(_open_lots(postgres), {"ids": value}):
         lot = _OpenLot((row.expires_at, 0, row.id), row.remaining, id=row.id)
         (spendable if row.expires_at > now else due)[row.member_id].append(lot)
     return spendable, due
+
+
+@functools.cache
+def _open_lots(postgres: bool) -> Select[*tuple[Any, ...]]:
+    c = _LOTS.c
+    return (
+        select(c.id, c.member_id, c.remaining, c.expires_at)
+        .where(bulk.among(c.member_id, "ids", postgres=postgres), c.remaining > 0, c.pending_until.is_(None))
+        .order_by(c.member_id, c.expires_at, c.id)
+    )
+
+
+@functools.cache
+def _postings_by_key(postgres: bool) -> Select[Posting]:
+    return select(Posting).where(bulk.among(Posting.idempotency_key, "keys", postgres=postgres))
 
 
 def _check_op(op: PostingOp) -> None:
@@ -646,9 +665,9 @@ class _Group:
         keys = sorted({op.key for op in ops if 0 < len(op.key) <= 255})
         self.firsts: dict[str, Posting] = {}
         if keys:
-            replays = session.execute(
-                select(Posting).where(bulk.matches(session, Posting.idempotency_key, keys))
-            ).scalars()
+            postgres = is_postgres(session)
+            value = bulk.among_value(Posting.idempotency_key, keys, postgres=postgres)
+            replays = session.execute(_postings_by_key(postgres), {"keys": value}).scalars()
             self.firsts = {posting.idempotency_key: posting for posting in replays}
         drawing = {op.member_id for op in ops if _draws(op.kind, op.points)}
         self.spendable, self.due = _drawable_lots(session, drawing & self.accounts.keys(), now)
@@ -744,21 +763,14 @@ def _write_many(
     draws: list[tuple[Posting, _OpenLot, int]],
     now: dt.datetime,
 ) -> None:
-    # The ids are drawn first, so each table takes its rows by its fastest path (COPY on PostgreSQL).
+    # The ids are drawn first, so every table's rows go in together (one statement on PostgreSQL).
     if not postings:
         return
-    for posting, posting_id in zip(
-        postings, bulk.allocate_ids(session, "loyalty_postings", len(postings)), strict=True
-    ):
+    ids = bulk.allocate_ids_many(session, {"loyalty_postings": len(postings), "loyalty_lots": len(new_lots)})
+    for posting, posting_id in zip(postings, ids["loyalty_postings"], strict=True):
         posting.id = posting_id
-    bulk.insert_rows(
-        session,
-        "loyalty_postings",
-        _POSTING_COLUMNS,
-        [tuple(getattr(posting, name) for name, _ in _POSTING_COLUMNS) for posting in postings],
-    )
     lot_rows = []
-    for lot, lot_id in zip(new_lots, bulk.allocate_ids(session, "loyalty_lots", len(new_lots)), strict=True):
+    for lot, lot_id in zip(new_lots, ids["loyalty_lots"], strict=True):
         lot.id = lot_id
         made = lot.posting
         assert made is not None
@@ -775,21 +787,26 @@ def _write_many(
                 made.order_id,
             )
         )
-    bulk.insert_rows(session, "loyalty_lots", _LOT_COLUMNS, lot_rows)
-    bulk.insert_rows(
-        session,
-        "loyalty_lot_draws",
-        _DRAW_COLUMNS,
-        [(posting.id, lot.id, part) for posting, lot, part in draws],
-    )
-    # New lots were inserted with what the group left in them; stored ones are updated.
+    # New lots are inserted with what the group left in them; stored ones are updated.
     stored = {lot.id: lot.remaining for _, lot, _ in draws if lot.posting is None}
-    bulk.update_rows(session, "loyalty_lots", [("remaining", "int")], list(stored.items()))
-    bulk.update_rows(
+    bulk.write(
         session,
-        "loyalty_members",
-        [("balance", "int"), ("debt", "int"), ("updated_at", "ts")],
-        [(account.id, account.balance, account.debt, now) for account in accounts],
+        [
+            bulk.Rows(
+                "loyalty_postings",
+                _POSTING_COLUMNS,
+                [tuple(getattr(posting, name) for name, _ in _POSTING_COLUMNS) for posting in postings],
+            ),
+            bulk.Rows("loyalty_lots", _LOT_COLUMNS, lot_rows),
+            bulk.Rows("loyalty_lot_draws", _DRAW_COLUMNS, [(p.id, lot.id, part) for p, lot, part in draws]),
+            bulk.Rows("loyalty_lots", (("id", "int"), ("remaining", "int")), list(stored.items()), key="id"),
+            bulk.Rows(
+                "loyalty_members",
+                (("id", "int"), ("balance", "int"), ("debt", "int"), ("updated_at", "ts")),
+                [(account.id, account.balance, account.debt, now) for account in accounts],
+                key="id",
+            ),
+        ],
     )
 
 

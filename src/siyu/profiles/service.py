@@ -7,6 +7,7 @@ Every read of a profile goes through `readable_statement`: it is the one place w
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -101,21 +102,27 @@ def readable_ids(session: Session, principal: Principal, profile_ids: Iterable[i
     asked = sorted(set(profile_ids))
     if not asked:
         return {}
+    postgres = is_postgres(session)
+    value = bulk.among_value(Profile.id, asked, postgres=postgres)
     live = {
         profile_id: merged_into if merged_into is not None else profile_id
-        for profile_id, merged_into in session.execute(
-            select(Profile.id, Profile.merged_into_id).where(bulk.matches(session, Profile.id, asked))
-        )
+        for profile_id, merged_into in session.execute(_live_ids(postgres), {"ids": value})
     }
-    targets = sorted(set(live.values()))
-    readable = set(
-        session.execute(
-            readable_statement(principal)
-            .with_only_columns(Profile.id)
-            .where(bulk.matches(session, Profile.id, targets))
-        ).scalars()
-    )
+    targets = bulk.among_value(Profile.id, sorted(set(live.values())), postgres=postgres)
+    readable = set(session.execute(_readable_ids(principal, postgres), {"ids": targets}).scalars())
     return {profile_id: target for profile_id, target in live.items() if target in readable}
+
+
+# Built once (per caller for the scoped one): the posting lane checks access for every group of requests.
+@functools.cache
+def _live_ids(postgres: bool) -> Select[int, int | None]:
+    return select(Profile.id, Profile.merged_into_id).where(bulk.among(Profile.id, "ids", postgres=postgres))
+
+
+@functools.lru_cache(maxsize=1024)
+def _readable_ids(principal: Principal, postgres: bool) -> Select[int]:
+    scoped = readable_statement(principal).with_only_columns(Profile.id)
+    return scoped.where(bulk.among(Profile.id, "ids", postgres=postgres))
 
 
 def lookup(session: Session, principal: Principal, id_type: str, value: str) -> Profile | None:
