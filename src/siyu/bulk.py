@@ -9,11 +9,13 @@ transaction. Values are converted here exactly as the column types would store t
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+from psycopg.rows import namedtuple_row
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -263,6 +265,31 @@ def repoint(session: Session, table: str, column: str, pairs: Sequence[tuple[int
             )
         return
     conn.executemany(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [(n, o) for o, n in pairs])
+
+
+# A statement built once (functools.cache) -> its PostgreSQL text and its own parameters' values.
+_compiled: dict[int, tuple[Select[*tuple[Any, ...]], str, dict[str, Any]]] = {}
+
+
+def fetch(session: Session, statement: Select[*tuple[Any, ...]], params: dict[str, Any]) -> Sequence[Any]:
+    """The rows (attributes by column name) of a statement built once, in the session's transaction.
+
+    On PostgreSQL the statement is compiled once and run on the session's own psycopg connection, without
+    SQLAlchemy's execution path (which cost more than the query on the ledger's hot path); its columns must
+    be ones psycopg returns as SQLAlchemy would (numbers, text, timestamptz, jsonb). On SQLite, as usual.
+    """
+    if not is_postgres(session):
+        return session.execute(statement, params).all()
+    known = _compiled.get(id(statement))
+    if known is None or known[0] is not statement:
+        compiled = statement.compile(dialect=session.get_bind().dialect)
+        own = {k: v.value if isinstance(v, enum.Enum) else v for k, v in compiled.params.items()}
+        known = _compiled[id(statement)] = (statement, str(compiled), own)
+    _, sql, own = known
+    with driver_connection(session).cursor(row_factory=namedtuple_row) as cursor:
+        cursor.execute(sql, {**own, **params})
+        rows: list[Any] = cursor.fetchall()
+        return rows
 
 
 def matches(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:

@@ -74,7 +74,7 @@ def principals_by_secret(session: Session, secrets: Iterable[str]) -> dict[str, 
         return {}
     postgres = is_postgres(session)
     value = bulk.among_value(ApiKey.key_hash, sorted(hashes), postgres=postgres)
-    rows = session.execute(_live_keys(postgres), {"hashes": value})
+    rows = bulk.fetch(session, _live_keys(postgres), {"hashes": value})
     return {hashes[row.key_hash]: principal_for_key(row) for row in rows}
 
 

@@ -149,7 +149,7 @@ def member_ids_by_profile(session: Session, profile_ids: Iterable[int]) -> dict[
         return {}
     postgres = is_postgres(session)
     value = bulk.among_value(Member.profile_id, asked, postgres=postgres)
-    rows = session.execute(_members_of_profiles(postgres), {"ids": value})
+    rows = bulk.fetch(session, _members_of_profiles(postgres), {"ids": value})
     return {profile_id: member_id for profile_id, member_id in rows}
 
 
@@ -570,7 +570,7 @@ def _lock_many(session: Session, member_ids: set[int]) -> dict[int, _Locked]:
     value = bulk.among_value(_MEMBERS.c.id, sorted(member_ids), postgres=postgres)
     return {
         row.id: _Locked(row.id, row.member_number, MemberStatus(row.status), row.balance, row.debt)
-        for row in session.execute(_lock_members(postgres), {"ids": value})
+        for row in bulk.fetch(session, _lock_members(postgres), {"ids": value})
     }
 
 
@@ -595,7 +595,7 @@ def _drawable_lots(
         return spendable, due
     postgres = is_postgres(session)
     value = bulk.among_value(_LOTS.c.member_id, sorted(member_ids), postgres=postgres)
-    for row in session.execute(_open_lots(postgres), {"ids": value}):
+    for row in bulk.fetch(session, _open_lots(postgres), {"ids": value}):
         lot = _OpenLot((row.expires_at, 0, row.id), row.remaining, id=row.id)
         (spendable if row.expires_at > now else due)[row.member_id].append(lot)
     return spendable, due
@@ -612,8 +612,8 @@ def _open_lots(postgres: bool) -> Select[*tuple[Any, ...]]:
 
 
 @functools.cache
-def _postings_by_key(postgres: bool) -> Select[Posting]:
-    return select(Posting).where(bulk.among(Posting.idempotency_key, "keys", postgres=postgres))
+def _postings_by_key(postgres: bool) -> Select[*tuple[Any, ...]]:
+    return select(*_POSTINGS.c).where(bulk.among(_POSTINGS.c.idempotency_key, "keys", postgres=postgres))
 
 
 def _check_op(op: PostingOp) -> None:
@@ -667,8 +667,9 @@ class _Group:
         if keys:
             postgres = is_postgres(session)
             value = bulk.among_value(Posting.idempotency_key, keys, postgres=postgres)
-            replays = session.execute(_postings_by_key(postgres), {"keys": value}).scalars()
-            self.firsts = {posting.idempotency_key: posting for posting in replays}
+            rows = bulk.fetch(session, _postings_by_key(postgres), {"keys": value})
+            # Transient copies: a replay is only read (for its answer and the conflict check).
+            self.firsts = {row.idempotency_key: Posting(**row._asdict()) for row in rows}
         drawing = {op.member_id for op in ops if _draws(op.kind, op.points)}
         self.spendable, self.due = _drawable_lots(session, drawing & self.accounts.keys(), now)
         self.postings: list[Posting] = []

@@ -106,10 +106,10 @@ def readable_ids(session: Session, principal: Principal, profile_ids: Iterable[i
     value = bulk.among_value(Profile.id, asked, postgres=postgres)
     live = {
         profile_id: merged_into if merged_into is not None else profile_id
-        for profile_id, merged_into in session.execute(_live_ids(postgres), {"ids": value})
+        for profile_id, merged_into in bulk.fetch(session, _live_ids(postgres), {"ids": value})
     }
     targets = bulk.among_value(Profile.id, sorted(set(live.values())), postgres=postgres)
-    readable = set(session.execute(_readable_ids(principal, postgres), {"ids": targets}).scalars())
+    readable = {row.id for row in bulk.fetch(session, _readable_ids(principal, postgres), {"ids": targets})}
     return {profile_id: target for profile_id, target in live.items() if target in readable}
 
 
