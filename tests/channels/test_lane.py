@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -24,49 +21,12 @@ from siyu.db import utcnow
 from siyu.ingest.models import QueuedBatch
 from siyu.lanes import Answer
 from tests.channels.wechat import OaPusher, oa_account, oa_event
+from tests.lanes import HeldWriter
 
 
 def oa_push(body: str) -> Push:
     params, content = OaPusher().signed(body, mode="aes")
     return Push(ChannelKind.oa, "tos-oa", params, content, utcnow())
-
-
-class HeldWriter:
-    """A GroupWriter whose first transaction waits until released, so later pushes pile up behind it."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.writer = callback_writer()
-        self.started = threading.Event()
-        self.release = threading.Event()
-        self.transactions = 0
-        real = lanes.unit_of_work
-
-        @contextmanager
-        def held() -> Iterator[Session]:
-            self.transactions += 1
-            if self.transactions == 1:
-                self.started.set()
-                self.release.wait(10)
-            with real() as session:
-                yield session
-
-        monkeypatch.setattr(lanes, "unit_of_work", held)
-
-    def answer(self, first: Push, rest: list[Push]) -> tuple[Answer, list[Answer]]:
-        """Submit first, then rest while first's transaction is held; every answer."""
-
-        async def run() -> tuple[Answer, list[Answer]]:
-            head = asyncio.create_task(self.writer.submit(first))
-            await asyncio.to_thread(self.started.wait, 10)
-            tail = [asyncio.create_task(self.writer.submit(push)) for push in rest]
-            await asyncio.sleep(0)  # each task puts its push in the writer's queue and waits
-            self.release.set()
-            return await head, list(await asyncio.gather(*tail))
-
-        try:
-            return asyncio.run(run())
-        finally:
-            self.writer.stop()
 
 
 def queued(session: Session) -> list[QueuedBatch]:
@@ -76,7 +36,7 @@ def queued(session: Session) -> list[QueuedBatch]:
 
 def test_waiting_pushes_share_one_transaction(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     oa_account(session)
-    held = HeldWriter(monkeypatch)
+    held = HeldWriter(monkeypatch, callback_writer())
     rest = [oa_push(oa_event("CLICK", f"o-{i}", EventKey="V1001_MENU")) for i in range(20)]
 
     first, answers = held.answer(oa_push(oa_event("subscribe", "o-first")), rest)
@@ -100,7 +60,7 @@ def test_a_push_that_breaks_its_group_fails_alone(session: Session, monkeypatch:
         return real_accept(session, account, msg, *args)
 
     monkeypatch.setattr(oa, "accept", accept)
-    held = HeldWriter(monkeypatch)
+    held = HeldWriter(monkeypatch, callback_writer())
     rest = [oa_push(oa_event("unsubscribe", openid)) for openid in ("o-1", "o-poison", "o-2")]
 
     _, answers = held.answer(oa_push(oa_event("subscribe", "o-first")), rest)

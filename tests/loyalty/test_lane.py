@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from siyu import db, lanes
+from siyu import db
 from siyu.app import create_app
 from siyu.auth.models import Role
 from siyu.lanes import Answer
@@ -27,6 +24,7 @@ from siyu.loyalty.models import Member
 from siyu.loyalty.schemas import PostingIn
 from siyu.profiles.models import Profile
 from tests import factories
+from tests.lanes import HeldWriter
 from tests.live import require_backend
 from tests.loyalty.test_concurrency import concurrent_database
 
@@ -164,42 +162,6 @@ def test_the_lane_answers_as_the_route(
     ]
 
 
-class HeldWriter:
-    """A posting writer whose first transaction waits until released, so later postings pile up behind it."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.writer = posting_writer()
-        self.started = threading.Event()
-        self.release = threading.Event()
-        self.transactions = 0
-        real = lanes.unit_of_work
-
-        @contextmanager
-        def held() -> Iterator[Session]:
-            self.transactions += 1
-            if self.transactions == 1:
-                self.started.set()
-                self.release.wait(10)
-            with real() as session:
-                yield session
-
-        monkeypatch.setattr(lanes, "unit_of_work", held)
-
-    def answer(self, first: PostingCall, rest: list[PostingCall]) -> tuple[Answer, list[Answer]]:
-        async def run() -> tuple[Answer, list[Answer]]:
-            head = asyncio.create_task(self.writer.submit(first))
-            await asyncio.to_thread(self.started.wait, 10)
-            tail = [asyncio.create_task(self.writer.submit(call)) for call in rest]
-            await asyncio.sleep(0)
-            self.release.set()
-            return await head, list(await asyncio.gather(*tail))
-
-        try:
-            return asyncio.run(run())
-        finally:
-            self.writer.stop()
-
-
 def call(secret: str, profile_id: int, key: str | None, **body: Any) -> PostingCall:
     return PostingCall(secret, profile_id, key, PostingIn.model_validate(body))
 
@@ -214,7 +176,7 @@ def test_waiting_postings_share_one_transaction(
 ) -> None:
     pid, other, stranger = new_member(session), new_member(session), new_profile(session)
     admin = keys["admin"]
-    held = HeldWriter(monkeypatch)
+    held = HeldWriter(monkeypatch, posting_writer())
     first, rest = held.answer(
         call(admin, pid, "a", kind="earn", points=50),
         [
@@ -247,7 +209,7 @@ def test_a_posting_that_breaks_its_group_fails_alone(
         return real(s, ops, **kwargs)
 
     monkeypatch.setattr(service, "post_many", post_many)
-    held = HeldWriter(monkeypatch)
+    held = HeldWriter(monkeypatch, posting_writer())
     first, rest = held.answer(
         call(keys["admin"], pid, "a", kind="earn", points=5),
         [

@@ -220,23 +220,44 @@ def _post(
 ) -> Posting:
     member.balance += balance_change
     member.updated_at = now
-    posting = Posting(
-        member_id=member.id,
+    posting = _new_posting(
+        member.id, kind, points, balance_change, member.balance, key, reason, actor, order_id, message_id, now
+    )
+    posting.detail = detail or {}
+    session.add(posting)
+    session.flush()
+    return posting
+
+
+def _new_posting(
+    member_id: int,
+    kind: PostingKind,
+    points: int,
+    balance_change: int,
+    balance_after: int,
+    key: str,
+    reason: str,
+    actor: str,
+    order_id: str | None,
+    message_id: str | None,
+    now: dt.datetime,
+) -> Posting:
+    """A new posting, not yet in the session."""
+    return Posting(
+        member_id=member_id,
         kind=kind,
         points=points,
         balance_change=balance_change,
-        balance_after=member.balance,
+        balance_after=balance_after,
         idempotency_key=key,
         reason=reason[:2000],
         actor=actor[:120],
         order_id=order_id,
         message_id=message_id,
-        detail=detail or {},
+        rule_id=None,
+        detail={},
         created_at=now,
     )
-    session.add(posting)
-    session.flush()
-    return posting
 
 
 def expiry_for(earned_at: dt.datetime, settings: Settings) -> dt.datetime:
@@ -727,20 +748,8 @@ class _Group:
     ) -> Posting:
         account.balance += change
         account.changed = True
-        posting = Posting(
-            member_id=account.id,
-            kind=kind,
-            points=change,
-            balance_change=change,
-            balance_after=account.balance,
-            idempotency_key=key,
-            reason=reason[:2000],
-            actor=actor[:120],
-            order_id=order_id,
-            message_id=None,
-            rule_id=None,
-            detail={},
-            created_at=self.now,
+        posting = _new_posting(
+            account.id, kind, change, change, account.balance, key, reason, actor, order_id, None, self.now
         )
         self.postings.append(posting)
         return posting
