@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -13,6 +15,22 @@ from siyu.ingest import processor
 from siyu.ingest.models import Event
 from siyu.profiles.models import Profile
 from tests import factories
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def clear_of_midnight(now: dt.datetime) -> dt.datetime:
+    """now, or an hour before Shanghai's midnight when now is within half an hour of it.
+
+    Tests that place two purchases minutes apart (41.99 and 42 days ago) and expect one calendar day in
+    Shanghai failed when run around midnight there (16:00 UTC).
+    """
+    local = now.astimezone(SHANGHAI)
+    nearest = (local + dt.timedelta(hours=12)).replace(hour=0, minute=0, second=0, microsecond=0)
+    if abs(local - nearest) >= dt.timedelta(minutes=30):
+        return now
+    return (nearest - dt.timedelta(hours=1)).astimezone(dt.UTC)
+
 
 # Events siyu writes itself onto timelines (segment entries): tests about what a source sent leave them out.
 SYSTEM_EVENTS = ("Segment Entered", "Segment Exited")

@@ -17,9 +17,10 @@ from siyu.ingest.service import ingest_batch
 from siyu.lifecycle import predictive, service
 from siyu.lifecycle.models import ValueModel
 from tests.factories import event
+from tests.helpers import clear_of_midnight
 from tests.test_cli import run
 
-NOW = utcnow().replace(microsecond=0)
+NOW = clear_of_midnight(utcnow()).replace(microsecond=0)
 
 
 def order(user: str, days_ago: float, total: float = 100) -> dict[str, object]:

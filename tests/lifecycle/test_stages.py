@@ -14,9 +14,9 @@ from siyu.db import utcnow
 from siyu.lifecycle import service
 from siyu.lifecycle.models import LifecycleChange, Stage, ValueModel
 from tests.factories import event
-from tests.helpers import Api
+from tests.helpers import Api, clear_of_midnight
 
-NOW = utcnow()
+NOW = clear_of_midnight(utcnow())
 
 
 def ago(days: float) -> str:
