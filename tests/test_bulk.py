@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -129,3 +129,15 @@ def test_write_inserts_parents_and_children_and_updates_in_one_go(session: Sessi
     lot = session.get(Lot, lot_id)
     assert lot is not None and (lot.posting_id, lot.expires_at) == (p1, now + dt.timedelta(days=30))
     assert session.get(Member, member.id).balance == 15  # type: ignore[union-attr]
+
+
+def test_fetch_reads_times_in_utc_whatever_the_session_time_zone(session: Session) -> None:
+    (pid,) = _profiles(session, 1)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        session.execute(text("SET LOCAL TIME ZONE 'Asia/Shanghai'"))
+    statement = select(Profile.id, Profile.created_at).where(bulk.among(Profile.id, "ids", postgres=postgres))
+    (row,) = bulk.fetch(session, statement, {"ids": bulk.among_value(Profile.id, [pid], postgres=postgres)})
+    assert row.id == pid
+    assert row.created_at == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert row.created_at.utcoffset() == dt.timedelta(0)

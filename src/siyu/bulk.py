@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
+from psycopg.abc import Buffer
 from psycopg.rows import namedtuple_row
+from psycopg.types.datetime import TimestamptzLoader
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
@@ -267,8 +270,17 @@ def repoint(session: Session, table: str, column: str, pairs: Sequence[tuple[int
     conn.executemany(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [(n, o) for o, n in pairs])
 
 
-# A statement built once (functools.cache) -> its PostgreSQL text and its own parameters' values.
-_compiled: dict[int, tuple[Select[*tuple[Any, ...]], str, dict[str, Any]]] = {}
+# A statement built once (functools.cache) -> its PostgreSQL text and its own parameters' values; the
+# least recently used are dropped (statements cached per caller come and go).
+_compiled: OrderedDict[int, tuple[Select[*tuple[Any, ...]], str, dict[str, Any]]] = OrderedDict()
+_COMPILED_MAX = 4096
+
+
+class _UTCTimestamptzLoader(TimestamptzLoader):
+    """timestamptz read in UTC whatever the session's TimeZone, as SQLAlchemy's UTCDateTime gives it."""
+
+    def load(self, data: Buffer) -> dt.datetime:
+        return super().load(data).astimezone(dt.UTC)
 
 
 def fetch(session: Session, statement: Select[*tuple[Any, ...]], params: dict[str, Any]) -> Sequence[Any]:
@@ -276,17 +288,23 @@ def fetch(session: Session, statement: Select[*tuple[Any, ...]], params: dict[st
 
     On PostgreSQL the statement is compiled once and run on the session's own psycopg connection, without
     SQLAlchemy's execution path (which cost more than the query on the ledger's hot path); its columns must
-    be ones psycopg returns as SQLAlchemy would (numbers, text, timestamptz, jsonb). On SQLite, as usual.
+    be ones psycopg returns as SQLAlchemy would (numbers, text, jsonb; timestamptz is read in UTC). On
+    SQLite, as usual.
     """
     if not is_postgres(session):
         return session.execute(statement, params).all()
     known = _compiled.get(id(statement))
-    if known is None or known[0] is not statement:
+    if known is None or known[0] is not statement:  # an id can be reused once its statement is gone
         compiled = statement.compile(dialect=session.get_bind().dialect)
         own = {k: v.value if isinstance(v, enum.Enum) else v for k, v in compiled.params.items()}
         known = _compiled[id(statement)] = (statement, str(compiled), own)
+        while len(_compiled) > _COMPILED_MAX:
+            _compiled.popitem(last=False)
+    else:
+        _compiled.move_to_end(id(statement))
     _, sql, own = known
     with driver_connection(session).cursor(row_factory=namedtuple_row) as cursor:
+        cursor.adapters.register_loader("timestamptz", _UTCTimestamptzLoader)
         cursor.execute(sql, {**own, **params})
         rows: list[Any] = cursor.fetchall()
         return rows

@@ -174,8 +174,8 @@ class GroupWriter(Generic[T]):
         try:
             with unit_of_work() as session:
                 answers = list(self._handle(session, items))
-            if len(answers) != len(items):
-                raise RuntimeError(f"{self.name}: {len(answers)} answers to {len(items)} requests")
+                if len(answers) != len(items):  # before the commit: nothing is written twice on the retry
+                    raise RuntimeError(f"{self.name}: {len(answers)} answers to {len(items)} requests")
             return answers
         except Exception:
             if len(items) == 1:
@@ -186,7 +186,11 @@ class GroupWriter(Generic[T]):
 
 
 class TooLarge(Exception):
-    """A request body beyond a lane's limit."""
+    """A request body beyond a lane's limit: `prefix` is what was read of it, `more` whether more is coming."""
+
+    def __init__(self, limit: int, prefix: bytes, more: bool) -> None:
+        super().__init__(f"the body is over {limit} bytes")
+        self.prefix, self.more = prefix, more
 
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
@@ -199,15 +203,18 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
             return None
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"the body is over {limit} bytes")
         chunks.append(chunk)
+        if size > limit:
+            raise TooLarge(limit, b"".join(chunks), bool(message.get("more_body", False)))
         if not message.get("more_body", False):
             return b"".join(chunks)
 
 
-def replaying(body: bytes, receive: Receive) -> Receive:
-    """A receive that gives body again, then defers to receive: the app behind a lane reads it afresh."""
+def replaying(body: bytes, receive: Receive, *, more_body: bool = False) -> Receive:
+    """A receive that gives body again, then defers to receive: the app behind a lane reads it afresh.
+
+    more_body: body is only what was read so far, and the rest is still to come from receive.
+    """
     given = False
 
     async def again() -> Message:
@@ -215,7 +222,7 @@ def replaying(body: bytes, receive: Receive) -> Receive:
         if given:
             return await receive()
         given = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": more_body}
 
     return again
 

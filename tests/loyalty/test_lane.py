@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -19,7 +20,7 @@ from siyu.app import create_app
 from siyu.auth.models import Role
 from siyu.lanes import Answer
 from siyu.loyalty import lane, service
-from siyu.loyalty.lane import MAX_BODY_BYTES, PostingCall, posting_writer
+from siyu.loyalty.lane import PostingCall, posting_writer
 from siyu.loyalty.models import Member
 from siyu.loyalty.schemas import PostingIn
 from siyu.profiles.models import Profile
@@ -88,6 +89,20 @@ def scenario(client: TestClient, session: Session, keys: dict[str, str], run: st
             stranger,
         ),
         post(admin, "k17", kind="earn", points="7"),  # a number in a string, as pydantic accepts it
+        # No Content-Type: FastAPI does not read the body as JSON (422); the lane leaves it to the route.
+        normalise_response(
+            client.post(
+                url,
+                content=b'{"kind": "earn", "points": 5}',
+                headers={**admin, "Idempotency-Key": f"{run}-k18"},
+            ),
+            pid,
+            stranger,
+        ),
+        post(admin, "k19", kind="earn", points=5, reason="x" * 70_000),  # over the lane's 64 KiB: the route's
+        post(factories.auth("not-a-key"), "k20", kind="earn", points=5, reason="x" * 70_000),
+        post(admin, "k21", kind="earn", points=5, order_id="o" * 101),  # longer than the column
+        post(admin, "k22", kind="earn", points=10**13),  # beyond any programme
     ]
 
 
@@ -135,10 +150,10 @@ def test_the_lane_answers_as_the_route(
     with TestClient(app) as client:
         answered = scenario(client, session, keys, "lane")
     assert answered == expected
-    # Taken by the lane: everything but the three bodies that are no posting and the non-JSON one.
-    assert len(handled) == len(expected) - 4
+    # Taken by the lane: everything but the bodies that are no posting, not JSON or over 64 KiB.
+    assert len(handled) == len(expected) - 9
     statuses = [status for status, *_ in answered]
-    assert statuses == [
+    assert statuses[:17] == [
         201,
         200,
         201,
@@ -156,10 +171,8 @@ def test_the_lane_answers_as_the_route(
         404,
         404,
         404,
-        422,
-        422,
-        201,
     ]
+    assert statuses[17:] == [422, 422, 201, 422, 201, 401, 422, 422]
 
 
 def call(secret: str, profile_id: int, key: str | None, **body: Any) -> PostingCall:
@@ -189,11 +202,19 @@ def test_waiting_postings_share_one_transaction(
             call(keys["marketer"], pid, "g", kind="earn", points=1),
             call(admin, stranger, "h", kind="earn", points=1),
             call(admin, pid, None, kind="earn", points=1),
+            call(admin, other, "b", kind="earn", points=30),  # b's key for another member's posting
         ],
     )
     assert held.transactions == 2
-    assert [first.status, *(a.status for a in rest)] == [201, 201, 200, 409, 201, 201, 401, 403, 404, 400]
+    statuses = [first.status, *(a.status for a in rest)]
+    assert statuses == [201, 201, 200, 409, 201, 201, 401, 403, 404, 400, 409]
     assert rest[0].body == rest[1].body
+    # The posting the reused key made is named by its id, drawn when the group was written.
+    made = orjson.loads(rest[0].body)["id"]
+    assert (
+        orjson.loads(rest[-1].body)["detail"]
+        == f"Idempotency-Key 'api:b' was used for another posting (#{made})"
+    )
     assert (balance(session, pid), balance(session, other)) == (0, 9)
 
 
@@ -219,20 +240,8 @@ def test_a_posting_that_breaks_its_group_fails_alone(
         ],
     )
     assert [first.status, *(a.status for a in rest)] == [201, 201, 500, 201]
-    assert b"retry it with the same Idempotency-Key" in rest[1].body
+    assert rest[1].body == b"Internal Server Error"  # as FastAPI's stack answers an unexpected error
     assert balance(session, pid) == 5 + 7 + 13
-
-
-def test_an_oversized_posting_is_refused(session: Session, keys: dict[str, str]) -> None:
-    pid = new_member(session)
-    with TestClient(create_app()) as client:
-        r = client.post(
-            f"/api/v1/loyalty/members/{pid}/postings",
-            json={"kind": "earn", "points": 5, "reason": "x" * MAX_BODY_BYTES},
-            headers={**factories.auth(keys["admin"]), "Idempotency-Key": "big"},
-        )
-    assert r.status_code == 413 and "at most" in r.json()["detail"]
-    assert balance(session, pid) == 0
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])

@@ -156,3 +156,27 @@ def test_adjustments_need_a_reason_and_an_operator_and_cannot_overdraw(session: 
         service.adjust(session, m.id, -11, key="b", reason="fix", actor="user:1:ops", now=T0)
     posting = service.adjust(session, m.id, -4, key="b", reason="fix", actor="user:1:ops", now=T0).posting
     assert (posting.actor, posting.reason, m.balance) == ("user:1:ops", "fix", 6)
+
+
+def test_expiry_and_release_runs_lock_members_in_id_order(
+    session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Groups of API postings lock their members in id order; a run that took them in another order could
+    # wait for a group that waits for it (a deadlock, which PostgreSQL resolves by aborting one side).
+    members = [member(session) for _ in range(30)]
+    for i, m in enumerate(reversed(members)):
+        service.earn(session, m.id, 10, key=f"x{i}", expires_at=days(5 + i % 7), now=T0)
+        service.earn(session, m.id, 10, key=f"p{i}", order_id=f"O{i}", pending_until=days(3 + i % 5), now=T0)
+    locked: list[int] = []
+    real = service.lock
+
+    def recording(s: Session, member_id: int) -> Member:
+        locked.append(member_id)
+        return real(s, member_id)
+
+    monkeypatch.setattr(service, "lock", recording)
+    assert service.release_due(session, now=days(20)) == 30
+    assert locked == sorted(locked) and len(set(locked)) == 30
+    locked.clear()
+    assert service.expire_due(session, now=days(20)) == 30
+    assert locked == sorted(locked) and len(set(locked)) == 30

@@ -7,9 +7,9 @@ on two cores). Here the request is read on the event loop; a `lanes.GroupWriter`
 posting waiting at that moment, checks keys, roles and access for all of them at once and posts them
 with `service.post_many` in one transaction, answering each after the commit (decision 0015).
 
-The answers are the route's, to the byte where it matters: the same statuses, errors and bodies. A
-request the lane does not take (no API key, a body that is not a valid posting, a non-JSON content
-type) goes on to the FastAPI route unchanged, body included, which answers it as before.
+The answers are the route's: the same statuses, errors, headers and bodies. A request the lane does not
+take (no API key, no JSON content type, a body that is not a valid posting or is over 64 KiB) goes on to
+the FastAPI route unchanged, body included, which answers it as before.
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ from siyu.profiles import service as profiles_service
 log = structlog.get_logger()
 
 POSTINGS_PATH = re.compile(r"^/api/v1/loyalty/members/([0-9]{1,18})/postings$")
-# A posting is a few hundred bytes; a reason is at most 2,000 characters.
+# A posting is a few hundred bytes (a reason is kept to 2,000 characters); larger bodies go to the route.
 MAX_BODY_BYTES = 64 * 1024
 
-FAILED = Answer.error(SiyuError("the posting could not be stored: retry it with the same Idempotency-Key"))
-TOO_LARGE = Answer.error(SiyuError(f"a posting is at most {MAX_BODY_BYTES} bytes", 413))
+# What FastAPI's stack answers for an unexpected error, so a client sees the same either way.
+FAILED = Answer.text(500, "Internal Server Error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +138,9 @@ def posting_writer() -> GroupWriter[PostingCall]:
 
 
 def _json(content_type: str | None) -> bool:
-    # As FastAPI decides whether a body is JSON: no content type, or application/json or /…+json.
+    # As FastAPI (strict_content_type) decides whether a body is JSON: application/json or /…+json.
     if content_type is None:
-        return True
+        return False
     mime = MimeHeader()
     mime["content-type"] = content_type
     subtype = mime.get_content_subtype()
@@ -162,8 +162,8 @@ class PostingLane:
             if match is not None and secret and _json(header(scope, b"content-type")):
                 try:
                     body = await read_body(receive, MAX_BODY_BYTES)
-                except TooLarge:
-                    await send_answer(send, TOO_LARGE)
+                except TooLarge as exc:  # no posting is this large: the route answers it, whatever it is
+                    await self.app(scope, replaying(exc.prefix, receive, more_body=exc.more), send)
                     return
                 if body is None:  # the client went away
                     return

@@ -31,6 +31,10 @@ def react(session: Session, events: Sequence[StoredEvent]) -> None:
     if not relevant:
         return
     settings = get_settings()
+    # The batch's members are locked in id order first: a group of API postings may hold some of them.
+    service.lock_all(
+        session, service.member_ids_by_profile(session, {ev.profile_id for ev in relevant}).values()
+    )
     for ev in sorted(relevant, key=lambda e: e.timestamp_iso):
         at = dt.datetime.fromisoformat(ev.timestamp_iso)
         code = ev.properties.get("referral_code")

@@ -115,6 +115,9 @@ def advance(
         session.flush()
         return referral
     key = f"referral:{referral.id}"
+    friend = service.get_member_by_profile(session, referral.friend_profile_id)
+    # Both members locked in id order before either is touched (see service.lock_all).
+    service.lock_all(session, [referral.referrer_member_id, *([friend.id] if friend is not None else [])])
     if program.referrer_template_id is not None:
         vouchers.issue(
             session, program.referrer_template_id, referral.referrer_member_id, key=f"{key}:referrer", now=now
@@ -128,7 +131,6 @@ def advance(
             reason="referral",
             now=now,
         )
-    friend = service.get_member_by_profile(session, referral.friend_profile_id)
     if friend is not None:
         if program.friend_template_id is not None:
             vouchers.issue(session, program.friend_template_id, friend.id, key=f"{key}:friend", now=now)

@@ -48,11 +48,15 @@ class MemberOut(BaseModel):
     lots: list[LotOut]
 
 
+# A trillion points: far beyond any programme, and within the ledger's 64-bit columns.
+MAX_POINTS = 10**12
+
+
 class PostingIn(BaseModel):
     kind: Literal["earn", "spend", "adjust"]
-    points: int = Field(description="Positive; an adjustment may be negative")
-    reason: str = ""
-    order_id: str | None = None
+    points: int = Field(ge=-MAX_POINTS, le=MAX_POINTS, description="Positive; an adjustment may be negative")
+    reason: str = Field(default="", description="Kept to its first 2,000 characters")
+    order_id: str | None = Field(default=None, max_length=100)
 
 
 class PostingOut(BaseModel):

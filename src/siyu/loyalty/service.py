@@ -169,6 +169,16 @@ def get_member_by_profile_or_raise(session: Session, profile_id: int) -> Member:
     return member
 
 
+def lock_all(session: Session, member_ids: Iterable[int]) -> None:
+    """Lock these members' rows in id order, before a transaction that touches several of them.
+
+    Every transaction that locks more than one member takes them in id order (a group of postings, the
+    expiry and release runs, an ingest batch's rewards, a referral): two of them never wait for each
+    other in a cycle. PostgreSQL would detect one and abort a side, which costs a retry.
+    """
+    _lock_many(session, set(member_ids))
+
+
 def lock(session: Session, member_id: int) -> Member:
     """The member row, locked until the transaction ends, with fresh values."""
     statement = select(Member).where(Member.id == member_id).execution_options(populate_existing=True)
@@ -188,10 +198,18 @@ def _check_key(key: str) -> None:
         raise BadRequest("Idempotency-Key: required, at most 255 characters")
 
 
+class KeyReused(Conflict):
+    """An Idempotency-Key sent again for another posting than the one it first made."""
+
+    def __init__(self, key: str, first: Posting) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was used for another posting (#{first.id})")
+        self.key, self.first = key, first
+
+
 def _replayed(first: Posting, member_id: int, key: str, kind: PostingKind, points: int) -> PostingResult:
-    """first as the answer to a repeat of its request; Conflict when the key was used for another one."""
+    """first as the answer to a repeat of its request; KeyReused (409) when the key was used for another one."""
     if first.member_id != member_id or first.kind != kind or abs(first.points) != abs(points):
-        raise Conflict(f"Idempotency-Key {key!r} was used for another posting (#{first.id})")
+        raise KeyReused(key, first)
     return PostingResult(first, replayed=True)
 
 
@@ -601,7 +619,7 @@ def _lock_members(postgres: bool) -> Select[*tuple[Any, ...]]:
     statement = (
         select(m.id, m.member_number, m.status, m.balance, m.debt)
         .where(bulk.among(m.id, "ids", postgres=postgres))
-        .order_by(m.id)  # every group locks in this order: two groups never wait for each other in a cycle
+        .order_by(m.id)  # in id order, as every multi-member transaction (lock_all)
     )
     return statement.with_for_update() if postgres else statement
 
@@ -674,7 +692,8 @@ def post_many(
         except SiyuError as exc:
             results[index] = exc
     group.write(session)
-    return [result for result in results if result is not None]
+    # A key reused within the group names a posting whose id was drawn only by the write.
+    return [KeyReused(r.key, r.first) if isinstance(r, KeyReused) else r for r in results if r is not None]
 
 
 class _Group:
@@ -891,6 +910,7 @@ def release_due(session: Session, *, now: dt.datetime | None = None, limit: int 
     due = session.execute(
         select(Lot.id, Lot.member_id)
         .where(Lot.pending_until.is_not(None), Lot.pending_until <= now)
+        .order_by(Lot.member_id, Lot.id)  # members locked in id order, as every multi-member transaction
         .limit(limit)
     ).all()
     for lot_id, member_id in due:
@@ -930,6 +950,7 @@ def expire_due(session: Session, *, now: dt.datetime | None = None, limit: int =
             select(Lot.member_id)
             .where(Lot.remaining > 0, Lot.pending_until.is_(None), Lot.expires_at <= now)
             .distinct()
+            .order_by(Lot.member_id)  # members locked in id order, as every multi-member transaction
             .limit(limit)
         ).scalars()
     )
