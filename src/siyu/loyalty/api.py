@@ -10,13 +10,14 @@ from sqlalchemy import select
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.deps import ReaderDep, SessionDep
-from siyu.errors import BadRequest, Forbidden
+from siyu.errors import BadRequest, Forbidden, SiyuError
 from siyu.loyalty import blind_boxes, referrals, rules, service, tiers, vouchers
 from siyu.loyalty.models import (
     BlindBox,
     BlindBoxPrize,
     Member,
     Posting,
+    PostingKind,
     ReferralProgram,
     VoucherTemplate,
 )
@@ -103,7 +104,7 @@ def list_postings(
     before_id: int | None = None,
 ) -> list[PostingOut]:
     member = _member(session, principal, profile_id)
-    return [_out(p) for p in service.history(session, member.id, limit=limit, before_id=before_id)]
+    return [posting_out(p) for p in service.history(session, member.id, limit=limit, before_id=before_id)]
 
 
 def require_key(idempotency_key: str | None, scope: str = "api") -> str:
@@ -120,7 +121,8 @@ def check_posting_role(principal: Principal, kind: str) -> None:
         raise Forbidden(f"a {principal.role} cannot {kind} points")
 
 
-def _out(posting: Posting) -> PostingOut:
+def posting_out(posting: Posting) -> PostingOut:
+    """The API shape of a posting."""
     return PostingOut.model_validate(posting, from_attributes=True)
 
 
@@ -142,33 +144,26 @@ def create_posting(
     """
     check_posting_role(principal, body.kind)
     member = _member(session, principal, profile_id)
-    key = require_key(idempotency_key)
-    if body.kind == "earn":
-        result = service.earn(
-            session,
-            member.id,
-            body.points,
-            key=key,
-            reason=body.reason,
-            actor=principal.actor,
-            order_id=body.order_id,
-        )
-    elif body.kind == "spend":
-        result = service.spend(
-            session,
-            member.id,
-            body.points,
-            key=key,
-            reason=body.reason,
-            actor=principal.actor,
-            order_id=body.order_id,
-        )
-    else:
-        result = service.adjust(
-            session, member.id, body.points, key=key, reason=body.reason, actor=principal.actor
-        )
+    (result,) = service.post_many(
+        session, [posting_op(principal, member.id, body, require_key(idempotency_key))]
+    )
+    if isinstance(result, SiyuError):
+        raise result
     response.status_code = 200 if result.replayed else 201
-    return _out(result.posting)
+    return posting_out(result.posting)
+
+
+def posting_op(principal: Principal, member_id: int, body: PostingIn, key: str) -> service.PostingOp:
+    """The ledger operation a posting request asks for (the route and `loyalty.lane` alike)."""
+    return service.PostingOp(
+        member_id,
+        PostingKind(body.kind),
+        body.points,
+        key,
+        reason=body.reason,
+        actor=principal.actor,
+        order_id=body.order_id,
+    )
 
 
 def _programme(principal: Principal) -> None:

@@ -42,9 +42,8 @@ from siyu.lanes import (
     send_answer,
 )
 from siyu.loyalty import service
-from siyu.loyalty.api import check_posting_role, require_key
-from siyu.loyalty.models import PostingKind
-from siyu.loyalty.schemas import PostingIn, PostingOut
+from siyu.loyalty.api import check_posting_role, posting_op, posting_out, require_key
+from siyu.loyalty.schemas import PostingIn
 from siyu.profiles import service as profiles_service
 
 log = structlog.get_logger()
@@ -68,7 +67,7 @@ class PostingCall:
 
 
 def _posted(result: service.PostingResult) -> Answer:
-    out = PostingOut.model_validate(result.posting, from_attributes=True)
+    out = posting_out(result.posting)
     return Answer.json(200 if result.replayed else 201, out.model_dump_json().encode())
 
 
@@ -113,17 +112,7 @@ def handle(session: Session, calls: list[PostingCall]) -> list[Answer]:
         except SiyuError as exc:
             answers[index] = Answer.error(exc)
             continue
-        ops.append(
-            service.PostingOp(
-                member_id,
-                PostingKind(call.body.kind),
-                call.body.points,
-                key,
-                reason=call.body.reason,
-                actor=principal.actor,
-                order_id=call.body.order_id,
-            )
-        )
+        ops.append(posting_op(principal, member_id, call.body, key))
         posted.append(index)
     results = service.post_many(session, ops, settings=get_settings())
     for index, result in zip(posted, results, strict=True):

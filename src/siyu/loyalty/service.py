@@ -241,7 +241,7 @@ def _post(
     posting = _new_posting(
         member.id, kind, points, balance_change, member.balance, key, reason, actor, order_id, message_id, now
     )
-    posting.detail = detail or {}
+    posting.detail = detail or {}  # a rare extra: the group path never has one
     session.add(posting)
     session.flush()
     return posting
