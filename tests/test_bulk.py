@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import orjson
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
@@ -141,3 +142,20 @@ def test_fetch_reads_times_in_utc_whatever_the_session_time_zone(session: Sessio
     assert row.id == pid
     assert row.created_at == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert row.created_at.utcoffset() == dt.timedelta(0)
+
+
+def test_updates_reach_their_rows_through_the_key_not_a_scan_of_the_table(session: Session) -> None:
+    # PostgreSQL guesses 100 records for json_to_recordset; joined to them, a table of a few thousand
+    # rows was scanned whole for every update (a posting group's lots, an ingest batch's profiles).
+    if session.get_bind().dialect.name != "postgresql":
+        return  # SQLite updates row by row through the primary key (executemany)
+    ids = _profiles(session, 5000)
+    session.execute(text("ANALYZE profiles"))
+    columns: bulk.Columns = (("id", "int"), ("name", "text"))
+    document = orjson.dumps([{"id": pid, "name": "renamed"} for pid in ids[:3]]).decode()
+    statement = "EXPLAIN " + bulk._pg_update("profiles", "id", columns, "d")
+    plan = "\n".join(row[0] for row in bulk.driver_connection(session).execute(statement, {"d": document}))
+    assert "Index Scan using pk_profiles" in plan and "Seq Scan on profiles" not in plan, plan
+    bulk.update_rows(session, "profiles", (("name", "text"),), [(ids[0], "renamed"), (ids[1], "again")])
+    rows = session.execute(select(Profile.id, Profile.name).where(Profile.id.in_(ids[:3]))).all()
+    assert {pid: name for pid, name in rows} == {ids[0]: "renamed", ids[1]: "again", ids[2]: "P2"}

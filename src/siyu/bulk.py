@@ -194,22 +194,35 @@ def write(session: Session, steps: Sequence[Rows]) -> None:
                 update_rows(session, step.table, step.columns[1:], step.rows, key=step.key)
         return
     parts: list[str] = []
-    documents: list[str] = []
+    documents: dict[str, str] = {}
     for i, step in enumerate(steps):
         names = [name for name, _ in step.columns]
-        record = ", ".join(f"{name} {_PG_TYPE[kind]}" for name, kind in step.columns)
-        source = f"json_to_recordset(%s::json) AS v({record})"
         if step.key is None:
+            record = ", ".join(f"{name} {_PG_TYPE[kind]}" for name, kind in step.columns)
             listed = ", ".join(names)
-            sql = f"INSERT INTO {step.table} ({listed}) SELECT {listed} FROM {source}"
+            sql = f"INSERT INTO {step.table} ({listed}) SELECT {listed} FROM json_to_recordset(%(d{i})s::json) AS v({record})"
         else:
-            sets = ", ".join(f"{name} = v.{name}" for name in names if name != step.key)
-            sql = f"UPDATE {step.table} AS t SET {sets} FROM {source} WHERE t.{step.key} = v.{step.key}"
+            sql = _pg_update(step.table, step.key, step.columns, f"d{i}")
         parts.append(f"w{i} AS ({sql})")
         # One JSON document per step (orjson, C): times as RFC 3339, enums as their values.
-        documents.append(orjson.dumps([dict(zip(names, row, strict=True)) for row in step.rows]).decode())
+        documents[f"d{i}"] = orjson.dumps([dict(zip(names, row, strict=True)) for row in step.rows]).decode()
     with driver_connection(session).cursor() as cursor:
         cursor.execute("WITH " + ", ".join(parts) + " SELECT 1", documents)
+
+
+def _pg_update(table: str, key: str, columns: Columns, document: str) -> str:
+    """UPDATE of table's rows from the JSON records in the named parameter document (key first in columns)."""
+    record = ", ".join(f"{name} {_PG_TYPE[kind]}" for name, kind in columns)
+    sets = ", ".join(f"{name} = v.{name}" for name, _ in columns if name != key)
+    key_type = _PG_TYPE[dict(columns)[key]]
+    # The planner guesses 100 records for json_to_recordset and joins them to a table of a few thousand
+    # rows by scanning it whole (3 ms at 20,000 lots, growing with the table). The keys as an array
+    # (`= ANY`, evaluated once) take the key's index instead: 0.1 ms.
+    keys = f"ARRAY(SELECT k.{key} FROM json_to_recordset(%({document})s::json) AS k({key} {key_type}))"
+    return (
+        f"UPDATE {table} AS t SET {sets} FROM json_to_recordset(%({document})s::json) AS v({record}) "
+        f"WHERE t.{key} = v.{key} AND t.{key} = ANY({keys})"
+    )
 
 
 def insert_rows(session: Session, table: str, columns: Columns, rows: Sequence[Sequence[Any]]) -> None:
@@ -237,17 +250,11 @@ def update_rows(
     conn = driver_connection(session)
     if is_postgres(session):
         # One JSON document (orjson, C) instead of one array per column (psycopg dumps lists in Python).
-        all_columns = [(key, "int"), *columns]
-        record = ", ".join(f"{name} {_PG_TYPE[kind]}" for name, kind in all_columns)
-        sets = ", ".join(f"{name} = v.{name}" for name, _ in columns)
+        all_columns: Columns = ((key, "int"), *columns)
         names = [name for name, _ in all_columns]
         document = orjson.dumps([dict(zip(names, r, strict=True)) for r in rows]).decode()
         with conn.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} AS t SET {sets} FROM json_to_recordset(%s::json) AS v({record}) "
-                f"WHERE t.{key} = v.{key}",
-                [document],
-            )
+            cursor.execute(_pg_update(table, key, all_columns, "rows"), {"rows": document})
         return
     values = _convert(session, [(key, "int"), *columns], rows)
     sets = ", ".join(f"{name} = ?" for name, _ in columns)
