@@ -8,12 +8,14 @@ transaction. Values are converted here exactly as the column types would store t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 from psycopg.abc import Buffer
@@ -33,6 +35,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import UserDefinedType
 
 from siyu.db import is_postgres
@@ -166,6 +169,52 @@ def allocate_ids_many(session: Session, counts: dict[str, int]) -> dict[str, lis
     return ids
 
 
+def reserve_ids(session: Session, counts: dict[str, int]) -> Reserved:
+    """Up to counts[table] new primary keys per table for this transaction, read when `fetch_all` runs.
+
+    Put `reserved.query` (None on SQLite, where the keys are drawn at once) among the queries of a
+    pipeline, then `reserved.take(rows)` gives the keys; unused ones are simply never used.
+    """
+    if not is_postgres(session):
+        return Reserved(None, allocate_ids_many(session, counts))
+    tables = tuple(sorted(table for table, n in counts.items() if n > 0))
+    empty: dict[str, list[int]] = {table: [] for table in counts}
+    if not tables:
+        return Reserved(None, empty)
+    for table in tables:
+        if table not in _sequences:
+            _sequences[table] = session.execute(
+                text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
+            ).scalar_one()
+    params = {f"n{i}": counts[table] for i, table in enumerate(tables)}
+    return Reserved(Query(_reservation(tuple(_sequences[table] for table in tables)), params), empty, tables)
+
+
+@functools.lru_cache(maxsize=64)
+def _reservation(sequences: tuple[str, ...]) -> TextClause:
+    # The sequence names come from the schema (pg_get_serial_sequence), never from a request.
+    arrays = [
+        f"ARRAY(SELECT nextval('{name}') FROM generate_series(1, :n{i})) AS ids{i}"
+        for i, name in enumerate(sequences)
+    ]
+    return text(f"SELECT {', '.join(arrays)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """Keys reserved by reserve_ids: drawn already (ids), or by query when it runs."""
+
+    query: Query | None
+    ids: dict[str, list[int]]
+    tables: tuple[str, ...] = ()
+
+    def take(self, rows: Sequence[Any] | None) -> dict[str, list[int]]:
+        """The reserved keys per table, given query's rows (None when there was no query)."""
+        if self.query is None or rows is None:
+            return self.ids
+        return {**self.ids, **{table: list(keys) for table, keys in zip(self.tables, rows[0], strict=True)}}
+
+
 @dataclass(frozen=True, slots=True)
 class Rows:
     """One step of `write`: rows to insert into table, or, with key, to update (key is the first column)."""
@@ -267,11 +316,14 @@ def repoint(session: Session, table: str, column: str, pairs: Sequence[tuple[int
         return
     conn = driver_connection(session)
     if is_postgres(session):
+        document = orjson.dumps([{"old": o, "new": n} for o, n in pairs]).decode()
+        olds = "ARRAY(SELECT k.old FROM json_to_recordset(%(pairs)s::json) AS k(old bigint))"
         with conn.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {table} AS t SET {column} = v.new FROM json_to_recordset(%s::json) AS v(old bigint, new bigint) "
-                f"WHERE t.{column} = v.old",
-                [orjson.dumps([{"old": o, "new": n} for o, n in pairs]).decode()],
+            cursor.execute(  # through column's index, as _pg_update
+                f"UPDATE {table} AS t SET {column} = v.new "
+                f"FROM json_to_recordset(%(pairs)s::json) AS v(old bigint, new bigint) "
+                f"WHERE t.{column} = v.old AND t.{column} = ANY({olds})",
+                {"pairs": document},
             )
         return
     conn.executemany(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [(n, o) for o, n in pairs])
@@ -279,7 +331,7 @@ def repoint(session: Session, table: str, column: str, pairs: Sequence[tuple[int
 
 # A statement built once (functools.cache) -> its PostgreSQL text and its own parameters' values; the
 # least recently used are dropped (statements cached per caller come and go).
-_compiled: OrderedDict[int, tuple[Select[*tuple[Any, ...]], str, dict[str, Any]]] = OrderedDict()
+_compiled: OrderedDict[int, tuple[Select[*tuple[Any, ...]] | TextClause, str, dict[str, Any]]] = OrderedDict()
 _COMPILED_MAX = 4096
 
 
@@ -298,23 +350,53 @@ def fetch(session: Session, statement: Select[*tuple[Any, ...]], params: dict[st
     be ones psycopg returns as SQLAlchemy would (numbers, text, jsonb; timestamptz is read in UTC). On
     SQLite, as usual.
     """
+    return fetch_all(session, [Query(statement, params)])[0]
+
+
+class Query(NamedTuple):
+    """A statement built once (a select, or a text) and its parameters, for fetch_all."""
+
+    statement: Select[*tuple[Any, ...]] | TextClause
+    params: dict[str, Any]
+
+
+def fetch_all(session: Session, queries: Sequence[Query]) -> list[Sequence[Any]]:
+    """Each query's rows, as fetch gives them; on PostgreSQL all in one round trip (a pipeline), in order.
+
+    Later queries see what earlier ones did: a query after a `FOR UPDATE` reads once the lock is held.
+    """
     if not is_postgres(session):
-        return session.execute(statement, params).all()
+        return [session.execute(query.statement, query.params).all() for query in queries]
+    conn = driver_connection(session)
+    dialect = session.get_bind().dialect
+    cursors = []
+    try:
+        with conn.pipeline() if len(queries) > 1 else contextlib.nullcontext():
+            for statement, params in queries:
+                sql, own = _compiled_sql(statement, dialect)
+                cursor = conn.cursor(row_factory=namedtuple_row)
+                cursor.adapters.register_loader("timestamptz", _UTCTimestamptzLoader)
+                cursors.append(cursor)
+                cursor.execute(sql, {**own, **params})
+        return [cursor.fetchall() for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
+def _compiled_sql(
+    statement: Select[*tuple[Any, ...]] | TextClause, dialect: Any
+) -> tuple[str, dict[str, Any]]:
     known = _compiled.get(id(statement))
     if known is None or known[0] is not statement:  # an id can be reused once its statement is gone
-        compiled = statement.compile(dialect=session.get_bind().dialect)
+        compiled = statement.compile(dialect=dialect)
         own = {k: v.value if isinstance(v, enum.Enum) else v for k, v in compiled.params.items()}
         known = _compiled[id(statement)] = (statement, str(compiled), own)
         while len(_compiled) > _COMPILED_MAX:
             _compiled.popitem(last=False)
     else:
         _compiled.move_to_end(id(statement))
-    _, sql, own = known
-    with driver_connection(session).cursor(row_factory=namedtuple_row) as cursor:
-        cursor.adapters.register_loader("timestamptz", _UTCTimestamptzLoader)
-        cursor.execute(sql, {**own, **params})
-        rows: list[Any] = cursor.fetchall()
-        return rows
+    return known[1], known[2]
 
 
 def matches(session: Session, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:

@@ -624,22 +624,6 @@ def _lock_members(postgres: bool) -> Select[*tuple[Any, ...]]:
     return statement.with_for_update() if postgres else statement
 
 
-def _drawable_lots(
-    session: Session, member_ids: set[int], now: dt.datetime
-) -> tuple[dict[int, list[_OpenLot]], dict[int, list[_OpenLot]]]:
-    """Each member's spendable lots, and the lots past their date the expiry job has not taken yet."""
-    spendable: dict[int, list[_OpenLot]] = {member_id: [] for member_id in member_ids}
-    due: dict[int, list[_OpenLot]] = {member_id: [] for member_id in member_ids}
-    if not member_ids:
-        return spendable, due
-    postgres = is_postgres(session)
-    value = bulk.among_value(_LOTS.c.member_id, sorted(member_ids), postgres=postgres)
-    for row in bulk.fetch(session, _open_lots(postgres), {"ids": value}):
-        lot = _OpenLot((row.expires_at, 0, row.id), row.remaining, id=row.id)
-        (spendable if row.expires_at > now else due)[row.member_id].append(lot)
-    return spendable, due
-
-
 @functools.cache
 def _open_lots(postgres: bool) -> Select[*tuple[Any, ...]]:
     c = _LOTS.c
@@ -701,17 +685,39 @@ class _Group:
 
     def __init__(self, session: Session, ops: list[PostingOp], now: dt.datetime, expires_at: dt.datetime):
         self.now, self.expires_at = now, expires_at
-        self.accounts = _lock_many(session, {op.member_id for op in ops})
+        postgres = is_postgres(session)
+        members = sorted({op.member_id for op in ops})
         keys = sorted({op.key for op in ops if 0 < len(op.key) <= 255})
-        self.firsts: dict[str, Posting] = {}
-        if keys:
-            postgres = is_postgres(session)
-            value = bulk.among_value(Posting.idempotency_key, keys, postgres=postgres)
-            rows = bulk.fetch(session, _postings_by_key(postgres), {"keys": value})
-            # Transient copies: a replay is only read (for its answer and the conflict check).
-            self.firsts = {row.idempotency_key: Posting(**row._asdict()) for row in rows}
-        drawing = {op.member_id for op in ops if _draws(op.kind, op.points)}
-        self.spendable, self.due = _drawable_lots(session, drawing & self.accounts.keys(), now)
+        drawing = sorted({op.member_id for op in ops if _draws(op.kind, op.points)})
+        # One round trip on PostgreSQL: the lots are read once the members' locks are held.
+        among = functools.partial(bulk.among_value, postgres=postgres)
+        # Enough ids for every posting (each op's, and an expiry per member that draws) and every new lot.
+        creating = sum(1 for op in ops if op.points > 0 and op.kind is not PostingKind.spend)
+        reserved = bulk.reserve_ids(
+            session, {"loyalty_postings": len(ops) + len(drawing), "loyalty_lots": creating}
+        )
+        queries = [
+            bulk.Query(_lock_members(postgres), {"ids": among(_MEMBERS.c.id, members)}),
+            bulk.Query(_postings_by_key(postgres), {"keys": among(Posting.idempotency_key, keys)}),
+            bulk.Query(_open_lots(postgres), {"ids": among(_LOTS.c.member_id, drawing)}),
+        ]
+        if reserved.query is not None:
+            queries.append(reserved.query)
+        locked, firsts, lots, *ids = bulk.fetch_all(session, queries) if ops else ([], [], [])
+        self.ids = reserved.take(ids[0] if ids else None)
+        self.accounts = {
+            row.id: _Locked(row.id, row.member_number, MemberStatus(row.status), row.balance, row.debt)
+            for row in locked
+        }
+        # Transient copies: a replay is only read (for its answer and the conflict check).
+        self.firsts: dict[str, Posting] = {row.idempotency_key: Posting(**row._asdict()) for row in firsts}
+        self.spendable: dict[int, list[_OpenLot]] = {member_id: [] for member_id in drawing}
+        self.due: dict[int, list[_OpenLot]] = {member_id: [] for member_id in drawing}
+        for (
+            row
+        ) in lots:  # each member's spendable lots, and those past their date the expiry job has not taken
+            lot = _OpenLot((row.expires_at, 0, row.id), row.remaining, id=row.id)
+            (self.spendable if row.expires_at > now else self.due)[row.member_id].append(lot)
         self.postings: list[Posting] = []
         self.new_lots: list[_OpenLot] = []
         self.draws: list[tuple[Posting, _OpenLot, int]] = []
@@ -776,7 +782,7 @@ class _Group:
     def write(self, session: Session) -> None:
         """Write what the group posted: a statement per table."""
         changed = [account for account in self.accounts.values() if account.changed]
-        _write_many(session, changed, self.postings, self.new_lots, self.draws, self.now)
+        _write_many(session, changed, self.postings, self.new_lots, self.draws, self.now, self.ids)
 
 
 def _draws(kind: PostingKind, points: int) -> bool:
@@ -791,15 +797,17 @@ def _write_many(
     new_lots: list[_OpenLot],
     draws: list[tuple[Posting, _OpenLot, int]],
     now: dt.datetime,
+    ids: dict[str, list[int]],
 ) -> None:
-    # The ids are drawn first, so every table's rows go in together (one statement on PostgreSQL).
+    # The ids were reserved first, so every table's rows go in together (one statement on PostgreSQL).
     if not postings:
         return
-    ids = bulk.allocate_ids_many(session, {"loyalty_postings": len(postings), "loyalty_lots": len(new_lots)})
-    for posting, posting_id in zip(postings, ids["loyalty_postings"], strict=True):
+    if len(postings) > len(ids["loyalty_postings"]) or len(new_lots) > len(ids["loyalty_lots"]):
+        raise RuntimeError(f"{len(postings)} postings, {len(new_lots)} lots: more than the ids reserved")
+    for posting, posting_id in zip(postings, ids["loyalty_postings"], strict=False):
         posting.id = posting_id
     lot_rows = []
-    for lot, lot_id in zip(new_lots, ids["loyalty_lots"], strict=True):
+    for lot, lot_id in zip(new_lots, ids["loyalty_lots"], strict=False):
         lot.id = lot_id
         made = lot.posting
         assert made is not None
