@@ -15,7 +15,7 @@ import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import orjson
 from psycopg.abc import Buffer
@@ -39,6 +39,8 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.types import UserDefinedType
 
 from siyu.db import is_postgres
+
+R = TypeVar("R")
 
 Kind = Literal["int", "float", "text", "bool", "ts", "json"]
 Columns = Sequence[tuple[str, Kind]]
@@ -382,6 +384,22 @@ def fetch_all(session: Session, queries: Sequence[Query]) -> list[Sequence[Any]]
     finally:
         for cursor in cursors:
             cursor.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Read(Generic[R]):
+    """A lookup to run with others (read_all): its query, or None when there is nothing to ask, and what
+    its rows make."""
+
+    query: Query | None
+    make: Callable[[Sequence[Any]], R]
+
+
+def read_all(session: Session, *reads: Read[Any]) -> tuple[Any, ...]:
+    """What each read makes of its rows, the queries run by fetch_all (one round trip on PostgreSQL)."""
+    asked = [read.query for read in reads if read.query is not None]
+    rows = iter(fetch_all(session, asked) if asked else [])
+    return tuple(read.make(next(rows) if read.query is not None else []) for read in reads)
 
 
 def _compiled_sql(

@@ -22,6 +22,7 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from siyu import bulk
 from siyu.auth import service as auth_service
 from siyu.auth.principal import Principal
 from siyu.config import get_settings
@@ -74,7 +75,13 @@ def _posted(result: service.PostingResult) -> Answer:
 def handle(session: Session, calls: list[PostingCall]) -> list[Answer]:
     """The answers to a group of postings, in order, as the route would give each of them alone."""
     answers: list[Answer | None] = [None] * len(calls)
-    principals = auth_service.principals_by_secret(session, {call.secret for call in calls})
+    # Two round trips on PostgreSQL before the ledger's own: the keys and where each profile went, then
+    # each caller's access (the route's scoping statement) and the members.
+    principals, live = bulk.read_all(
+        session,
+        auth_service.principals_read(session, {call.secret for call in calls}),
+        profiles_service.live_ids_read(session, (call.profile_id for call in calls)),
+    )
     callers: dict[Principal, list[int]] = {}
     for index, call in enumerate(calls):
         principal = principals.get(call.secret)
@@ -87,14 +94,23 @@ def handle(session: Session, calls: list[PostingCall]) -> list[Answer]:
             answers[index] = Answer.error(exc)
             continue
         callers.setdefault(principal, []).append(index)
-    # The access check of each caller in one statement: the scoping function is the route's.
+    targets = {
+        i: live[calls[i].profile_id]
+        for indexes in callers.values()
+        for i in indexes
+        if calls[i].profile_id in live
+    }
+    *readables, members = bulk.read_all(
+        session,
+        *(
+            profiles_service.readable_read(session, principal, (targets[i] for i in indexes if i in targets))
+            for principal, indexes in callers.items()
+        ),
+        service.member_ids_read(session, targets.values()),
+    )
     profiles: dict[int, int] = {}
-    for principal, indexes in callers.items():
-        readable = profiles_service.readable_ids(session, principal, (calls[i].profile_id for i in indexes))
-        profiles.update(
-            {i: readable[calls[i].profile_id] for i in indexes if calls[i].profile_id in readable}
-        )
-    members = service.member_ids_by_profile(session, profiles.values())
+    for readable, indexes in zip(readables, callers.values(), strict=True):
+        profiles.update({i: targets[i] for i in indexes if targets.get(i) in readable})
     ops: list[service.PostingOp] = []
     posted: list[int] = []
     for index, call in enumerate(calls):

@@ -144,13 +144,19 @@ def get_member_by_profile(session: Session, profile_id: int) -> Member | None:
 
 def member_ids_by_profile(session: Session, profile_ids: Iterable[int]) -> dict[int, int]:
     """The member id of each of these live profiles that has an open membership."""
+    members: dict[int, int] = bulk.read_all(session, member_ids_read(session, profile_ids))[0]
+    return members
+
+
+def member_ids_read(session: Session, profile_ids: Iterable[int]) -> bulk.Read[dict[int, int]]:
+    """member_ids_by_profile as a read to run with others (bulk.read_all)."""
     asked = sorted(set(profile_ids))
-    if not asked:
-        return {}
     postgres = is_postgres(session)
     value = bulk.among_value(Member.profile_id, asked, postgres=postgres)
-    rows = bulk.fetch(session, _members_of_profiles(postgres), {"ids": value})
-    return {profile_id: member_id for profile_id, member_id in rows}
+    query = bulk.Query(_members_of_profiles(postgres), {"ids": value})
+    return bulk.Read(
+        query if asked else None, lambda rows: {profile_id: member_id for profile_id, member_id in rows}
+    )
 
 
 # The statements of the posting lane's groups are built once: building one costs more than running it.

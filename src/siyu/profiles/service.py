@@ -99,18 +99,29 @@ def get_or_raise(session: Session, principal: Principal, profile_id: int) -> Pro
 
 def readable_ids(session: Session, principal: Principal, profile_ids: Iterable[int]) -> dict[int, int]:
     """For each of profile_ids whose live profile principal may read, that profile's id (get_or_raise in bulk)."""
+    live: dict[int, int] = bulk.read_all(session, live_ids_read(session, profile_ids))[0]
+    readable: set[int] = bulk.read_all(session, readable_read(session, principal, live.values()))[0]
+    return {profile_id: target for profile_id, target in live.items() if target in readable}
+
+
+def live_ids_read(session: Session, profile_ids: Iterable[int]) -> bulk.Read[dict[int, int]]:
+    """For each of profile_ids that exists, the id of the profile it is now part of (live_id in bulk)."""
     asked = sorted(set(profile_ids))
-    if not asked:
-        return {}
+    postgres = is_postgres(session)
+    query = bulk.Query(_live_ids(postgres), {"ids": bulk.among_value(Profile.id, asked, postgres=postgres)})
+    return bulk.Read(
+        query if asked else None,
+        lambda rows: {pid: merged_into if merged_into is not None else pid for pid, merged_into in rows},
+    )
+
+
+def readable_read(session: Session, principal: Principal, profile_ids: Iterable[int]) -> bulk.Read[set[int]]:
+    """Which of profile_ids are live profiles principal may read."""
+    asked = sorted(set(profile_ids))
     postgres = is_postgres(session)
     value = bulk.among_value(Profile.id, asked, postgres=postgres)
-    live = {
-        profile_id: merged_into if merged_into is not None else profile_id
-        for profile_id, merged_into in bulk.fetch(session, _live_ids(postgres), {"ids": value})
-    }
-    targets = bulk.among_value(Profile.id, sorted(set(live.values())), postgres=postgres)
-    readable = {row.id for row in bulk.fetch(session, _readable_ids(principal, postgres), {"ids": targets})}
-    return {profile_id: target for profile_id, target in live.items() if target in readable}
+    query = bulk.Query(_readable_ids(principal, postgres), {"ids": value})
+    return bulk.Read(query if asked else None, lambda rows: {row.id for row in rows})
 
 
 # Built once (per caller for the scoped one): the posting lane checks access for every group of requests.
