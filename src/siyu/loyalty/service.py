@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, Table, func, or_, select
+from sqlalchemy import Select, Table, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -632,11 +632,30 @@ def _lock_members(postgres: bool) -> Select[*tuple[Any, ...]]:
 
 @functools.cache
 def _open_lots(postgres: bool) -> Select[*tuple[Any, ...]]:
+    """The members' lots past their date (`now`), and their spendable lots, soonest first, up to `need` points.
+
+    A group draws at most `need` points from any one member's stored lots, so the lots after those
+    are left in the database: a member earning for years holds hundreds.
+    """
     c = _LOTS.c
-    return (
-        select(c.id, c.member_id, c.remaining, c.expires_at)
+    now = bindparam("now", type_=c.expires_at.type)
+    spendable = c.expires_at > now
+    before = (
+        func.sum(c.remaining)
+        .filter(spendable)
+        .over(partition_by=c.member_id, order_by=(c.expires_at, c.id), rows=(None, -1))
+    )
+    lots = (
+        select(
+            c.id, c.member_id, c.remaining, c.expires_at, spendable.label("spendable"), before.label("before")
+        )
         .where(bulk.among(c.member_id, "ids", postgres=postgres), c.remaining > 0, c.pending_until.is_(None))
-        .order_by(c.member_id, c.expires_at, c.id)
+        .subquery()
+    )
+    return (
+        select(lots.c.id, lots.c.member_id, lots.c.remaining, lots.c.expires_at)
+        .where(or_(~lots.c.spendable, func.coalesce(lots.c.before, 0) < bindparam("need")))
+        .order_by(lots.c.member_id, lots.c.expires_at, lots.c.id)
     )
 
 
@@ -695,6 +714,11 @@ class _Group:
         members = sorted({op.member_id for op in ops})
         keys = sorted({op.key for op in ops if 0 < len(op.key) <= 255})
         drawing = sorted({op.member_id for op in ops if _draws(op.kind, op.points)})
+        drawn: dict[int, int] = {}
+        for op in ops:
+            if _draws(op.kind, op.points):
+                drawn[op.member_id] = drawn.get(op.member_id, 0) + abs(op.points)
+        need = max(drawn.values(), default=0)  # the most any member's stored lots give in this group
         # One round trip on PostgreSQL: the lots are read once the members' locks are held.
         among = functools.partial(bulk.among_value, postgres=postgres)
         # Enough ids for every posting (each op's, and an expiry per member that draws) and every new lot.
@@ -705,7 +729,9 @@ class _Group:
         queries = [
             bulk.Query(_lock_members(postgres), {"ids": among(_MEMBERS.c.id, members)}),
             bulk.Query(_postings_by_key(postgres), {"keys": among(Posting.idempotency_key, keys)}),
-            bulk.Query(_open_lots(postgres), {"ids": among(_LOTS.c.member_id, drawing)}),
+            bulk.Query(
+                _open_lots(postgres), {"ids": among(_LOTS.c.member_id, drawing), "now": now, "need": need}
+            ),
         ]
         if reserved.query is not None:
             queries.append(reserved.query)
