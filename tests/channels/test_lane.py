@@ -100,10 +100,10 @@ def test_the_writer_outlives_a_failure_and_a_closed_loop(
     real_write = writer._write
     failures = iter([RuntimeError("the writer's own bug")])
 
-    def write(group: list[Any]) -> list[Answer]:
+    def write(group: list[Any], held: Any) -> list[Answer]:
         for exc in failures:
             raise exc
-        return real_write(group)
+        return real_write(group, held)
 
     monkeypatch.setattr(writer, "_write", write)
     try:

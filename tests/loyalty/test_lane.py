@@ -12,7 +12,7 @@ import orjson
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from siyu import db
@@ -274,3 +274,33 @@ def test_simultaneous_spends_through_two_writers_never_overdraw(backend: str, tm
         assert Counter(a.status for a in answers) == Counter({201: 1, 409: 99})
         with db.get_read_sessionmaker()() as session:
             assert session.execute(select(Member.balance).where(Member.profile_id == pid)).scalar_one() == 0
+
+
+def test_the_writer_replaces_a_connection_the_database_dropped(tmp_path: Path) -> None:
+    """The writer keeps its connection between groups; when the server drops it, the next posting still goes in."""
+    backend = "postgresql"  # a SQLite connection cannot be dropped by the database
+    require_backend(backend)
+    with concurrent_database(backend, tmp_path):
+        with db.unit_of_work() as session:
+            admin = factories.api_key(session, Role.admin)
+            pid = new_member(session)
+        writer = posting_writer()
+        try:
+            first = asyncio.run(writer.submit(call(admin, pid, "k1", kind="earn", points=10)))
+            with db.get_engine().connect() as conn:  # every other session of this database: the writer's
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            second = asyncio.run(writer.submit(call(admin, pid, "k2", kind="earn", points=5)))
+        finally:
+            writer.stop()
+        assert (first.status, second.status) == (201, 201)
+        assert balance_of(pid) == 15
+
+
+def balance_of(profile_id: int) -> int:
+    with db.get_read_sessionmaker()() as session:
+        return session.execute(select(Member.balance).where(Member.profile_id == profile_id)).scalar_one()
