@@ -379,7 +379,10 @@ def fetch_all(session: Session, queries: Sequence[Query]) -> list[Sequence[Any]]
                 cursor = conn.cursor(row_factory=namedtuple_row)
                 cursor.adapters.register_loader("timestamptz", _UTCTimestamptzLoader)
                 cursors.append(cursor)
-                cursor.execute(sql, {**own, **params})
+                # Planned with each call's arrays, never as a generic prepared plan: one chosen while a table
+                # was small (or its statistics old) looked the keys of a group up by scanning the postings,
+                # 5 ms a group at 40,000 postings, where the index takes 0.1 ms.
+                cursor.execute(sql, {**own, **params}, prepare=False)
         return [cursor.fetchall() for cursor in cursors]
     finally:
         for cursor in cursors:

@@ -199,7 +199,13 @@ def get_read_sessionmaker() -> sessionmaker[Session]:
 @contextmanager
 def unit_of_work() -> Iterator[Session]:
     """One transaction: commits when the block succeeds, rolls back when it raises."""
-    session = get_sessionmaker()()
+    with transaction(get_sessionmaker()()) as session:
+        yield session
+
+
+@contextmanager
+def transaction(session: Session) -> Iterator[Session]:
+    """session's transaction: committed when the block succeeds, rolled back when it raises; session closed."""
     try:
         yield session
         session.commit()

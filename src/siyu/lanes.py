@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from siyu import metrics
-from siyu.db import get_sessionmaker, unit_of_work
+from siyu.db import get_sessionmaker, transaction, unit_of_work
 from siyu.errors import SiyuError
 
 log = structlog.get_logger()
@@ -221,15 +221,8 @@ class _HeldConnection:
         if self._connection is None or self._connection.invalidated or self._connection.closed:
             self.close()
             self._connection = engine.connect()
-        session = Session(bind=self._connection, expire_on_commit=False)
-        try:
+        with transaction(Session(bind=self._connection, expire_on_commit=False)) as session:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     def lost(self) -> bool:
         """Whether the last statement found the connection dropped by the database."""
