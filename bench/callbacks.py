@@ -50,7 +50,6 @@ from typing import Any
 
 import orjson
 import psycopg
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from siyu.channels import xml
 from siyu.channels.crypto import MessageCrypto, signature, signature_matches
@@ -338,18 +337,6 @@ def request_bytes(port: int, push: Push) -> bytes:
     return head.encode() + push.body
 
 
-async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return status, await reader.readexactly(length)
-
-
 def send_pushes(
     port: int, pushes: Sequence[Push], concurrency: int, deadline: float, label: str
 ) -> tuple[float, list[float]]:
@@ -361,9 +348,8 @@ def send_pushes(
     requests = [request_bytes(port, push) for push in pushes]
     latencies = [0.0] * len(pushes)
     counter = itertools.count()
-    done = [0]
 
-    async def connection() -> None:
+    async def connection(done: list[int]) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while (i := next(counter)) < len(pushes):
@@ -371,7 +357,7 @@ def send_pushes(
                     raise BenchError("out of time (see --max-seconds)")
                 started = time.perf_counter()
                 writer.write(requests[i])
-                status, data = await asyncio.wait_for(_read_answer(reader), HTTP_TIMEOUT_S)
+                status, data = await asyncio.wait_for(ingest.read_answer(reader), HTTP_TIMEOUT_S)
                 latencies[i] = time.perf_counter() - started
                 if status != 200 or data != b"success":
                     raise BenchError(answer_problem(i, status, data, pushes[i]))
@@ -379,20 +365,7 @@ def send_pushes(
         finally:
             writer.close()
 
-    async def run(progress: Progress, task: Any) -> float:
-        started = time.perf_counter()
-        senders = asyncio.gather(*(connection() for _ in range(concurrency)))
-        while not senders.done():
-            progress.update(task, completed=done[0])
-            await asyncio.wait({senders}, timeout=0.2)
-        await senders  # a refused push or a timeout fails the run here
-        return time.perf_counter() - started
-
-    columns = (TextColumn(f"  {label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
-        task = progress.add_task(label, total=len(pushes))
-        wall = asyncio.run(run(progress, task))
-    return wall, latencies
+    return ingest.drive(label, len(pushes), concurrency, connection), latencies
 
 
 def answer_problem(index: int, status: int, data: bytes, push: Push) -> str:

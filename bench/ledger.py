@@ -362,7 +362,6 @@ def send_postings(
     )
     latencies = [0.0] * count
     counter = itertools.count()
-    done = [0]
 
     async def replayed(i: int, op: Op) -> int:
         created = out.created
@@ -373,7 +372,7 @@ def send_postings(
             await asyncio.sleep(0.01)
         return created[int(op.pick * len(created))]
 
-    async def connection() -> None:
+    async def connection(done: list[int]) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while (j := next(counter)) < count:
@@ -392,7 +391,7 @@ def send_postings(
                 ).encode() + body
                 started = time.perf_counter()
                 writer.write(request)
-                status, data = await asyncio.wait_for(read_answer(reader), HTTP_TIMEOUT_S)
+                status, data = await asyncio.wait_for(ingest.read_answer(reader), HTTP_TIMEOUT_S)
                 latencies[j] = time.perf_counter() - started
                 out.status[i] = status
                 check_posting(out, i, sent, status, data)
@@ -400,35 +399,7 @@ def send_postings(
         finally:
             writer.close()
 
-    async def run(progress: Progress, task: Any) -> float:
-        started = time.perf_counter()
-        senders = asyncio.gather(*(connection() for _ in range(concurrency)))
-        while not senders.done():
-            progress.update(task, completed=done[0])
-            await asyncio.wait({senders}, timeout=0.2)
-        await senders  # a wrong answer or a timeout fails the run here
-        return time.perf_counter() - started
-
-    columns = (TextColumn(f"  {label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
-        task = progress.add_task(label, total=count)
-        wall = asyncio.run(run(progress, task))
-    return wall, latencies
-
-
-async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """(status, body) of one HTTP/1.1 answer with a Content-Length."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length = None
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    if length is None:
-        raise BenchError(f"an answer without Content-Length: {head[:400]!r}")
-    return status, await reader.readexactly(length)
+    return ingest.drive(label, count, concurrency, connection), latencies
 
 
 def check_posting(out: Outcomes, i: int, sent: Op, status: int, data: bytes) -> None:
