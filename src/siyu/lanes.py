@@ -203,7 +203,7 @@ class _HeldConnection:
 
     A group checked a connection out of the pool and back in, and the pool pinged it first: a round
     trip and about a tenth of the writer's CPU per group. A connection the database dropped is
-    invalidated by the failing statement (the group is then retried one by one) and replaced here.
+    invalidated by the failing statement and replaced here (the group is written once more: `_write`).
     """
 
     def __init__(self) -> None:

@@ -745,9 +745,8 @@ class _Group:
         self.firsts: dict[str, Posting] = {row.idempotency_key: Posting(**row._asdict()) for row in firsts}
         self.spendable: dict[int, list[_OpenLot]] = {member_id: [] for member_id in drawing}
         self.due: dict[int, list[_OpenLot]] = {member_id: [] for member_id in drawing}
-        for (
-            row
-        ) in lots:  # each member's spendable lots, and those past their date the expiry job has not taken
+        # Each member's spendable lots, and those past their date that the expiry job has not taken yet.
+        for row in lots:
             lot = _OpenLot((row.expires_at, 0, row.id), row.remaining, id=row.id)
             (self.spendable if row.expires_at > now else self.due)[row.member_id].append(lot)
         self.postings: list[Posting] = []
