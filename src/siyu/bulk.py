@@ -126,19 +126,22 @@ def driver_connection(session: Session) -> Any:
 _sequences: dict[str, str] = {}
 
 
+def _sequence(session: Session, table: str) -> str:
+    """The sequence of table's id (PostgreSQL), looked up once per process."""
+    sequence = _sequences.get(table)
+    if sequence is None:
+        query = text("SELECT pg_get_serial_sequence(:t, 'id')")
+        sequence = _sequences[table] = session.execute(query, {"t": table}).scalar_one()
+    return sequence
+
+
 def allocate_ids(session: Session, table: str, n: int) -> list[int]:
     """n new primary keys for table, reserved for this transaction."""
     if n <= 0:
         return []
     if is_postgres(session):
-        sequence = _sequences.get(table)
-        if sequence is None:
-            sequence = session.execute(
-                text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
-            ).scalar_one()
-            _sequences[table] = sequence
         rows = session.execute(
-            text("SELECT nextval(:s) FROM generate_series(1, :n)"), {"s": sequence, "n": n}
+            text("SELECT nextval(:s) FROM generate_series(1, :n)"), {"s": _sequence(session, table), "n": n}
         )
         return [r[0] for r in rows]
     # SQLite: the write lock is held from BEGIN IMMEDIATE, so max(id) cannot move under us.
@@ -148,27 +151,10 @@ def allocate_ids(session: Session, table: str, n: int) -> list[int]:
 
 def allocate_ids_many(session: Session, counts: dict[str, int]) -> dict[str, list[int]]:
     """For each table, that many new primary keys reserved for this transaction (one statement)."""
-    wanted = {table: n for table, n in counts.items() if n > 0}
-    ids: dict[str, list[int]] = {table: [] for table in counts}
-    if not is_postgres(session) or len(wanted) < 2:
-        for table, n in wanted.items():
-            ids[table] = allocate_ids(session, table, n)
-        return ids
-    for table in wanted:
-        if table not in _sequences:
-            _sequences[table] = session.execute(
-                text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
-            ).scalar_one()
-    arrays = ", ".join(
-        f"ARRAY(SELECT nextval(:s{i}) FROM generate_series(1, :n{i}))" for i in range(len(wanted))
-    )
-    params: dict[str, Any] = {}
-    for i, (table, n) in enumerate(wanted.items()):
-        params[f"s{i}"], params[f"n{i}"] = _sequences[table], n
-    row = session.execute(text(f"SELECT {arrays}"), params).one()
-    for table, allocated in zip(wanted, row, strict=True):
-        ids[table] = list(allocated)
-    return ids
+    if is_postgres(session):
+        reserved = reserve_ids(session, counts)
+        return reserved.take(fetch_all(session, [reserved.query])[0] if reserved.query else None)
+    return {table: allocate_ids(session, table, n) for table, n in counts.items()}
 
 
 def reserve_ids(session: Session, counts: dict[str, int]) -> Reserved:
@@ -183,13 +169,9 @@ def reserve_ids(session: Session, counts: dict[str, int]) -> Reserved:
     empty: dict[str, list[int]] = {table: [] for table in counts}
     if not tables:
         return Reserved(None, empty)
-    for table in tables:
-        if table not in _sequences:
-            _sequences[table] = session.execute(
-                text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}
-            ).scalar_one()
+    sequences = tuple(_sequence(session, table) for table in tables)
     params = {f"n{i}": counts[table] for i, table in enumerate(tables)}
-    return Reserved(Query(_reservation(tuple(_sequences[table] for table in tables)), params), empty, tables)
+    return Reserved(Query(_reservation(sequences), params), empty, tables)
 
 
 @functools.lru_cache(maxsize=64)
@@ -251,7 +233,8 @@ def write(session: Session, steps: Sequence[Rows]) -> None:
         if step.key is None:
             record = ", ".join(f"{name} {_PG_TYPE[kind]}" for name, kind in step.columns)
             listed = ", ".join(names)
-            sql = f"INSERT INTO {step.table} ({listed}) SELECT {listed} FROM json_to_recordset(%(d{i})s::json) AS v({record})"
+            source = f"json_to_recordset(%(d{i})s::json) AS v({record})"
+            sql = f"INSERT INTO {step.table} ({listed}) SELECT {listed} FROM {source}"
         else:
             sql = _pg_update(step.table, step.key, step.columns, f"d{i}")
         parts.append(f"w{i} AS ({sql})")
@@ -265,15 +248,21 @@ def _pg_update(table: str, key: str, columns: Columns, document: str) -> str:
     """UPDATE of table's rows from the JSON records in the named parameter document (key first in columns)."""
     record = ", ".join(f"{name} {_PG_TYPE[kind]}" for name, kind in columns)
     sets = ", ".join(f"{name} = v.{name}" for name, _ in columns if name != key)
-    key_type = _PG_TYPE[dict(columns)[key]]
-    # The planner guesses 100 records for json_to_recordset and joins them to a table of a few thousand
-    # rows by scanning it whole (3 ms at 20,000 lots, growing with the table). The keys as an array
-    # (`= ANY`, evaluated once) take the key's index instead: 0.1 ms.
-    keys = f"ARRAY(SELECT k.{key} FROM json_to_recordset(%({document})s::json) AS k({key} {key_type}))"
     return (
         f"UPDATE {table} AS t SET {sets} FROM json_to_recordset(%({document})s::json) AS v({record}) "
-        f"WHERE t.{key} = v.{key} AND t.{key} = ANY({keys})"
+        f"WHERE t.{key} = v.{key} AND {_by_index(key, key, _PG_TYPE[dict(columns)[key]], document)}"
     )
+
+
+def _by_index(column: str, field: str, pg_type: str, document: str) -> str:
+    """`t.column = ANY(every record's field)`: the rows an UPDATE joined to JSON records reaches by index.
+
+    The planner guesses 100 records for json_to_recordset and joins them to a table of a few thousand
+    rows by scanning it whole (3 ms at 20,000 lots, growing with the table). The values as an array
+    (evaluated once) take the column's index instead: 0.1 ms.
+    """
+    values = f"ARRAY(SELECT k.{field} FROM json_to_recordset(%({document})s::json) AS k({field} {pg_type}))"
+    return f"t.{column} = ANY({values})"
 
 
 def insert_rows(session: Session, table: str, columns: Columns, rows: Sequence[Sequence[Any]]) -> None:
@@ -319,12 +308,11 @@ def repoint(session: Session, table: str, column: str, pairs: Sequence[tuple[int
     conn = driver_connection(session)
     if is_postgres(session):
         document = orjson.dumps([{"old": o, "new": n} for o, n in pairs]).decode()
-        olds = "ARRAY(SELECT k.old FROM json_to_recordset(%(pairs)s::json) AS k(old bigint))"
         with conn.cursor() as cursor:
-            cursor.execute(  # through column's index, as _pg_update
+            cursor.execute(
                 f"UPDATE {table} AS t SET {column} = v.new "
                 f"FROM json_to_recordset(%(pairs)s::json) AS v(old bigint, new bigint) "
-                f"WHERE t.{column} = v.old AND t.{column} = ANY({olds})",
+                f"WHERE t.{column} = v.old AND {_by_index(column, 'old', 'bigint', 'pairs')}",
                 {"pairs": document},
             )
         return

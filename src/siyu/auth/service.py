@@ -67,14 +67,8 @@ def get_api_key_by_secret(session: Session, secret: str) -> ApiKey | None:
     return key
 
 
-def principals_by_secret(session: Session, secrets: Iterable[str]) -> dict[str, Principal]:
-    """The principal of each secret that is a live API key (one query for all of them)."""
-    principals: dict[str, Principal] = bulk.read_all(session, principals_read(session, secrets))[0]
-    return principals
-
-
 def principals_read(session: Session, secrets: Iterable[str]) -> bulk.Read[dict[str, Principal]]:
-    """principals_by_secret as a read to run with others (bulk.read_all)."""
+    """The principal of each secret that is a live API key, as a read to run with others (bulk.read_all)."""
     hashes = {hash_key(secret): secret for secret in secrets if secret}
     postgres = is_postgres(session)
     value = bulk.among_value(ApiKey.key_hash, sorted(hashes), postgres=postgres)

@@ -713,11 +713,11 @@ class _Group:
         postgres = is_postgres(session)
         members = sorted({op.member_id for op in ops})
         keys = sorted({op.key for op in ops if 0 < len(op.key) <= 255})
-        drawing = sorted({op.member_id for op in ops if _draws(op.kind, op.points)})
-        drawn: dict[int, int] = {}
+        drawn: dict[int, int] = {}  # the points each member's postings in the group may draw
         for op in ops:
             if _draws(op.kind, op.points):
                 drawn[op.member_id] = drawn.get(op.member_id, 0) + abs(op.points)
+        drawing = sorted(drawn)
         need = max(drawn.values(), default=0)  # the most any member's stored lots give in this group
         # One round trip on PostgreSQL: the lots are read once the members' locks are held.
         among = functools.partial(bulk.among_value, postgres=postgres)

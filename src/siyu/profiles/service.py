@@ -97,13 +97,6 @@ def get_or_raise(session: Session, principal: Principal, profile_id: int) -> Pro
     return profile
 
 
-def readable_ids(session: Session, principal: Principal, profile_ids: Iterable[int]) -> dict[int, int]:
-    """For each of profile_ids whose live profile principal may read, that profile's id (get_or_raise in bulk)."""
-    live: dict[int, int] = bulk.read_all(session, live_ids_read(session, profile_ids))[0]
-    readable: set[int] = bulk.read_all(session, readable_read(session, principal, live.values()))[0]
-    return {profile_id: target for profile_id, target in live.items() if target in readable}
-
-
 def live_ids_read(session: Session, profile_ids: Iterable[int]) -> bulk.Read[dict[int, int]]:
     """For each of profile_ids that exists, the id of the profile it is now part of (live_id in bulk)."""
     asked = sorted(set(profile_ids))
@@ -116,7 +109,7 @@ def live_ids_read(session: Session, profile_ids: Iterable[int]) -> bulk.Read[dic
 
 
 def readable_read(session: Session, principal: Principal, profile_ids: Iterable[int]) -> bulk.Read[set[int]]:
-    """Which of profile_ids are live profiles principal may read."""
+    """Which of profile_ids (live ids: see live_ids_read) principal may read (get_or_raise in bulk)."""
     asked = sorted(set(profile_ids))
     postgres = is_postgres(session)
     value = bulk.among_value(Profile.id, asked, postgres=postgres)
