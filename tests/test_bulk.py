@@ -159,3 +159,21 @@ def test_updates_reach_their_rows_through_the_key_not_a_scan_of_the_table(sessio
     bulk.update_rows(session, "profiles", (("name", "text"),), [(ids[0], "renamed"), (ids[1], "again")])
     rows = session.execute(select(Profile.id, Profile.name).where(Profile.id.in_(ids[:3]))).all()
     assert {pid: name for pid, name in rows} == {ids[0]: "renamed", ids[1]: "again", ids[2]: "P2"}
+
+
+def test_statements_joined_to_json_records_are_planned_at_every_call(session: Session) -> None:
+    # psycopg prepares a statement it has run five times; PostgreSQL then keeps one generic plan for it,
+    # chosen while the tables were small, and a posting group's write went on scanning whole tables.
+    if session.get_bind().dialect.name != "postgresql":
+        return  # SQLite plans each statement it is given
+    ids = _profiles(session, 3)
+    for n in range(8):
+        bulk.write(
+            session, [bulk.Rows("profiles", (("id", "int"), ("name", "text")), [(ids[0], f"w{n}")], "id")]
+        )
+        bulk.update_rows(session, "profiles", (("name", "text"),), [(ids[1], f"u{n}")])
+        bulk.repoint(session, "profiles", "merged_into_id", [(10**12 + n, ids[2])])
+    prepared = session.execute(text("SELECT statement FROM pg_prepared_statements")).scalars().all()
+    assert not [sql for sql in prepared if "json_to_recordset" in sql], prepared
+    rows = session.execute(select(Profile.id, Profile.name).where(Profile.id.in_(ids[:2]))).all()
+    assert {pid: name for pid, name in rows} == {ids[0]: "w7", ids[1]: "u7"}

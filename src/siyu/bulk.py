@@ -241,11 +241,17 @@ def write(session: Session, steps: Sequence[Rows]) -> None:
         # One JSON document per step (orjson, C): times as RFC 3339, enums as their values.
         documents[f"d{i}"] = orjson.dumps([dict(zip(names, row, strict=True)) for row in step.rows]).decode()
     with driver_connection(session).cursor() as cursor:
-        cursor.execute("WITH " + ", ".join(parts) + " SELECT 1", documents)
+        cursor.execute("WITH " + ", ".join(parts) + " SELECT 1", documents, prepare=False)
 
 
 def _pg_update(table: str, key: str, columns: Columns, document: str) -> str:
-    """UPDATE of table's rows from the JSON records in the named parameter document (key first in columns)."""
+    """UPDATE of table's rows from the JSON records in the named parameter document (key first in columns).
+
+    Executed unprepared (prepare=False), as every statement joined to JSON records here: psycopg prepares
+    a statement run five times, and PostgreSQL then keeps one generic plan for it, chosen while the
+    tables were small. A posting group's write went on joining its records to tables by scanning them
+    whole as they grew: by 40,000 postings, most of PostgreSQL's time in the ledger benchmark.
+    """
     record = ", ".join(f"{name} {_PG_TYPE[kind]}" for name, kind in columns)
     sets = ", ".join(f"{name} = v.{name}" for name, _ in columns if name != key)
     return (
@@ -294,7 +300,7 @@ def update_rows(
         names = [name for name, _ in all_columns]
         document = orjson.dumps([dict(zip(names, r, strict=True)) for r in rows]).decode()
         with conn.cursor() as cursor:
-            cursor.execute(_pg_update(table, key, all_columns, "rows"), {"rows": document})
+            cursor.execute(_pg_update(table, key, all_columns, "rows"), {"rows": document}, prepare=False)
         return
     values = _convert(session, [(key, "int"), *columns], rows)
     sets = ", ".join(f"{name} = ?" for name, _ in columns)
@@ -314,6 +320,7 @@ def repoint(session: Session, table: str, column: str, pairs: Sequence[tuple[int
                 f"FROM json_to_recordset(%(pairs)s::json) AS v(old bigint, new bigint) "
                 f"WHERE t.{column} = v.old AND {_by_index(column, 'old', 'bigint', 'pairs')}",
                 {"pairs": document},
+                prepare=False,
             )
         return
     conn.executemany(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", [(n, o) for o, n in pairs])
