@@ -102,6 +102,30 @@ def test_reward_on_first_purchase(api: Api, session: Session) -> None:
     assert voucher_count(session, nancy) == 1 and voucher_count(session, friend) == 1
 
 
+def test_a_friend_who_joins_and_buys_in_one_batch_is_rewarded(api: Api, session: Session) -> None:
+    # The reactor looks the batch's pending referrals up once: one recorded by the batch itself counts.
+    setup_programme(api, trigger="first_purchase")
+    nancy = join(api, "N3", "2026-10-01T10:00:00+08:00")
+    code = referrals_of(api, nancy)["invite_code"]
+    api.send(
+        event(
+            userId="F3",
+            event="Membership Joined",
+            properties={"referral_code": code},
+            timestamp="2026-10-02T10:00:00+08:00",
+        ),
+        event(
+            userId="F3",
+            event="Order Completed",
+            properties={"order_id": "F3-1", "total": 300},
+            timestamp="2026-10-02T10:05:00+08:00",
+        ),
+    )
+    friend = int(api.lookup("member_id", "F3")["id"])
+    assert voucher_count(session, nancy) == 1 and voucher_count(session, friend) == 1
+    assert referrals_of(api, nancy)["stats"]["pending"] == 0
+
+
 def test_guards(api: Api, session: Session) -> None:
     setup_programme(api, cap=1)
     nancy = join(api, "N3", "2026-10-01T10:00:00+08:00")

@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from siyu import bulk
 from siyu.config import Settings, get_settings
 from siyu.ingest.reactors import StoredEvent
 from siyu.loyalty import referrals, rules, service, tiers
 from siyu.loyalty.models import Member, MemberStatus, Posting, PostingKind, ReferralTrigger
+from siyu.profiles import service as profiles_service
 
 SIGN_UPS = frozenset({"Membership Joined", "Member Signed Up"})
 EVENTS = SIGN_UPS | {"Order Completed", "Order Refunded"}
@@ -31,10 +33,27 @@ def react(session: Session, events: Sequence[StoredEvent]) -> None:
     if not relevant:
         return
     settings = get_settings()
+    # Looked up for the whole batch, not per event: an import's batch is 2,000 orders, mostly from
+    # customers who are not members, and three look-ups each were most of the import's time.
+    profiles = {ev.profile_id for ev in relevant}
+    live: dict[int, int] = bulk.read_all(session, profiles_service.live_ids_read(session, profiles))[0]
     # The batch's members are locked in id order first: a group of API postings may hold some of them.
-    service.lock_all(
-        session, service.member_ids_by_profile(session, {ev.profile_id for ev in relevant}).values()
-    )
+    members = service.lock_members_of(session, profiles | set(live.values()))
+    program = referrals.active_program(session)
+    referred = referrals.pending_friends(session, live.values()) if program is not None else set()
+
+    def member_of(profile_id: int) -> Member | None:
+        # As service.get_member_by_profile: the profile's own membership, else its survivor's.
+        return members.get(profile_id) or members.get(live.get(profile_id, profile_id))
+
+    def advance(profile_id: int, happened: ReferralTrigger, at: dt.datetime) -> None:
+        if (
+            program is not None
+            and program.trigger == happened
+            and live.get(profile_id, profile_id) in referred
+        ):
+            referrals.advance(session, profile_id, happened, program, now=at)
+
     for ev in sorted(relevant, key=lambda e: e.timestamp_iso):
         at = dt.datetime.fromisoformat(ev.timestamp_iso)
         code = ev.properties.get("referral_code")
@@ -42,9 +61,10 @@ def react(session: Session, events: Sequence[StoredEvent]) -> None:
         if isinstance(code, str) and code and ev.event != "Referral Sent":
             # Recorded before a sign-up in the same event, so "already a member" means before it.
             referrals.record(session, ev.profile_id, code, message_id=ev.message_id, now=at)
+            referred.add(live.get(ev.profile_id, ev.profile_id))
         if ev.event in SIGN_UPS:
             channel = rules.channel_of(ev) or "event"
-            service.enrol(
+            enrolled, _ = service.enrol(
                 session,
                 ev.profile_id,
                 channel=channel,
@@ -52,10 +72,11 @@ def react(session: Session, events: Sequence[StoredEvent]) -> None:
                 invite_code=str(ev.properties.get("invite_code") or "") or None,
                 now=at,
             )
-            referrals.advance(session, ev.profile_id, ReferralTrigger.sign_up, now=at)
+            members[enrolled.profile_id] = enrolled
+            advance(ev.profile_id, ReferralTrigger.sign_up, at)
         elif ev.event == "Order Completed":
-            referrals.advance(session, ev.profile_id, ReferralTrigger.first_purchase, now=at)
-        member = service.get_member_by_profile(session, ev.profile_id)
+            advance(ev.profile_id, ReferralTrigger.first_purchase, at)
+        member = member_of(ev.profile_id)
         if member is None or member.status != MemberStatus.active:
             continue  # not a member (or suspended): nothing to earn
         if ev.event == "Order Refunded":

@@ -10,13 +10,14 @@ purchase), once, with idempotency keys derived from the referral.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from siyu import bulk
 from siyu.db import utcnow
 from siyu.identity.models import Identifier
 from siyu.ingest.models import Event
@@ -87,12 +88,31 @@ def _reject(referral: Referral, reason: str) -> None:
     referral.reason = reason
 
 
+def pending_friends(session: Session, profile_ids: Iterable[int]) -> set[int]:
+    """Which of profile_ids are the friend of a pending referral (the ones advance may reward)."""
+    asked = sorted(set(profile_ids))
+    if not asked:
+        return set()
+    return set(
+        session.execute(
+            select(Referral.friend_profile_id).where(
+                bulk.matches(session, Referral.friend_profile_id, asked),
+                Referral.status == ReferralStatus.pending,
+            )
+        ).scalars()
+    )
+
+
 def advance(
-    session: Session, friend_profile_id: int, happened: ReferralTrigger, *, now: dt.datetime | None = None
+    session: Session,
+    friend_profile_id: int,
+    happened: ReferralTrigger,
+    program: ReferralProgram | None,
+    *,
+    now: dt.datetime | None = None,
 ) -> Referral | None:
-    """Reward the friend's pending referral when `happened` is the programme's trigger."""
+    """Reward the friend's pending referral when `happened` is the trigger of program (active_program)."""
     now = now or utcnow()
-    program = active_program(session)
     if program is None or program.trigger != happened:
         return None
     referral = session.execute(

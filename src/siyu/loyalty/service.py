@@ -142,6 +142,25 @@ def get_member_by_profile(session: Session, profile_id: int) -> Member | None:
     return member
 
 
+def lock_members_of(session: Session, profile_ids: Iterable[int]) -> dict[int, Member]:
+    """The open membership of each of profile_ids that has one, locked in id order (as lock_all), fresh.
+
+    No merge is followed: ask for the profiles' live ids too (get_member_by_profile looks at both).
+    """
+    asked = sorted(set(profile_ids))
+    if not asked:
+        return {}
+    statement = (
+        select(Member)
+        .where(bulk.matches(session, Member.profile_id, asked), Member.status != MemberStatus.closed)
+        .order_by(Member.id)
+        .execution_options(populate_existing=True)
+    )
+    if is_postgres(session):
+        statement = statement.with_for_update()
+    return {member.profile_id: member for member in session.execute(statement).scalars()}
+
+
 def member_ids_by_profile(session: Session, profile_ids: Iterable[int]) -> dict[int, int]:
     """The member id of each of these live profiles that has an open membership."""
     members: dict[int, int] = bulk.read_all(session, member_ids_read(session, profile_ids))[0]
