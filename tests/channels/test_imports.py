@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from siyu.channels.imports import mappings
 from siyu.channels.imports.models import FileImport
-from siyu.channels.imports.service import run_import
+from siyu.channels.imports.service import RowConverter, RowError, run_import
 from siyu.errors import BadRequest
 from siyu.identity.models import Identifier
 from siyu.ingest.models import Event
@@ -272,3 +272,33 @@ def test_products(session: Session, tmp_path: Path) -> None:
     )
     session.refresh(product)
     assert product.price_fen == 199900
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-23 14:05:00", "2026-11-23T14:05:00+08:00"),
+        ("2026/11/23 14:05:00", "2026-11-23T14:05:00+08:00"),
+        ("2026-11-23 14:05", "2026-11-23T14:05:00+08:00"),
+        ("2026/11/23 14:05", "2026-11-23T14:05:00+08:00"),
+        ("2026-11-23", "2026-11-23T00:00:00+08:00"),
+        ("2026/11/23", "2026-11-23T00:00:00+08:00"),
+        ("2026-1-5 9:05:00", "2026-01-05T09:05:00+08:00"),  # strptime reads unpadded fields
+        ("2026-11-23T06:05:00Z", "2026-11-23T06:05:00+00:00"),
+        ("2026-11-23 14:05:00.250", "2026-11-23T14:05:00.250000+08:00"),
+    ],
+)
+def test_order_times_in_every_accepted_form(text: str, expected: str) -> None:
+    mapping = mappings.load("orders", "generic")
+    header = [c for c in (mapping.order_id, mapping.amount, mapping.time, *mapping.identifiers.values()) if c]
+    converter = RowConverter("orders", "generic", mapping, header, "orders.csv")
+    assert converter._time(text, mapping.time) == expected
+
+
+def test_an_order_time_that_is_no_time_is_refused_with_its_column() -> None:
+    mapping = mappings.load("orders", "generic")
+    header = [c for c in (mapping.order_id, mapping.amount, mapping.time, *mapping.identifiers.values()) if c]
+    converter = RowConverter("orders", "generic", mapping, header, "orders.csv")
+    with pytest.raises(RowError) as caught:
+        converter._time("23.11.2026", mapping.time)
+    assert caught.value.column == mapping.time and "not a time" in caught.value.reason

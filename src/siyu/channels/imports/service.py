@@ -42,6 +42,20 @@ TIME_FORMATS = (
     "%Y-%m-%d",
     "%Y/%m/%d",
 )
+
+
+def _iso(text: str) -> dt.datetime | None:
+    """text as an ISO 8601 time, None if it is not one.
+
+    Tried before TIME_FORMATS when the mapping names no format: most exports write 2026-11-23 14:05:00,
+    which fromisoformat reads as strptime does, in a tenth of the time (strptime was a tenth of an import).
+    """
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
 _EXTERNAL_ID = re.compile(r"context\.externalIds\[(\d+)\]")
 _EXTERNAL_ID_FIELD = re.compile(r"^context\.externalIds\[\d+\]\.id: |^userId: ")
 
@@ -153,19 +167,19 @@ class RowConverter:
     def _time(self, text: str, column: str) -> str:
         if not text:
             raise RowError(column, "a time is required")
-        parsed: dt.datetime | None = None
-        formats = (self.mapping.time_format,) if self.mapping.time_format else TIME_FORMATS
-        for fmt in formats:
-            try:
-                parsed = dt.datetime.strptime(text, fmt)
-                break
-            except ValueError:
-                continue
+        parsed = None if self.mapping.time_format else _iso(text)
         if parsed is None:
-            try:
-                parsed = dt.datetime.fromisoformat(text)
-            except ValueError:
-                raise RowError(column, f"{text!r} is not a time (e.g. 2026-11-23 14:05:00)") from None
+            formats = (self.mapping.time_format,) if self.mapping.time_format else TIME_FORMATS
+            for fmt in formats:
+                try:
+                    parsed = dt.datetime.strptime(text, fmt)
+                    break
+                except ValueError:
+                    continue
+        if parsed is None:
+            parsed = _iso(text)
+            if parsed is None:
+                raise RowError(column, f"{text!r} is not a time (e.g. 2026-11-23 14:05:00)")
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=self.zone)
         return parsed.isoformat()
