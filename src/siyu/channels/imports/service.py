@@ -21,7 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from siyu import bulk
 from siyu.catalogue.service import upsert_products
@@ -29,10 +29,17 @@ from siyu.channels.imports import readers
 from siyu.channels.imports.mappings import Mapping
 from siyu.channels.imports.models import FileImport, ImportStatus
 from siyu.config import Settings, get_settings
-from siyu.db import unit_of_work, utcnow
+from siyu.db import is_postgres, unit_of_work, utcnow
 from siyu.errors import BadRequest
 from siyu.ingest.models import Event
 from siyu.ingest.service import ingest_batch
+
+# A first import fills a new installation's empty tables, faster than autovacuum analyses them: the planner,
+# with no statistics (or those of a table a tenth the size), read all the events for every chunk's reactors:
+# 40,000 rows took 25 s, growing, at 270,000 events, and 20 s after an ANALYZE. So, as after any bulk load,
+# the import analyses them as it goes (0.6 s at 270,000 events).
+ANALYZE_EVERY = 100_000
+GROWN_TABLES = ("events", "identifiers", "profiles")
 
 TIME_FORMATS = (
     "%Y-%m-%d %H:%M:%S",
@@ -365,8 +372,12 @@ def run_import(
     error_report: Path | None = None,
     progress: Callable[[int], None] | None = None,
     settings: Settings | None = None,
+    analyze_every: int = ANALYZE_EVERY,
 ) -> ImportResult:
-    """Import every row of path; BadRequest before anything is written if the file or mapping is wrong."""
+    """Import every row of path; BadRequest before anything is written if the file or mapping is wrong.
+
+    On PostgreSQL the tables an import grows are analysed every analyze_every imported rows.
+    """
     settings = settings or get_settings()
     sheet = readers.open_sheet(path)
     converter = RowConverter(kind, source, mapping, sheet.header, path.name)
@@ -377,9 +388,13 @@ def run_import(
         session.add(record)
         session.flush()
         result = ImportResult(import_id=record.id)
+    analyzed_at = 0
     try:
         for chunk in _chunks(sheet.rows, chunk_rows):
             _import_chunk(chunk, converter, result, settings)
+            if result.rows_imported - analyzed_at >= analyze_every:
+                _analyze()
+                analyzed_at = result.rows_imported
             if progress is not None:
                 progress(len(chunk))
     except BaseException as exc:  # Ctrl-C too: the record says where it stopped
@@ -387,6 +402,13 @@ def run_import(
         raise
     _finish(result, ImportStatus.done, error_report, path, converter, None)
     return result
+
+
+def _analyze() -> None:
+    """ANALYZE the tables an import grows (PostgreSQL; SQLite's planner prefers the indexes unasked)."""
+    with unit_of_work() as session:
+        if is_postgres(session):
+            session.execute(text(f"ANALYZE {', '.join(GROWN_TABLES)}"))
 
 
 def _chunks(rows: Iterable[tuple[int, list[Any]]], size: int) -> Iterable[list[tuple[int, list[Any]]]]:
