@@ -161,14 +161,8 @@ def lock_members_of(session: Session, profile_ids: Iterable[int]) -> dict[int, M
     return {member.profile_id: member for member in session.execute(statement).scalars()}
 
 
-def member_ids_by_profile(session: Session, profile_ids: Iterable[int]) -> dict[int, int]:
-    """The member id of each of these live profiles that has an open membership."""
-    members: dict[int, int] = bulk.read_all(session, member_ids_read(session, profile_ids))[0]
-    return members
-
-
 def member_ids_read(session: Session, profile_ids: Iterable[int]) -> bulk.Read[dict[int, int]]:
-    """member_ids_by_profile as a read to run with others (bulk.read_all)."""
+    """The member id of each of these live profiles with an open membership (a read for bulk.read_all)."""
     asked = sorted(set(profile_ids))
     postgres = is_postgres(session)
     value = bulk.among_value(Member.profile_id, asked, postgres=postgres)
