@@ -221,7 +221,7 @@ class _HeldConnection:
         if self._connection is None or self._connection.invalidated or self._connection.closed:
             self.close()
             self._connection = engine.connect()
-        with transaction(Session(bind=self._connection, expire_on_commit=False)) as session:
+        with transaction(maker(bind=self._connection)) as session:
             yield session
 
     def lost(self) -> bool:

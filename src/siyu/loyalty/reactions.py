@@ -42,16 +42,15 @@ def react(session: Session, events: Sequence[StoredEvent]) -> None:
     program = referrals.active_program(session)
     referred = referrals.pending_friends(session, live.values()) if program is not None else set()
 
+    def live_of(profile_id: int) -> int:
+        return live.get(profile_id, profile_id)
+
     def member_of(profile_id: int) -> Member | None:
         # As service.get_member_by_profile: the profile's own membership, else its survivor's.
-        return members.get(profile_id) or members.get(live.get(profile_id, profile_id))
+        return members.get(profile_id) or members.get(live_of(profile_id))
 
     def advance(profile_id: int, happened: ReferralTrigger, at: dt.datetime) -> None:
-        if (
-            program is not None
-            and program.trigger == happened
-            and live.get(profile_id, profile_id) in referred
-        ):
+        if program is not None and program.trigger == happened and live_of(profile_id) in referred:
             referrals.advance(session, profile_id, happened, program, now=at)
 
     for ev in sorted(relevant, key=lambda e: e.timestamp_iso):
@@ -61,7 +60,7 @@ def react(session: Session, events: Sequence[StoredEvent]) -> None:
         if isinstance(code, str) and code and ev.event != "Referral Sent":
             # Recorded before a sign-up in the same event, so "already a member" means before it.
             referrals.record(session, ev.profile_id, code, message_id=ev.message_id, now=at)
-            referred.add(live.get(ev.profile_id, ev.profile_id))
+            referred.add(live_of(ev.profile_id))
         if ev.event in SIGN_UPS:
             channel = rules.channel_of(ev) or "event"
             enrolled, _ = service.enrol(

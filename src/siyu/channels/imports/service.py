@@ -63,6 +63,16 @@ def _iso(text: str) -> dt.datetime | None:
         return None
 
 
+def _strptime(text: str, formats: Iterable[str]) -> dt.datetime | None:
+    """text read by the first of formats that fits it, None if none does."""
+    for fmt in formats:
+        try:
+            return dt.datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+    return None
+
+
 _EXTERNAL_ID = re.compile(r"context\.externalIds\[(\d+)\]")
 _EXTERNAL_ID_FIELD = re.compile(r"^context\.externalIds\[\d+\]\.id: |^userId: ")
 
@@ -174,19 +184,12 @@ class RowConverter:
     def _time(self, text: str, column: str) -> str:
         if not text:
             raise RowError(column, "a time is required")
-        parsed = None if self.mapping.time_format else _iso(text)
+        if self.mapping.time_format:
+            parsed = _strptime(text, (self.mapping.time_format,)) or _iso(text)
+        else:
+            parsed = _iso(text) or _strptime(text, TIME_FORMATS)
         if parsed is None:
-            formats = (self.mapping.time_format,) if self.mapping.time_format else TIME_FORMATS
-            for fmt in formats:
-                try:
-                    parsed = dt.datetime.strptime(text, fmt)
-                    break
-                except ValueError:
-                    continue
-        if parsed is None:
-            parsed = _iso(text)
-            if parsed is None:
-                raise RowError(column, f"{text!r} is not a time (e.g. 2026-11-23 14:05:00)")
+            raise RowError(column, f"{text!r} is not a time (e.g. 2026-11-23 14:05:00)")
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=self.zone)
         return parsed.isoformat()
