@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     journeys_retry_seconds: float = Field(
         default=300.0, description="A step that failed is tried again after this long"
     )
+    journeys_trigger_max_age_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Events older than this (by their timestamp) enter no journey, meet no goal and end no wait",
+    )
 
     # File imports uploaded in the console are kept here.
     import_dir: str = Field(

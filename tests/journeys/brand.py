@@ -21,7 +21,7 @@ from siyu.channels.fake import FakeState
 from siyu.channels.models import ChannelAccount, ChannelKind
 from siyu.clienteling.models import Store
 from siyu.config import get_settings
-from siyu.journeys import engine
+from siyu.journeys import engine, triggers
 from siyu.journeys import service as journeys
 from siyu.journeys.models import Journey
 from siyu.messaging import service as messaging
@@ -32,6 +32,11 @@ from tests.factories import event
 from tests.helpers import Api
 
 NOW = dt.datetime(2026, 11, 23, 4, 0, tzinfo=dt.UTC)  # 12:00 in Shanghai: outside quiet hours
+
+
+def recent(kind: str = "track", **fields: Any) -> dict[str, Any]:
+    """An event that happens now as the journeys' reactor sees it (older events trigger no journey)."""
+    return event(kind, timestamp=triggers.utcnow().isoformat(), **fields)
 
 
 def oa_context(openid: str, account: str = "tos-oa") -> dict[str, Any]:

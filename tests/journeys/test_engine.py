@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from siyu.channels.imports import mappings
+from siyu.channels.imports.service import run_import
 from siyu.clienteling.models import Task
 from siyu.ingest import processor
 from siyu.journeys import engine, library, triggers
@@ -21,7 +25,7 @@ from siyu.messaging.models import Message, MessageStatus
 from siyu.outbox.models import OutboxMessage
 from siyu.profiles import service as profiles
 from tests.factories import event
-from tests.journeys.brand import NOW, Brand, linear
+from tests.journeys.brand import NOW, Brand, linear, recent
 
 
 def enrolment(session: Session, journey_id: int, pid: int) -> Enrolment:
@@ -138,9 +142,9 @@ def test_wait_for_an_event_takes_the_event_branch_or_the_timeout(
     brand.run(NOW)
     assert enrolment(s, j.id, amy).wait_event == "Product Viewed"
     # A view of the wrong category does not wake her; the right one does, at once.
-    brand.api.send(event(userId="amy", event="Product Viewed", properties={"category": "shoes"}))
+    brand.api.send(recent(userId="amy", event="Product Viewed", properties={"category": "shoes"}))
     assert enrolment(s, j.id, amy).woken is False
-    brand.api.send(event(userId="amy", event="Product Viewed", properties={"category": "qipao"}))
+    brand.api.send(recent(userId="amy", event="Product Viewed", properties={"category": "qipao"}))
     assert enrolment(s, j.id, amy).woken is True
     brand.run(NOW + dt.timedelta(minutes=1))
     assert brand.run(NOW + dt.timedelta(days=2, seconds=1)) > 0
@@ -221,7 +225,9 @@ def test_ab_split_is_stable_weighted_and_holds_out(brand: Brand) -> None:
     held = [r.profile_id for r in rows if r.variant == "holdout"]
     assert held and all(r.status == EnrolmentStatus.active for r in rows if r.variant == "holdout")
     # A held-out customer who buys counts as converted (the uplift's baseline); the rest leave after 3 days.
-    brand.api.send(event(userId=f"c{pids.index(held[0])}", event="Order Completed", properties={"total": 10}))
+    brand.api.send(
+        recent(userId=f"c{pids.index(held[0])}", event="Order Completed", properties={"total": 10})
+    )
     brand.run(NOW + dt.timedelta(days=3, seconds=1))
     s.expire_all()
     statuses = dict(
@@ -345,9 +351,9 @@ def test_a_goal_ends_the_journey_on_the_event_itself(brand: Brand) -> None:
     j = brand.journey(definition)
     journeys.enrol(s, j, [(amy, "k", {})], now=NOW)
     brand.run(NOW)
-    brand.api.send(event(userId="amy", event="Order Completed", properties={"total": 50}))
+    brand.api.send(recent(userId="amy", event="Order Completed", properties={"total": 50}))
     assert enrolment(s, j.id, amy).status == EnrolmentStatus.active
-    brand.api.send(event(userId="amy", event="Order Completed", properties={"total": 120}))
+    brand.api.send(recent(userId="amy", event="Order Completed", properties={"total": 120}))
     e = enrolment(s, j.id, amy)
     assert (e.status, e.active_key) == (EnrolmentStatus.converted, None)
     assert outcomes(s, e.id)[-1] == ("n0", "goal:Order Completed")
@@ -377,16 +383,16 @@ def test_entry_by_event_and_the_three_re_entry_policies(
             s.execute(select(func.count()).where(Enrolment.journey_id == made[policy].id)).scalar_one()
         )
 
-    wish = event(userId="amy", event="Product Added to Wishlist", properties={"name": "Qipao"})
+    wish = recent(userId="amy", event="Product Added to Wishlist", properties={"name": "Qipao"})
     brand.api.send(wish)
     brand.api.send(wish)  # the same event again (a retry): no one enters twice
     assert [count(p) for p in made] == [1, 1, 1]
-    brand.api.send(event(userId="amy", event="Product Added to Wishlist"))
+    brand.api.send(recent(userId="amy", event="Product Added to Wishlist"))
     # In flight: "always" enters again, the others do not.
     assert [count(p) for p in made] == [1, 1, 2]
     brand.run(NOW + dt.timedelta(days=1))
     brand.run(NOW + dt.timedelta(days=2))
-    brand.api.send(event(userId="amy", event="Product Added to Wishlist"))
+    brand.api.send(recent(userId="amy", event="Product Added to Wishlist"))
     # After exit: "after_exit" enters again, "never" never does.
     assert [count(p) for p in made] == [1, 2, 3]
     e = enrolment(s, made["always"].id, brand.customers["amy"])
@@ -504,3 +510,62 @@ def test_a_merge_keeps_one_enrolment_per_person(brand: Brand) -> None:
     active = [(r.journey_id, r.profile_id) for r in rows if r.status == EnrolmentStatus.active]
     assert sorted(active) == sorted([(both.id, survivor), (one.id, survivor)])
     assert [r.status for r in rows if r.status != EnrolmentStatus.active] == [EnrolmentStatus.removed]
+
+
+def test_only_recent_events_enter_wake_or_convert(brand: Brand, tmp_path: Path) -> None:
+    """History is not a reason to message anyone: an import of last year's orders enters no journey."""
+    s = brand.session
+    entry = brand.journey(
+        {
+            "entry": {"type": "event", "event": "Order Completed"},
+            "start": "w",
+            "nodes": {"w": {"type": "wait", "duration": "1h", "next": "e"}, "e": {"type": "exit"}},
+        }
+    )
+    amy = brand.follower("amy")
+    waiting = brand.journey(
+        {
+            "entry": {"type": "manual"},
+            "goals": [{"event": "Order Completed"}],
+            "start": "w",
+            "nodes": {
+                "w": {
+                    "type": "wait_event",
+                    "event": "Product Viewed",
+                    "timeout": "2d",
+                    "next": "e",
+                    "timeout_next": "e",
+                },
+                "e": {"type": "exit"},
+            },
+        }
+    )
+    journeys.enrol(s, waiting, [(amy, "k", {})], now=dt.datetime.now(dt.UTC))
+    brand.run(dt.datetime.now(dt.UTC))
+
+    # The brand loads its POS history: one order from last year, one from this morning.
+    local = ZoneInfo("Asia/Shanghai")
+    now = dt.datetime.now(local)
+    path = tmp_path / "pos.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["order_id", "member_card", "amount", "time", "status"])
+        writer.writerow(
+            ["P-OLD", "880001", "100", f"{now - dt.timedelta(days=400):%Y-%m-%d %H:%M:%S}", "paid"]
+        )
+        writer.writerow(
+            ["P-NEW", "880002", "200", f"{now - dt.timedelta(hours=2):%Y-%m-%d %H:%M:%S}", "paid"]
+        )
+    result = run_import(path, kind="orders", source="pos", mapping=mappings.load("orders", "pos"))
+    assert (result.rows_imported, result.rows_failed) == (2, 0)
+    entered = set(s.execute(select(Enrolment.profile_id).where(Enrolment.journey_id == entry.id)).scalars())
+    assert entered == {int(brand.api.lookup("pos_card", "880002")["id"])}
+
+    # Amy's phone comes back online with a week-old view and order: she is neither woken nor converted.
+    week_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).isoformat()
+    brand.api.send(event(userId="amy", event="Product Viewed", timestamp=week_ago))
+    brand.api.send(event(userId="amy", event="Order Completed", properties={"total": 10}, timestamp=week_ago))
+    e = enrolment(s, waiting.id, amy)
+    assert (e.status, e.woken) == (EnrolmentStatus.active, False)
+    brand.api.send(recent(userId="amy", event="Order Completed", properties={"total": 10}))
+    assert enrolment(s, waiting.id, amy).status == EnrolmentStatus.converted

@@ -21,7 +21,7 @@ from siyu.outbox import service as outbox
 from tests import factories
 from tests.channels.wechat import OaPusher, oa_event
 from tests.factories import event
-from tests.journeys.brand import Brand, oa_context
+from tests.journeys.brand import Brand, oa_context, recent
 
 
 def worker() -> None:
@@ -101,7 +101,7 @@ def test_welcome_and_nurture_for_two_new_followers(brand: Brand) -> None:
     sender.run_once(db.get_sessionmaker(), now=t0 + dt.timedelta(days=1, minutes=1))
     assert sent_to(brand, "o-lizzy") == ["Welcome", "A story for you"]
     api.send(
-        event(
+        recent(
             userId="mei",
             event="Order Completed",
             properties={"order_id": "TOS-1", "total": 1280, "currency": "CNY"},

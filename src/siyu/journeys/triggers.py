@@ -4,6 +4,10 @@ Called in the ingest transaction for every batch. One indexed query on `journey_
 any running journey listens to the batch's event names; most batches stop there. Goals are checked
 first, on every event, against the enrolments that existed before the batch (an entry and its goal in
 one event do not cancel out), then entries, then waits.
+
+Only recent events count (`journeys_trigger_max_age_hours`, by the event's own timestamp): an import of
+last year's orders, or a phone that comes back online after a week, is history, not a reason to message
+anyone now (decision 0016).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from siyu import bulk
+from siyu.config import get_settings
 from siyu.db import utcnow
 from siyu.ingest.reactors import StoredEvent
 from siyu.journeys import engine, service
@@ -37,7 +42,9 @@ MAX_CONTEXT_PROPERTIES = 30
 
 
 def react(session: Session, events: Sequence[StoredEvent]) -> None:
-    """Reactor: goals, entries and waits of the running journeys that listen to these events."""
+    """Reactor: goals, entries and waits of the running journeys that listen to these recent events."""
+    now = utcnow()
+    events = recent(events, now - dt.timedelta(hours=get_settings().journeys_trigger_max_age_hours))
     names = sorted({e.event for e in events if e.event})
     if not names:
         return
@@ -59,13 +66,17 @@ def react(session: Session, events: Sequence[StoredEvent]) -> None:
     by_kind: dict[TriggerKind, list[Any]] = {}
     for t in triggers:
         by_kind.setdefault(TriggerKind(t.kind), []).append(t)
-    now = utcnow()
     if TriggerKind.goal in by_kind:
         _goals(session, by_kind[TriggerKind.goal], events, now)
     if TriggerKind.entry in by_kind:
         _entries(session, by_kind[TriggerKind.entry], events, now)
     if TriggerKind.wait in by_kind:
         _waits(session, by_kind[TriggerKind.wait], events, now)
+
+
+def recent(events: Sequence[StoredEvent], since: dt.datetime) -> list[StoredEvent]:
+    """The events that happened at or after since (by their own timestamp)."""
+    return [e for e in events if dt.datetime.fromisoformat(e.timestamp_iso) >= since]
 
 
 def _goals(session: Session, triggers: list[Any], events: Sequence[StoredEvent], now: dt.datetime) -> None:
