@@ -80,6 +80,44 @@ def test_automatic_tags_follow_behaviour(api: Api, session: Session) -> None:
     assert "price-sensitive" not in tags  # 2 discounted of 6 orders
 
 
+def test_each_rule_at_its_edges(api: Api, session: Session) -> None:
+    """Minimum of browsing, ties (first by value), coupons, full price, and nothing older than a year."""
+
+    def bought(user: str, n: int, days_ago: float, **props: Any) -> dict[str, Any]:
+        return event(
+            userId=user,
+            event="Order Completed",
+            properties={"order_id": f"{user}-{n}", "total": 100, **props},
+            timestamp=at(days_ago),
+        )
+
+    api.send(
+        # Bea: one look at a qipao is not a favourite; one order in each of two stores and channels: a tie,
+        # won by the first value; one of her two orders used a coupon: half discounted.
+        event(userId="bea", event="Product Viewed", properties={"category": "qipao"}, timestamp=at(3)),
+        bought("bea", 1, 5, store="SH02", channel="store", coupon="WELCOME20"),
+        bought("bea", 2, 4, store="BJ01", channel="mini_program"),
+        # Cat: three full-price orders this year (one without a store); last year's discounted order and
+        # browsing are outside the year and count for nothing.
+        *[
+            event(userId="cat", event="Product Viewed", properties={"category": "bags"}, timestamp=at(400))
+            for _ in range(3)
+        ],
+        bought("cat", 0, 400, store="GZ01", channel="store", discount=30),
+        bought("cat", 1, 30, store="SH01", channel="tmall"),
+        bought("cat", 2, 20, store="SH01", channel="tmall", discount=0),
+        bought("cat", 3, 10, channel="tmall"),
+    )
+    bea = int(api.lookup("member_id", "bea")["id"])
+    cat = int(api.lookup("member_id", "cat")["id"])
+    assert names(session, bea) == {
+        "preferred-store:BJ01",
+        "preferred-channel:mini_program",
+        "price-sensitive",
+    }
+    assert names(session, cat) == {"preferred-store:SH01", "preferred-channel:tmall", "full-price"}
+
+
 def test_manual_tags_through_the_api_move_segments(api: Api, session: Session) -> None:
     api.send(event("identify", userId="bo", traits={"name": "Bo"}))
     pid = int(api.lookup("member_id", "bo")["id"])

@@ -1,8 +1,8 @@
 """Automatic tags, kept true as events arrive: favourite category, preferred channel and store, price sensitivity.
 
-Each rule is set-based SQL over the customers' events of the last year, restricted to the profiles a
-batch touched; a rule's tags on those profiles are replaced by what it finds now (manual tags are
-never touched). Tags are `name:value` (`favourite-category:qipao`) or a bare name (`price-sensitive`).
+Every rule is set-based SQL over the customers' events of the last year, restricted to the profiles a
+batch touched, all in one statement that reads those events once; a rule's tags on those profiles are
+replaced by what it finds now (manual tags are never touched). Tags are `name:value` (`favourite-category:qipao`) or a bare name (`price-sensitive`).
 """
 
 from __future__ import annotations
@@ -42,18 +42,50 @@ def _number(session: Session, key: str) -> str:
     return f"(CASE WHEN json_type(properties, '$.{key}') IN ('integer', 'real') THEN json_extract(properties, '$.{key}') END)"
 
 
-def _top(session: Session, value: str, events: Sequence[str], scope: str, minimum: int) -> str:
+def _top(rule: str, column: str, events: Sequence[str], minimum: int) -> str:
+    """The rule's winning value per profile among the scoped events (most frequent, then first by value)."""
     names = ", ".join(f"'{e}'" for e in events)
     return f"""
-        SELECT profile_id, value FROM (
+        SELECT '{rule}' AS rule, profile_id, value, CAST(NULL AS INTEGER) AS orders,
+               CAST(NULL AS INTEGER) AS discounted
+        FROM (
             SELECT profile_id, value, row_number() OVER (PARTITION BY profile_id ORDER BY n DESC, value) AS rn
             FROM (
-                SELECT profile_id, {value} AS value, count(*) AS n FROM events
-                WHERE event IN ({names}) AND timestamp >= :since AND profile_id IN ({scope})
-                GROUP BY profile_id, {value}
+                SELECT profile_id, {column} AS value, count(*) AS n FROM scoped
+                WHERE event IN ({names})
+                GROUP BY profile_id, {column}
                 HAVING count(*) >= {minimum}
             ) AS counted WHERE value IS NOT NULL AND value <> ''
         ) AS ranked WHERE rn = 1
+    """
+
+
+def _statement(session: Session) -> str:
+    """Every rule in one statement: the scoped profiles' events of the year are read once, then ranked."""
+    postgres = is_postgres(session)
+    in_scope = (
+        "profile_id = ANY(CAST(:scope AS BIGINT[]))"
+        if postgres
+        else "profile_id IN (SELECT value FROM json_each(:scope))"
+    )
+    names = ", ".join(f"'{e}'" for e in (*BROWSE_EVENTS, ORDER_COMPLETED))
+    discounted = f"(CASE WHEN coalesce({_number(session, 'discount')}, 0) > 0 OR {_text(session, 'coupon')} IS NOT NULL THEN 1 ELSE 0 END)"
+    order = f"event = '{ORDER_COMPLETED}'"
+    return f"""
+        WITH scoped AS MATERIALIZED (
+            SELECT profile_id, event, {_text(session, "category")} AS category,
+                   CASE WHEN {order} THEN {_text(session, "channel")} END AS channel,
+                   CASE WHEN {order} THEN {_text(session, "store")} END AS store,
+                   CASE WHEN {order} THEN {discounted} END AS discounted
+            FROM events
+            WHERE event IN ({names}) AND timestamp >= :since AND {in_scope}
+        )
+        {_top("favourite-category", "category", BROWSE_EVENTS, MIN_BROWSE)}
+        UNION ALL {_top("preferred-channel", "channel", (ORDER_COMPLETED,), 1)}
+        UNION ALL {_top("preferred-store", "store", (ORDER_COMPLETED,), 1)}
+        UNION ALL
+        SELECT 'price-sensitivity', profile_id, NULL, count(*), sum(discounted) FROM scoped
+        WHERE {order} GROUP BY profile_id
     """
 
 
@@ -63,25 +95,22 @@ def compute(
     """The automatic tags (rule, tag name) each of the given profiles should have now."""
     now = now or utcnow()
     since = now - dt.timedelta(days=365)
-    params: dict[str, Any] = {"since": bulk.bind_time(session, since)}
-    scope = ",".join(str(int(i)) for i in profile_ids) or "NULL"
     found: dict[int, list[tuple[str, str]]] = {pid: [] for pid in profile_ids}
-    queries = (
-        ("favourite-category", _top(session, _text(session, "category"), BROWSE_EVENTS, scope, MIN_BROWSE)),
-        ("preferred-channel", _top(session, _text(session, "channel"), (ORDER_COMPLETED,), scope, 1)),
-        ("preferred-store", _top(session, _text(session, "store"), (ORDER_COMPLETED,), scope, 1)),
-    )
-    for rule, sql in queries:
-        for pid, value in session.execute(text(sql), params):
+    if not profile_ids:
+        return found
+    params: dict[str, Any] = {
+        "since": bulk.bind_time(session, since),
+        "scope": bulk.among_value(Tag.profile_id, profile_ids, postgres=is_postgres(session)),
+    }
+    prices: list[tuple[int, int, int]] = []
+    for rule, pid, value, orders, with_discount in session.execute(text(_statement(session)), params):
+        if rule == "price-sensitivity":
+            prices.append((pid, int(orders), int(with_discount or 0)))
+        else:
             found[pid].append((rule, f"{rule}:{value}"[:80]))
-    discounted = f"(CASE WHEN coalesce({_number(session, 'discount')}, 0) > 0 OR {_text(session, 'coupon')} IS NOT NULL THEN 1 ELSE 0 END)"
-    price = f"""
-        SELECT profile_id, count(*), sum({discounted}) FROM events
-        WHERE event = '{ORDER_COMPLETED}' AND timestamp >= :since AND profile_id IN ({scope})
-        GROUP BY profile_id
-    """
-    for pid, orders, with_discount in session.execute(text(price), params):
-        share = float(with_discount or 0) / orders
+    # The price rule last, as the tags were always listed: category, channel, store, price.
+    for pid, orders, with_discount in prices:
+        share = with_discount / orders
         if orders >= 2 and share >= PRICE_SENSITIVE_SHARE:
             found[pid].append(("price-sensitivity", "price-sensitive"))
         elif orders >= FULL_PRICE_ORDERS and share == 0:
