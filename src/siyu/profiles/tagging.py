@@ -2,7 +2,8 @@
 
 Every rule is set-based SQL over the customers' events of the last year, restricted to the profiles a
 batch touched, all in one statement that reads those events once; a rule's tags on those profiles are
-replaced by what it finds now (manual tags are never touched). Tags are `name:value` (`favourite-category:qipao`) or a bare name (`price-sensitive`).
+replaced by what it finds now (manual tags are never touched). Tags are `name:value`
+(`favourite-category:qipao`) or a bare name (`price-sensitive`).
 """
 
 from __future__ import annotations
