@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import gzip
+import zlib
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -83,6 +86,62 @@ class TestIdempotency:
         api.send(ev)
         assert api.send(ev)["duplicates"] == 1
         assert count(session, Event) == 1
+
+
+class TestCompressedBodies:
+    """Segment's and RudderStack's SDKs gzip their batches; some HTTP clients deflate."""
+
+    def post(self, client: TestClient, key: str, body: bytes, encoding: str, path: str = "/v1/batch") -> Any:
+        headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+        return client.post(path, content=body, auth=(key, ""), headers=headers)
+
+    @pytest.mark.parametrize("encoding", ["gzip", "deflate", "deflate-raw"])
+    def test_compressed_batch_is_stored(self, encoding: str, api: Api, client: TestClient) -> None:
+        raw = orjson.dumps({"batch": [event(userId="M1"), event(userId="M2")]})
+        if encoding == "gzip":
+            body = gzip.compress(raw)
+        elif encoding == "deflate":
+            body = zlib.compress(raw)
+        else:
+            squeezer = zlib.compressobj(wbits=-15)
+            body, encoding = squeezer.compress(raw) + squeezer.flush(), "deflate"
+        r = self.post(client, api.write_key, body, encoding)
+        assert r.status_code == 200 and r.json()["accepted"] == 2, r.text
+        processor.drain()
+        assert api.lookup("member_id", "M2")["counters"]["events"] == 1
+
+    def test_gzip_single_event_endpoint(self, api: Api, client: TestClient) -> None:
+        r = self.post(
+            client, api.write_key, gzip.compress(orjson.dumps(event(userId="M1"))), "gzip", "/v1/track"
+        )
+        assert r.status_code == 200 and r.json()["accepted"] == 1
+
+    def test_corrupt_gzip_is_400_and_stores_nothing(
+        self, api: Api, client: TestClient, session: Session
+    ) -> None:
+        r = self.post(client, api.write_key, b'{"batch": []}', "gzip")
+        assert (
+            r.status_code == 400
+            and r.json()["error"] == "Content-Encoding gzip: the body is not valid gzip data"
+        )
+        truncated = gzip.compress(orjson.dumps({"batch": [event(userId="M1")]}))[:-12]
+        r = self.post(client, api.write_key, truncated, "gzip")
+        assert r.status_code == 400 and "truncated" in r.json()["error"]
+        assert count(session, DeadLetter) == 0 and count(session, QueuedBatch) == 0
+
+    def test_gzip_bomb_is_413(self, api: Api, client: TestClient, session: Session) -> None:
+        # 20 KB on the wire, 20 MB inflated: the limit applies to what the body becomes.
+        bomb = gzip.compress(b'{"batch": [' + b" " * 20_000_000 + b"]}")
+        assert len(bomb) < 100_000
+        r = self.post(client, api.write_key, bomb, "gzip")
+        assert (
+            r.status_code == 413 and r.json()["error"] == "batch is over the 500 KB limit once decompressed"
+        )
+        assert count(session, QueuedBatch) == 0
+
+    def test_unknown_encoding_is_415(self, api: Api, client: TestClient) -> None:
+        r = self.post(client, api.write_key, b"{}", "br")
+        assert r.status_code == 415 and "'br' is not supported" in r.json()["error"]
 
 
 class TestBadInput:

@@ -1,4 +1,4 @@
-"""The real Segment SDK (segment-analytics-python) sends to siyu unchanged."""
+"""The real Segment and RudderStack SDKs send to siyu unchanged, plain and gzipped."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rudderstack.analytics.client import Client as RudderClient
 from segment.analytics.client import Client
 
 from siyu.auth import service as auth_service
@@ -15,15 +16,27 @@ from siyu.db import unit_of_work
 from tests.live import fresh_database, live_server, require_backend
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_segment_python_sdk(backend: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("backend", "sdk", "gzip"),
+    [
+        ("sqlite", "segment", False),
+        ("sqlite", "segment", True),
+        ("sqlite", "rudderstack", True),
+        ("postgresql", "segment", True),
+        ("postgresql", "rudderstack", False),
+    ],
+)
+def test_python_sdk(backend: str, sdk: str, gzip: bool, tmp_path: Path) -> None:
     require_backend(backend)
     with fresh_database(backend, tmp_path) as url, live_server(url) as base:
         with unit_of_work() as session:
             _, write_key = auth_service.create_api_key(session, name="sdk", role=Role.source)
             _, admin_key = auth_service.create_api_key(session, name="admin", role=Role.admin)
         errors: list[Exception] = []
-        client = Client(write_key, host=base, sync_mode=True, on_error=lambda e, _batch: errors.append(e))
+        sdk_client = RudderClient if sdk == "rudderstack" else Client
+        client = sdk_client(
+            write_key, host=base, sync_mode=True, gzip=gzip, on_error=lambda e, _batch: errors.append(e)
+        )
         client.identify("M-SDK", {"name": "Nancy", "phone": "13800000001"}, anonymous_id="sdk-device")
         client.track("M-SDK", "Order Completed", {"order_id": "o-1", "total": 1280, "currency": "CNY"})
         client.page(anonymous_id="sdk-device", name="Qipao collection")
