@@ -67,3 +67,16 @@ def test_dead_letter_payloads_are_masked_and_previewed() -> None:
 
 def test_trait_items_sorted_and_structured_values_as_json() -> None:
     assert trait_items({"b": {"x": 1}, "a": "值"}) == [("a", "值"), ("b", '{"x": 1}')]
+
+
+def test_unparsable_dead_letters_are_masked_too() -> None:
+    # A truncated body is not JSON: the console still must not show the phone, email or name in it.
+    body = '{"batch": [{"userId": "13812345678", "traits": {"email": "nancy@example.com", "name": "王小明"'
+    letter = DeadLetter(
+        id=3, received_at=AT, batch_index=0, message_id=None, reason="malformed JSON", payload=body
+    )
+    marketer = Principal(kind="user", id=1, name="m", role=Role.marketer)
+    (row,) = dead_letter_rows(marketer, [letter])
+    for secret in ("13812345678", "nancy@", "小明"):
+        assert secret not in row.payload and secret not in row.preview
+    assert "138****5678" in row.payload and "n***@example.com" in row.payload and "王**" in row.payload

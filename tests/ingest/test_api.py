@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from siyu.auth.models import Role
+from siyu.auth.models import AuditLog, Role
 from siyu.identity.models import Identifier
 from siyu.ingest import processor, reactors
 from siyu.ingest.models import DeadLetter, Event, QueuedBatch
@@ -366,3 +366,38 @@ class TestAtomicity:
         assert api.send(event(userId="M2"))["accepted"] == 1
         assert api.lookup("member_id", "M2")["counters"]["events"] == 1
         assert count(session, Event) == 1
+
+
+class TestDeadLettersApi:
+    """Refused bodies hold personal data: the monitoring API masks it as the 360 does (PIPL)."""
+
+    BODY = (
+        b'{"batch": [{"type": "identify", "userId": "M1", "traits": {"phone": "13812345678", "name": "Wang"'
+    )
+
+    def refuse(self, api: Api, client: TestClient) -> None:
+        r = client.post("/v1/batch", content=self.BODY, auth=(api.write_key, ""))
+        assert r.status_code == 400
+
+    def test_masked_for_every_role_and_names_for_marketers(
+        self, api: Api, client: TestClient, session: Session
+    ) -> None:
+        self.refuse(api, client)
+        marketer = factories.api_key(session, Role.marketer)
+        for key, name in ((api.admin_key, '"name": "Wang"'), (marketer, '"name": "W***"')):
+            r = client.get("/api/v1/ingest/dead-letters", headers=factories.auth(key))
+            assert r.status_code == 200, r.text
+            (letter,) = r.json()
+            assert "13812345678" not in letter["payload"] and "138****5678" in letter["payload"]
+            assert name in letter["payload"]
+
+    def test_reveal_is_for_admin_and_audited(self, api: Api, client: TestClient, session: Session) -> None:
+        self.refuse(api, client)
+        marketer = factories.api_key(session, Role.marketer)
+        r = client.get("/api/v1/ingest/dead-letters?reveal=true", headers=factories.auth(marketer))
+        assert r.status_code == 403
+        assert session.execute(select(AuditLog)).scalars().all() == []
+        r = client.get("/api/v1/ingest/dead-letters?reveal=true", headers=factories.auth(api.admin_key))
+        assert r.status_code == 200 and r.json()[0]["payload"] == self.BODY.decode()
+        log = session.execute(select(AuditLog)).scalar_one()
+        assert log.action == "dead_letters.reveal" and log.detail == {"ids": [r.json()[0]["id"]]}

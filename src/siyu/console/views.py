@@ -18,7 +18,13 @@ from siyu.identity.models import Identifier, MergeKind, MergeReview
 from siyu.ingest.models import DeadLetter
 from siyu.profiles import api as profiles_api
 from siyu.profiles import service as profiles_service
-from siyu.profiles.masking import EMAIL_KEYS, PHONE_KEYS, mask_identifier, mask_payload
+from siyu.profiles.masking import (
+    EMAIL_KEYS,
+    PHONE_KEYS,
+    mask_identifier,
+    mask_raw_payload,
+    mask_text,
+)
 from siyu.profiles.schemas import MergeOut, ProfileOut, TimelinePage
 
 TIMELINE_PAGE = 20
@@ -117,6 +123,7 @@ def review_rows(session: Session, reviews: Sequence[MergeReview]) -> list[Review
 @dataclass(frozen=True, slots=True)
 class DeadLetterRow:
     letter: DeadLetter
+    reason: str
     preview: str
     payload: str
     truncated: bool
@@ -127,18 +134,12 @@ def dead_letter_rows(principal: Principal, letters: Sequence[DeadLetter]) -> lis
     mask_names = principal.role in NAME_MASKED_ROLES
     rows = []
     for letter in letters:
-        try:
-            parsed = json.loads(letter.payload)
-        except ValueError:
-            text = letter.payload
-        else:
-            text = json.dumps(
-                mask_payload(parsed, reveal=False, mask_names=mask_names), ensure_ascii=False, indent=2
-            )
+        text = mask_raw_payload(letter.payload, reveal=False, mask_names=mask_names, indent=2)
         flat = " ".join(text.split())
         truncated = len(flat) > PAYLOAD_PREVIEW
         preview = flat[: PAYLOAD_PREVIEW - 1] + "…" if truncated else flat
-        rows.append(DeadLetterRow(letter, preview, text, truncated))
+        reason = mask_text(letter.reason, reveal=False, mask_names=mask_names)
+        rows.append(DeadLetterRow(letter, reason, preview, text, truncated))
     return rows
 
 

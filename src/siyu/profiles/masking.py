@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 PHONE_KEYS = frozenset({"phone", "mobile", "phoneNumber", "purePhoneNumber", "remark_mobiles"})
@@ -9,8 +11,18 @@ EMAIL_KEYS = frozenset({"email"})
 NAME_KEYS = frozenset({"name", "first_name", "last_name", "firstName", "lastName", "nickname"})
 
 
+# A mainland mobile number anywhere in free text, with or without +86 / 86 and separators.
+PHONE_IN_TEXT = re.compile(r"(?<![\w.])(?:\+?86[ -]?)?1[3-9]\d(?:[ -]?\d){8}(?!\w)")
+EMAIL_IN_TEXT = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# "key": "value" pairs of personal fields in text that is not valid JSON (a truncated body).
+_KEYED = r'"({keys})"\s*:\s*"((?:[^"\\]|\\.)*)"'
+PHONE_PAIR = re.compile(_KEYED.format(keys="|".join(sorted(PHONE_KEYS))))
+NAME_PAIR = re.compile(_KEYED.format(keys="|".join(sorted(NAME_KEYS))))
+
+
 def mask_phone(value: str) -> str:
     """+8613812345678 -> +86138****5678: enough to recognise, not enough to call."""
+    value = re.sub(r"[\s-]", "", value)  # "+86 138 1234 5678" would otherwise keep a digit too many
     if len(value) <= 7:
         return "*" * len(value)
     return value[: len(value) - 8] + "****" + value[-4:]
@@ -62,3 +74,26 @@ def mask_payload(value: Any, *, reveal: bool, mask_names: bool) -> Any:
     if isinstance(value, list):
         return [mask_payload(v, reveal=reveal, mask_names=mask_names) for v in value]
     return value
+
+
+def mask_text(text: str, *, reveal: bool, mask_names: bool) -> str:
+    """Free text (a refused body, an error message) with phones, emails and, if asked, named fields masked."""
+    if mask_names:
+        text = NAME_PAIR.sub(lambda m: f'"{m[1]}": "{mask_name(m[2])}"', text)
+    if reveal:
+        return text
+    text = PHONE_PAIR.sub(lambda m: f'"{m[1]}": "{mask_phone(m[2])}"', text)
+    text = PHONE_IN_TEXT.sub(lambda m: mask_phone(m[0]), text)
+    return EMAIL_IN_TEXT.sub(lambda m: mask_email(m[0]), text)
+
+
+def mask_raw_payload(payload: str, *, reveal: bool, mask_names: bool, indent: int | None = None) -> str:
+    """A stored raw body as the caller may see it: JSON masked field by field, then any phone or email left."""
+    try:
+        parsed = json.loads(payload)
+    except ValueError:
+        return mask_text(payload, reveal=reveal, mask_names=mask_names)
+    masked = mask_payload(parsed, reveal=reveal, mask_names=mask_names)
+    text = json.dumps(masked, ensure_ascii=False, indent=indent)
+    # Field names are not the only place people put phones: a userId, a property, a note.
+    return mask_text(text, reveal=reveal, mask_names=False)
