@@ -245,6 +245,27 @@ class TestSearch:
         r = client.get("/customers", params={"q": "13900000000"})
         assert "No customer you can see matches" in r.text
 
+    def test_pages_through_every_match(self, client: TestClient, session: Session, write_key: str) -> None:
+        logged_in(client, session)
+        send(
+            client,
+            write_key,
+            *(event("identify", userId=f"L{i}", traits={"name": f"林{i:02}"}) for i in range(30)),
+        )
+        first = client.get("/customers", params={"q": "林"}).text
+        assert "Results 1–25" in first and 'rel="next"' in first and 'rel="prev"' not in first
+        second = client.get(
+            "/customers/search", params={"q": "林", "page": 2}, headers={"HX-Request": "true"}
+        )
+        assert (
+            "Results 26–30" in second.text and 'rel="next"' not in second.text and 'rel="prev"' in second.text
+        )
+        assert second.headers["HX-Replace-Url"] == "/customers?q=%E6%9E%97&page=2"
+        shown = re.findall(r"林\d\d", first) + re.findall(r"林\d\d", second.text)
+        assert sorted(shown) == [f"林{i:02}" for i in range(30)]
+        beyond = client.get("/customers", params={"q": "林", "page": 3}).text
+        assert "No more customers match" in beyond
+
     def test_marketer_sees_names_masked(self, client: TestClient, session: Session, write_key: str) -> None:
         logged_in(client, session, Role.marketer)
         nancy(client, session, write_key)

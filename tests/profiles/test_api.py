@@ -133,6 +133,18 @@ class TestSearch:
             names = [p["name"] for p in get(client, "/api/v1/profiles", api.admin_key, q=q).json()]
             assert names == ["林南希"], q
 
+    def test_pages_follow_the_link_header(self, api: Api, client: TestClient) -> None:
+        api.send(*(event("identify", userId=f"L{i}", traits={"name": f"林{i:02}"}) for i in range(30)))
+        r = get(client, "/api/v1/profiles", api.admin_key, q="林")
+        assert len(r.json()) == 20
+        link = r.headers["Link"]
+        assert link.endswith('>; rel="next"') and "offset=20" in link
+        rest = client.get(link[1 : link.index(">")], headers=factories.auth(api.admin_key))
+        assert rest.status_code == 200 and "Link" not in rest.headers
+        names = [p["name"] for p in r.json() + rest.json()]
+        assert sorted(names) == [f"林{i:02}" for i in range(30)]
+        assert get(client, "/api/v1/profiles", api.admin_key, q="林", limit=101).status_code == 422
+
     def test_lookup_unknown(self, api: Api) -> None:
         api.lookup("member_id", "nobody", expect=404)
         api.lookup("phone", "not-a-phone", expect=400)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
@@ -153,25 +153,50 @@ def logout(request: Request) -> RedirectResponse:
 # --- customers ---------------------------------------------------------------------------------
 
 
-def _search_context(session: Session, viewer: Viewer, q: str) -> dict[str, Any]:
+SEARCH_PAGE = 25
+Page = Annotated[int, Query(ge=1, le=400)]
+
+
+def _search_context(session: Session, viewer: Viewer, q: str, page: int) -> dict[str, Any]:
     q = q.strip()
-    profiles = profiles_service.search(session, viewer.principal, q) if q else []
-    return {"q": q, "results": [profiles_api.summarize(p, viewer.principal) for p in profiles]}
+    offset = (page - 1) * SEARCH_PAGE
+    found = (
+        profiles_service.search(session, viewer.principal, q, limit=SEARCH_PAGE + 1, offset=offset)
+        if q
+        else []
+    )
+    return {
+        "q": q,
+        "page": page,
+        "first": offset + 1,
+        "more": len(found) > SEARCH_PAGE,
+        "results": [profiles_api.summarize(p, viewer.principal) for p in found[:SEARCH_PAGE]],
+    }
+
+
+def _search_url(q: str, page: int) -> str:
+    if not q:
+        return HOME
+    return f"{HOME}?q={quote(q)}" + (f"&page={page}" if page > 1 else "")
 
 
 @router.get("/customers", response_class=HTMLResponse)
-def customers(request: Request, session: ReadSession, viewer: ReaderDep, q: str = "") -> Response:
+def customers(
+    request: Request, session: ReadSession, viewer: ReaderDep, q: str = "", page: Page = 1
+) -> Response:
     """Customer search: by phone (with or without +86), name, member id or any identifier value."""
-    return render(request, "customers.html", _search_context(session, viewer, q))
+    return render(request, "customers.html", _search_context(session, viewer, q, page))
 
 
 @router.get("/customers/search", response_class=HTMLResponse)
-def customer_results(request: Request, session: ReadSession, viewer: ReaderDep, q: str = "") -> Response:
-    """The search results fragment that htmx swaps in as the user types."""
+def customer_results(
+    request: Request, session: ReadSession, viewer: ReaderDep, q: str = "", page: Page = 1
+) -> Response:
+    """The search results fragment that htmx swaps in as the user types or pages."""
     if not is_htmx(request):
-        return RedirectResponse(f"{HOME}?q={quote(q)}" if q.strip() else HOME, status_code=303)
-    context = _search_context(session, viewer, q)
-    url = f"{HOME}?q={quote(context['q'])}" if context["q"] else HOME
+        return RedirectResponse(_search_url(q.strip(), page), status_code=303)
+    context = _search_context(session, viewer, q, page)
+    url = _search_url(context["q"], page)
     return render(request, "_results.html", context, headers={"HX-Replace-Url": url})
 
 

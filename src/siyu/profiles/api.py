@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -159,9 +159,20 @@ def decode_cursor(cursor: str) -> tuple[dt.datetime, int]:
     "", response_model=list[ProfileSummary], summary="Search by phone, name, member id or any identifier"
 )
 def search(
-    principal: ReaderDep, session: SessionDep, q: Annotated[str, Query(min_length=1)]
+    principal: ReaderDep,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    q: Annotated[str, Query(min_length=1)],
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
 ) -> list[ProfileSummary]:
-    return [summarize(p, principal) for p in profiles_service.search(session, principal, q)]
+    """One page of matches, most recently seen first; a `Link: <…>; rel="next"` header when there are more."""
+    found = profiles_service.search(session, principal, q, limit=limit + 1, offset=offset)
+    if len(found) > limit:
+        after = request.url.include_query_params(offset=offset + limit, limit=limit)
+        response.headers["Link"] = f'<{after}>; rel="next"'
+    return [summarize(p, principal) for p in found[:limit]]
 
 
 @router.get("/lookup", response_model=ProfileOut, summary="The profile holding an identifier")

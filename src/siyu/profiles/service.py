@@ -143,8 +143,13 @@ def lookup(session: Session, principal: Principal, id_type: str, value: str) -> 
     return session.execute(statement).scalar_one_or_none()
 
 
-def search(session: Session, principal: Principal, query: str, *, limit: int = 20) -> Sequence[Profile]:
-    """Readable profiles whose name starts with query or which hold an identifier equal to query."""
+def search(
+    session: Session, principal: Principal, query: str, *, limit: int = 20, offset: int = 0
+) -> Sequence[Profile]:
+    """Readable profiles whose name starts with query or which hold an identifier equal to query.
+
+    Most recently seen first; `offset` pages through the rest.
+    """
     query = query.strip()
     if not query:
         return []
@@ -157,6 +162,7 @@ def search(session: Session, principal: Principal, query: str, *, limit: int = 2
         .where(or_(*conditions))
         .order_by(Profile.last_seen_at.desc().nulls_last(), Profile.id.desc())
         .limit(limit)
+        .offset(offset)
     )
     return session.execute(statement).scalars().all()
 
