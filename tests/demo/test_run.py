@@ -16,6 +16,7 @@ from siyu.clienteling.models import Region, Store
 from siyu.demo import org, story
 from siyu.identity.models import Identifier, MergeReview
 from siyu.ingest.models import DeadLetter, Event
+from siyu.loyalty.models import Posting, PostingKind
 from siyu.profiles.models import Profile
 from tests import factories
 from tests.helpers import counters_match_events
@@ -87,6 +88,9 @@ class TestRun:
         assert orders > 0 and revenue > 0
         assert session.execute(select(func.count()).select_from(DeadLetter)).scalar_one() == 0
         counters_match_events(session)
+        # The demo's "x2 on qipao" earning rule fires on the catalogue's qipao ("Qipao/Evening", ...).
+        details = session.execute(select(Posting.detail).where(Posting.kind == PostingKind.earn)).scalars()
+        assert any("category:qipao" in d.get("boosted", ()) for d in details)
 
     def test_the_printed_login_and_keys_work(
         self, brand: demo.DemoResult, session: Session, client: TestClient

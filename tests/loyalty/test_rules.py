@@ -113,6 +113,34 @@ def test_orders_with_tier_and_category_multipliers_and_membership_day(api: Api, 
     assert balance(session, gold) == (0, 7500)
 
 
+def test_category_multipliers_cover_sub_categories_most_specific_first(api: Api, session: Session) -> None:
+    # Segment's spec writes categories as paths; the demo catalogue's are "Qipao/Heritage", "Qipao/Evening"...
+    rule(
+        api,
+        name="Purchases",
+        event="Order Completed",
+        mode="per_yuan",
+        amount=1,
+        item_multipliers={"category:qipao": 2, "category:Qipao/Evening": 3, "sku:QP-9": 5},
+    )
+    pid = join(api, "M1")
+    lines = [
+        {"sku": "QP-1", "category": "Qipao/Heritage", "price": 100},  # x2, by its parent category
+        {"sku": "QP-2", "category": "qipao / evening", "price": 100},  # x3, its own category wins
+        {"sku": "QP-9", "category": "Qipao/Evening", "price": 100},  # x5, the SKU wins
+        {"sku": "QX-1", "category": "Qipaoish/Modern", "price": 100},  # x1: not a sub-category of qipao
+        {"sku": "AC-1", "category": "Accessories/Scarf", "price": 100},  # x1
+    ]
+    api.send(
+        event(
+            userId="M1",
+            event="Order Completed",
+            properties={"order_id": "O1", "total": 500, "products": lines},
+        )
+    )
+    assert balance(session, pid) == (0, 200 + 300 + 500 + 100 + 100)
+
+
 def test_campaign_budget_and_per_member_cap(api: Api, session: Session) -> None:
     rule(
         api,

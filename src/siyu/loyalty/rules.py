@@ -131,17 +131,36 @@ def _order_points(
         except (TypeError, ValueError):
             continue
         factor = 1.0
-        # A SKU's own multiplier wins over its category's.
-        for key in (f"sku:{line.get('sku') or line.get('product_id')}", f"category:{line.get('category')}"):
-            if key in multipliers:
-                factor = float(multipliers[key])
-                boosted.append(key)
-                break
+        key = _multiplier_key(line, multipliers)
+        if key is not None:
+            factor = float(multipliers[key])
+            boosted.append(key)
         priced += value
         points += value * rate * factor
     # Whatever the lines do not account for (shipping, unpriced lines) earns at the plain rate.
     points += max(total_yuan - priced, 0) * rate
     return points, {"boosted": boosted} if boosted else {}
+
+
+def _multiplier_key(line: dict[str, Any], multipliers: dict[str, float]) -> str | None:
+    """The multiplier that applies to an order line: its SKU's, else its category's, most specific first.
+
+    Categories are paths as Segment's spec writes them ("Qipao/Evening"): `category:qipao` covers every
+    qipao collection, `category:qipao/evening` only that one and wins over it. Case does not matter.
+    """
+    sku = f"sku:{line.get('sku') or line.get('product_id')}"
+    if sku in multipliers:
+        return sku
+    category = line.get("category")
+    if not isinstance(category, str) or not category.strip():
+        return None
+    by_category = {k[9:].strip().lower(): k for k in multipliers if k.startswith("category:")}
+    parts = [p.strip() for p in category.lower().split("/") if p.strip()]
+    for depth in range(len(parts), 0, -1):
+        key = by_category.get("/".join(parts[:depth]))
+        if key is not None:
+            return key
+    return None
 
 
 def _earned(
