@@ -96,22 +96,58 @@ def test_anniversary_downgrade_by_one_tier(api: Api, session: Session) -> None:
         ),
     )
     assert member_of(api, session, "T2").tier == "Platinum"
-    # A year on, nothing earned in the last 12 months: down one tier, not to the bottom.
-    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC))
+    # The first anniversary judges the year that contains the order: kept.
+    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC))
     member = member_of(api, session, "T2")
-    assert member.tier == "Gold" and member.tier_review_at is not None and member.tier_review_at.year == 2027
-    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2026, 3, 3, tzinfo=dt.UTC))  # not due again
+    assert (
+        member.tier == "Platinum" and member.tier_review_at is not None and member.tier_review_at.year == 2027
+    )
+    # The second: nothing earned in its year, down one tier, not to the bottom.
+    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2027, 3, 1, 12, 0, tzinfo=dt.UTC))
+    member = member_of(api, session, "T2")
+    assert member.tier == "Gold" and member.tier_review_at is not None and member.tier_review_at.year == 2028
+    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2027, 3, 3, tzinfo=dt.UTC))  # not due again
     assert member_of(api, session, "T2").tier == "Gold"
     api.send(
         event(
             userId="T2",
             event="Order Completed",
             properties={"order_id": "D", "total": 1500},
-            timestamp="2027-02-01T10:00:00+08:00",
+            timestamp="2028-02-01T10:00:00+08:00",
         )
     )
-    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2027, 3, 2, 12, 0, tzinfo=dt.UTC))
+    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2028, 3, 1, 12, 0, tzinfo=dt.UTC))
     assert member_of(api, session, "T2").tier == "Gold"  # requalified: 1,500 x 1.5 points in the year
+
+
+def test_a_late_review_judges_the_year_before_the_anniversary(api: Api, session: Session) -> None:
+    # Both joined on 1 March 2025 and reached Platinum by spend; their anniversaries fall on 1 March.
+    for member in ("L1", "L2"):
+        api.send(
+            event(userId=member, event="Membership Joined", timestamp="2025-03-01T10:00:00+08:00"),
+            event(
+                userId=member,
+                event="Order Completed",
+                properties={"order_id": f"{member}-1", "total": 9000},
+                timestamp="2025-03-02T10:00:00+08:00",
+            ),
+        )
+        assert member_of(api, session, member).tier == "Platinum"
+    # The worker was down: the 2026 review runs two months late. The order fell in the year before the
+    # anniversary, not in the 12 months before 1 May: both keep Platinum.
+    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2026, 5, 1, tzinfo=dt.UTC))
+    assert [member_of(api, session, m).tier for m in ("L1", "L2")] == ["Platinum", "Platinum"]
+    # L2 buys again after the 2027 anniversary, before its (late) review: qualifying now, it keeps the tier.
+    api.send(
+        event(
+            userId="L2",
+            event="Order Completed",
+            properties={"order_id": "L2-2", "total": 8500},
+            timestamp="2027-04-01T10:00:00+08:00",
+        )
+    )
+    run_scheduled(db.get_sessionmaker(), now=dt.datetime(2027, 5, 1, tzinfo=dt.UTC))
+    assert [member_of(api, session, m).tier for m in ("L1", "L2")] == ["Gold", "Platinum"]
 
 
 def test_bad_tiers(api: Api) -> None:

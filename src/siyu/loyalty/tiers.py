@@ -121,7 +121,10 @@ def upgrade(
 
 
 def review_due(session: Session, *, now: dt.datetime | None = None, limit: int = 500) -> int:
-    """At each member's anniversary, lower by one tier a member who no longer qualifies; returns reviews done."""
+    """At each member's anniversary, lower by one tier a member who no longer qualifies; returns reviews done.
+
+    Qualifying is judged over the 12 months before the anniversary, even when the review runs late.
+    """
     now = now or utcnow()
     tiers = list_tiers(session)
     by_rank = {t.rank: t for t in tiers}
@@ -138,10 +141,16 @@ def review_due(session: Session, *, now: dt.datetime | None = None, limit: int =
         member.tier_review_at = _next_anniversary(member.joined_at, now)
         if current is None or current.rank == 0:
             continue
-        points, spend = qualifying(session, member, now)
+        # The year under review is the one that ended at the anniversary, however late the worker runs; a
+        # member who has since qualified again (an order after the anniversary) keeps the tier as well.
+        points, spend = qualifying(session, member, review_at or now)
         reached = _reached(tiers, points, spend)
         if reached is not None and reached.rank >= current.rank:
             continue
+        if review_at is not None and review_at < now:
+            now_reached = _reached(tiers, *qualifying(session, member, now))
+            if now_reached is not None and now_reached.rank >= current.rank:
+                continue
         lower = max((r for r in by_rank if r < current.rank), default=None)
         if lower is None:
             continue
