@@ -11,9 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu import db
+from siyu.ingest import processor
 from siyu.ingest.models import Event
 from siyu.loyalty import service
 from siyu.loyalty.tasks import run_scheduled
+from siyu.profiles import service as profiles_service
+from siyu.profiles.models import Profile
 from tests import factories
 from tests.factories import event
 from tests.helpers import Api
@@ -106,6 +109,17 @@ def test_anniversary_downgrade_by_one_tier(api: Api, session: Session) -> None:
     run_scheduled(db.get_sessionmaker(), now=dt.datetime(2027, 3, 1, 12, 0, tzinfo=dt.UTC))
     member = member_of(api, session, "T2")
     assert member.tier == "Gold" and member.tier_review_at is not None and member.tier_review_at.year == 2028
+    # The review's "Tier Changed" is on her timeline but is not her being seen: last seen stays at her order,
+    # counted as it arrived and when the counters are rebuilt from the events.
+    processor.drain()
+    profile_id = member.profile_id
+    assert session.execute(select(Event.event).where(Event.event == "Tier Changed")).all()
+    order_at = dt.datetime(2025, 3, 2, 2, 0, tzinfo=dt.UTC)
+    assert api.profile(profile_id)["counters"]["last_seen_at"] == order_at.isoformat().replace("+00:00", "Z")
+    profiles_service.recompute(session, [profile_id])
+    session.flush()
+    session.expire_all()
+    assert session.get(Profile, profile_id).last_seen_at == order_at  # type: ignore[union-attr]
     run_scheduled(db.get_sessionmaker(), now=dt.datetime(2027, 3, 3, tzinfo=dt.UTC))  # not due again
     assert member_of(api, session, "T2").tier == "Gold"
     api.send(

@@ -29,6 +29,9 @@ from siyu.profiles.traits import OrgDirectory, ProfileState
 
 ORDER_COMPLETED = "Order Completed"
 ORDER_REFUNDED = "Order Refunded"
+# What siyu writes about a customer rather than what she did: on the timeline and counted, but a tier review
+# or a segment entry must not make a lapsed customer look recently seen.
+STATUS_EVENTS = frozenset({"Segment Entered", "Segment Exited", "Tier Changed"})
 
 _COUNTER_COLUMNS: bulk.Columns = [
     ("events_count", "int"),
@@ -280,6 +283,8 @@ def save_states(session: Session, states: Iterable[ProfileState], now: dt.dateti
 def add_event(state: ProfileState, name: str | None, timestamp: dt.datetime, amount_fen: int) -> None:
     """Count one event into state (the same arithmetic as `recompute`, one event at a time)."""
     state.events_count += 1
+    if name in STATUS_EVENTS:
+        return
     if state.first_seen_at is None or timestamp < state.first_seen_at:
         state.first_seen_at = timestamp
     if state.last_seen_at is None or timestamp > state.last_seen_at:
@@ -307,6 +312,7 @@ def recompute(session: Session, profile_ids: Iterable[int]) -> None:
         s.traits, s.name, s.store_id, s.owner_user_id = {}, None, None, None
         s.traits_changed = True
     is_order = Event.event == ORDER_COMPLETED
+    seen_at = case((Event.event.in_(STATUS_EVENTS), None), else_=Event.timestamp)
     for chunk in bulk.chunks(ids):
         aggregate = (
             select(
@@ -315,8 +321,8 @@ def recompute(session: Session, profile_ids: Iterable[int]) -> None:
                 func.sum(case((is_order, 1), else_=0)),
                 func.sum(case((is_order, Event.amount_fen), else_=0)),
                 func.sum(case((Event.event == ORDER_REFUNDED, Event.amount_fen), else_=0)),
-                func.min(Event.timestamp),
-                func.max(Event.timestamp),
+                func.min(seen_at),
+                func.max(seen_at),
                 func.min(case((is_order, Event.timestamp))),
                 func.max(case((is_order, Event.timestamp))),
             )
