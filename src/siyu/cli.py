@@ -13,6 +13,7 @@ from typing import Annotated, Any, cast
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.engine import make_url
 
 from siyu import migrate, runtime
@@ -54,7 +55,7 @@ console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(1)
 
 

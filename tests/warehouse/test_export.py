@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 from pathlib import Path
 
 import orjson
@@ -262,6 +263,17 @@ def test_cli_exports_and_computes(
     assert result.exit_code == 1 and "use duckdb or spark" in result.output
     result = runner.invoke(_cli(), ["warehouse", "export", "--to", str(tmp_path / "snap" / "events.parquet")])
     assert result.exit_code == 1 and "not a directory" in result.output
+
+    # No PySpark (siyu installed without the spark extra): a clear message naming the extra.
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyspark" else real_find_spec(name, *a)
+    )
+    result = runner.invoke(_cli(), ["segments", "compute", "--engine", "spark", "--source", str(snap)])
+    assert (
+        result.exit_code == 1 and "PySpark is not installed" in result.output and "[spark]" in result.output
+    )
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
 
     # No Java: a clear message, before any database or Spark work.
     empty = tmp_path / "bin"

@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import Engine, select
 
@@ -21,7 +22,7 @@ console = Console(stderr=True)
 
 
 def _fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(1)
 
 
@@ -82,7 +83,7 @@ def segments_compute(
     if engine not in engines.ENGINES:
         _fail(f"--engine {engine!r}: use duckdb or spark")
     if engine == "spark":
-        problem = engines.java_problem()
+        problem = engines.spark_problem()
         if problem:
             _fail(problem)
     try:

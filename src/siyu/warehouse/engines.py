@@ -9,6 +9,7 @@ and `_spark_json_get_item`).
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 import shutil
 import sys
@@ -42,6 +43,10 @@ log = structlog.get_logger(__name__)
 # Engine name (CLI) -> Ibis dialect.
 ENGINES = {"duckdb": "duckdb", "spark": "pyspark"}
 JAVA_MISSING = "Java not found: Spark needs Java 17 (install a JDK or set JAVA_HOME)"
+PYSPARK_MISSING = (
+    "PySpark is not installed: install siyu's spark extra (.venv/bin/pip install -e '.[spark]'); "
+    "Spark also needs Java 17"
+)
 
 
 # --- compiler corrections ----------------------------------------------------------------------------
@@ -129,9 +134,16 @@ def java_problem() -> str | None:
     return None if shutil.which("java") else JAVA_MISSING
 
 
+def spark_problem() -> str | None:
+    """Why Spark cannot run here (PySpark not installed, no Java), or None."""
+    if importlib.util.find_spec("pyspark") is None:
+        return PYSPARK_MISSING
+    return java_problem()
+
+
 def spark_session(master: str | None = None, **config: str) -> Any:
     """The process's SparkSession (created on first use; master from SIYU_SPARK_MASTER, default local[*])."""
-    problem = java_problem()
+    problem = spark_problem()
     if problem:
         raise WarehouseError(problem)
     from pyspark.sql import SparkSession
