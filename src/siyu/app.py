@@ -128,6 +128,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        broken = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+        if broken is not None:
+            # A body that is not JSON at all: pydantic's location is a character offset, not a field.
+            where = broken["loc"][-1] if broken.get("loc") else None
+            reason = (broken.get("ctx") or {}).get("error") or broken.get("msg", "")
+            at = f" at character {where}" if isinstance(where, int) else ""
+            detail = f"malformed JSON: {reason}{at}"
+            return JSONBytesResponse({"detail": detail, "errors": [{"field": "", "message": detail}]}, 400)
         errors = [
             {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
             for e in exc.errors()

@@ -68,7 +68,18 @@ def test_bad_requests(client: TestClient, admin: dict[str, str], profile_id: int
     assert post(client, admin, profile_id, "x", kind="gift", points=5).status_code == 422  # type: ignore[attr-defined]
     reused = post(client, admin, profile_id, "w", kind="earn", points=5)
     assert reused.status_code == 201  # type: ignore[attr-defined]
-    assert post(client, admin, profile_id, "w", kind="spend", points=5).status_code == 409  # type: ignore[attr-defined]
+    conflict = post(client, admin, profile_id, "w", kind="spend", points=5)
+    assert conflict.status_code == 409  # type: ignore[attr-defined]
+    assert "api:" not in conflict.json()["detail"] and "'w'" in conflict.json()["detail"]  # type: ignore[attr-defined]
+    broken = client.post(
+        f"/api/v1/loyalty/members/{profile_id}/postings",
+        content=b'{"kind": ',
+        headers={**admin, "Idempotency-Key": "v", "Content-Type": "application/json"},
+    )
+    assert broken.status_code == 400, broken.text
+    assert (
+        broken.json()["detail"].startswith("malformed JSON") and "at character 9" in broken.json()["detail"]
+    )
     assert client.get("/api/v1/loyalty/members/999999", headers=admin).status_code == 404
     stranger = Profile()
     session.add(stranger)

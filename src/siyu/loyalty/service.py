@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 import functools
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -221,7 +222,9 @@ class KeyReused(Conflict):
     """An Idempotency-Key sent again for another posting than the one it first made."""
 
     def __init__(self, key: str, first: Posting) -> None:
-        super().__init__(f"Idempotency-Key {key!r} was used for another posting (#{first.id})")
+        # The ledger key is scoped ("api:…", "mp:<member>:…"); the caller knows the header they sent.
+        sent = re.sub(r"^(?:api|mp:\d+):", "", key)
+        super().__init__(f"Idempotency-Key {sent!r} was used for another posting (#{first.id})")
         self.key, self.first = key, first
 
 
