@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 
 from fastapi.testclient import TestClient
@@ -104,6 +106,32 @@ def test_upload_imports_in_the_background(client: TestClient, session: Session) 
     assert (record.status, record.rows_imported, record.rows_failed) == ("done", 1, 1)
     page = client.get("/channels").text
     assert "pos.csv" in page and re.search(r"is being imported", page)
+    # The file is named as uploaded (not as stored), and its refused rows are a download, not a server path.
+    assert record.filename == "pos.csv" and "-pos.csv" not in page
+    assert record.error_report is not None and record.error_report not in page
+    link = f"/channels/imports/{record.id}/errors.csv"
+    assert f'href="{link}"' in page
+    report = client.get(link)
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/csv")
+    assert "filename*=UTF-8''pos.errors.csv" in report.headers["content-disposition"]
+    rows = list(csv.reader(io.StringIO(report.content.decode("utf-8-sig"))))
+    assert rows[0] == ["row", "column", "value", "reason"] and rows[1][:3] == ["3", "amount (C)", "abc"]
+    assert client.get(f"/channels/imports/{record.id + 1}/errors.csv").status_code == 404
+
+
+def test_refused_rows_report_masks_phones(client: TestClient, session: Session) -> None:
+    token = logged_in(client, session, Role.marketer)
+    body = "order_id,member_card,amount,time,status\nP1,C1,tel 13812345678,2026-11-01 10:00:00,paid\n"
+    r = client.post(
+        "/channels/imports",
+        data={"csrf_token": token, "kind": "orders", "source": "pos"},
+        files={"file": ("pos.csv", body.encode(), "text/csv")},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    record = session.execute(select(FileImport)).scalar_one()
+    report = client.get(f"/channels/imports/{record.id}/errors.csv").content.decode("utf-8-sig")
+    assert "13812345678" not in report and "tel 138****5678" in report
     wrong = client.post(
         "/channels/imports",
         data={"csrf_token": token, "kind": "orders", "source": "tmall"},

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import secrets
 import shutil
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import structlog
 from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
@@ -14,6 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
 from siyu.auth.models import Role, User
+from siyu.auth.principal import NAME_MASKED_ROLES
 from siyu.channels import codes, service
 from siyu.channels.api import callback_path
 from siyu.channels.imports import mappings
@@ -34,6 +38,7 @@ from siyu.console.security import (
     flash,
 )
 from siyu.errors import SiyuError
+from siyu.profiles.masking import mask_name, mask_text
 
 router = APIRouter(include_in_schema=False)
 log = structlog.get_logger()
@@ -154,10 +159,17 @@ def create_contact_way(
     return see_other("/channels#contact-ways")
 
 
-def _run_upload(path: Path, kind: str, source: str, actor: str) -> None:
+def _run_upload(path: Path, filename: str, kind: str, source: str, actor: str) -> None:
     # Runs after the answer; file_imports records its progress, and a failure with its message.
     try:
-        run_import(path, kind=kind, source=source, mapping=mappings.load(kind, source), actor=actor)
+        run_import(
+            path,
+            kind=kind,
+            source=source,
+            mapping=mappings.load(kind, source),
+            actor=actor,
+            filename=filename,
+        )
     except SiyuError as exc:
         log.warning("import.failed", file=path.name, error=exc.message)
 
@@ -194,10 +206,37 @@ def upload(
     target = upload_dir / f"{digest.hexdigest()[:16]}-{filename}"
     shutil.move(temp, target)
     try:
-        check_file(target, kind=kind, source=source, mapping=mapping)
+        check_file(target, kind=kind, source=source, mapping=mapping, filename=filename)
     except SiyuError as exc:
         target.unlink(missing_ok=True)
         raise PageError(400, exc.message) from exc
-    background.add_task(_run_upload, target, kind, source, viewer.display_name)
+    background.add_task(_run_upload, target, filename, kind, source, viewer.display_name)
     flash(request, f"{filename} is being imported: refresh to follow it.")
     return see_other("/channels#imports")
+
+
+@router.get("/channels/imports/{import_id}/errors.csv")
+def import_errors(import_id: int, session: ReadSession, viewer: OperationsDep) -> Response:
+    """The refused rows of an import (row, column, value, reason), phones and emails masked."""
+    record = session.get(FileImport, import_id)
+    report = Path(record.error_report) if record is not None and record.error_report else None
+    if record is None or report is None or not report.is_file():
+        raise PageError(404, "This import has no report of refused rows (or its file was removed).")
+    mask_names = viewer.role in NAME_MASKED_ROLES
+    out = io.StringIO()
+    writer = csv.writer(out)
+    with report.open(encoding="utf-8-sig", newline="") as f:
+        for i, row in enumerate(csv.reader(f)):
+            if i > 0 and len(row) == 4:
+                # The value that was refused may be a phone, an email or a name: masked as the 360 masks.
+                column, value = row[1], mask_text(row[2], reveal=False, mask_names=False)
+                if mask_names and "name" in column.lower() and value:
+                    value = mask_name(value)
+                row = [row[0], column, value, mask_text(row[3], reveal=False, mask_names=False)]
+            writer.writerow(row)
+    name = Path(record.filename).stem + ".errors.csv"
+    return Response(
+        "\ufeff" + out.getvalue(),  # a BOM so Excel reads the Chinese as UTF-8
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"},
+    )

@@ -355,10 +355,10 @@ def _rejection_column(reason: str, row: RowEvents, converter: RowConverter) -> s
     return ""
 
 
-def check_file(path: Path, *, kind: str, source: str, mapping: Mapping) -> None:
+def check_file(path: Path, *, kind: str, source: str, mapping: Mapping, filename: str | None = None) -> None:
     """BadRequest when path cannot be read or lacks the mapping's columns (nothing is written)."""
     sheet = readers.open_sheet(path)
-    RowConverter(kind, source, mapping, sheet.header, path.name)
+    RowConverter(kind, source, mapping, sheet.header, filename or path.name)
     close = getattr(sheet.rows, "close", None)
     if close is not None:
         close()
@@ -371,6 +371,7 @@ def run_import(
     source: str,
     mapping: Mapping,
     actor: str = "",
+    filename: str | None = None,
     chunk_rows: int = 2000,
     error_report: Path | None = None,
     progress: Callable[[int], None] | None = None,
@@ -383,10 +384,11 @@ def run_import(
     """
     settings = settings or get_settings()
     sheet = readers.open_sheet(path)
-    converter = RowConverter(kind, source, mapping, sheet.header, path.name)
+    filename = filename or path.name
+    converter = RowConverter(kind, source, mapping, sheet.header, filename)
     with unit_of_work() as session:
         record = FileImport(
-            kind=kind, source=source, filename=path.name[:255], file_sha256=file_sha256(path), actor=actor
+            kind=kind, source=source, filename=filename[:255], file_sha256=file_sha256(path), actor=actor
         )
         session.add(record)
         session.flush()
