@@ -181,6 +181,8 @@ class TestBadInput:
         ("bad", "reason"),
         [
             ({"type": "track", "userId": "M1"}, "event: a track call needs a non-empty event name"),
+            ({"type": "track", "event": 5, "userId": "M1"}, "event: must be a string, got a number"),
+            ({"type": "group", "userId": "M1", "traits": {"name": "VIP"}}, "groupId: a group call needs"),
             ({"type": "explode", "userId": "M1"}, "type: must be one of"),
             ({"type": "track", "event": "X", "userId": {"id": 1}}, "userId: must be a string"),
             ({"type": "track", "event": "X"}, "userId, anonymousId: the event names nobody"),

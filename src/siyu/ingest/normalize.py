@@ -111,6 +111,8 @@ class Normalizer:
         traits: dict[str, Any] | None = None
         if etype == "track":
             name = raw.get("event")
+            if name is not None and not isinstance(name, str):
+                raise EventError(f"event: must be a string, got {_json_type(name)}")
             if not isinstance(name, str) or not name.strip():
                 raise EventError("event: a track call needs a non-empty event name")
             if len(name) > MAX_NAME_LENGTH:
@@ -127,8 +129,13 @@ class Normalizer:
             if etype == "identify":
                 traits = dict(top) if top else None
             else:
+                group_id = raw.get("groupId")
+                if isinstance(group_id, int | float) and not isinstance(group_id, bool):
+                    group_id = str(group_id)
+                if not isinstance(group_id, str) or not group_id.strip():
+                    raise EventError("groupId: a group call needs the id of the group (a string)")
                 # A group's traits describe the group (a company, a community), not the person.
-                properties = {"groupId": raw.get("groupId"), "groupTraits": top or {}, **properties}
+                properties = {"groupId": group_id, "groupTraits": top or {}, **properties}
         ctx_traits = context.get("traits")
         if ctx_traits is not None and not isinstance(ctx_traits, dict):
             raise EventError(f"context.traits: must be an object, got {_json_type(ctx_traits)}")
