@@ -2,10 +2,11 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-	if command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then command -v $$p; break; fi; done)
+	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then command -v $$p; break; fi; done)
 BIN := $(VENV)/bin
 CUSTOMERS ?= 2000
 SEED ?= 7
+PORT ?= 8000
 
 .PHONY: demo test install dev lint typecheck migrations-check pytest browser bench clean
 
@@ -25,9 +26,9 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
 
-## make demo: install, migrate ./var/siyu.db, generate Taste of Su, serve http://127.0.0.1:8000
+## make demo: install, migrate ./var/siyu.db, generate Taste of Su, serve http://127.0.0.1:$(PORT) (8000)
 demo: install
-	$(BIN)/siyu demo --customers $(CUSTOMERS) --seed $(SEED)
+	$(BIN)/siyu demo --customers $(CUSTOMERS) --seed $(SEED) --port $(PORT)
 
 ## make test: lint, type-check, migration check, the whole suite on SQLite and PostgreSQL
 test: dev browser lint typecheck migrations-check pytest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -122,10 +123,30 @@ def test_import_orders(tmp_path: Path) -> None:
     first = run("import", "orders", str(orders), "--source", "pos", db_url=url)
     assert first.returncode == 0, first.stderr
     said = " ".join(first.stderr.split())  # Rich wraps long lines
-    assert "2 rows read, 1 imported, 0 already there, 0 skipped (not orders), 1 refused" in said
+    assert "2 rows read, 1 imported, 0 already there, 0 skipped (cancelled or unpaid), 1 refused" in said
     assert "row 3, column amount (C): 'not-money' is not an amount" in said
     assert (tmp_path / "pos.csv.errors.csv").exists()
     again = run("import", "orders", str(orders), "--source", "pos", db_url=url)
     assert "1 already there" in " ".join(again.stderr.split())
     wrong = run("import", "orders", str(orders), "--source", "tmall", db_url=url)
     assert wrong.returncode == 1 and "has no column '订单编号'" in " ".join(wrong.stderr.split())
+
+
+def test_busy_port_is_refused_before_any_work(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = str(holder.getsockname()[1])
+    try:
+        for args in (("serve", "--port", port), ("demo", "--customers", "10", "--port", port)):
+            done = run(*args, db_url=url)
+            said = " ".join(done.stderr.split())
+            assert done.returncode == 1, done.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in said and "--port" in said
+            assert "Traceback" not in done.stderr
+        # The demo stopped before generating anything: not even the database file was created.
+        assert not (tmp_path / "busy.db").exists()
+    finally:
+        holder.close()

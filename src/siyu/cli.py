@@ -6,9 +6,10 @@ import datetime as dt
 import getpass
 import os
 import secrets
+import socket
 import time
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, NoReturn, cast
 
 import typer
 import uvicorn
@@ -54,7 +55,7 @@ app.add_typer(users_app, name="users")
 console = Console(stderr=True)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(1)
 
@@ -71,6 +72,27 @@ def _safe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail with a clear message when host:port cannot be listened on (another server holds it)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        _fail(f"--host {host}: {exc.strerror or exc}")
+    family, kind, proto, _, address = infos[0]
+    probe = socket.socket(family, kind, proto)
+    try:
+        # The same option uvicorn sets: a port in TIME_WAIT is free, one with a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+    except OSError as exc:
+        _fail(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another siyu or server running? "
+            "choose another with --port, or PORT=8001 with make demo)"
+        )
+    finally:
+        probe.close()
+
+
 @app.command()
 def serve(
     host: str = "127.0.0.1",
@@ -78,6 +100,7 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes (use 1 with SQLite)")] = 1,
 ) -> None:
     """Serve the API and the console."""
+    _check_port(host, port)
     uvicorn.run(
         "siyu.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning"
     )
@@ -379,10 +402,10 @@ def import_file(
             )
     except SiyuError as exc:
         _fail(exc.message)
+    skipped = f", {result.rows_skipped} skipped (cancelled or unpaid)" if kind == "orders" else ""
     console.print(
         f"import #{result.import_id}: {result.rows_read} rows read, {result.rows_imported} imported, "
-        f"{result.rows_duplicate} already there, {result.rows_skipped} skipped (not orders), "
-        f"{result.rows_failed} refused"
+        f"{result.rows_duplicate} already there{skipped}, {result.rows_failed} refused"
     )
     if result.error_report is not None:
         for failure in result.failures[:5]:
@@ -402,6 +425,7 @@ def demo(
     from siyu.demo import run as run_demo
 
     if not no_serve:
+        _check_port(host, port)  # before minutes of generating, not after
         # Tracked links in the demo's messages lead back to this server, whatever port it was given.
         os.environ.setdefault("SIYU_PUBLIC_URL", f"http://{host}:{port}")
         get_settings.cache_clear()
