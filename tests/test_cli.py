@@ -102,6 +102,10 @@ def test_channels_add_and_list(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "aes_key: EncodingAESKey must be 43 characters" in bad.stderr
     listed = run("channels", "list", db_url=url)
     assert listed.returncode == 0 and "tos-oa" in listed.stdout and "app-s3cret" not in listed.stdout
+    # In 80 columns the path is wrapped, not cut with an ellipsis: it is pasted into WeChat's settings.
+    assert "…" not in listed.stdout
+    cells = "".join(line.split("│")[-2].strip() for line in listed.stdout.splitlines() if line.count("│") > 2)
+    assert "/wechat/oa/tos-oa/callback" in cells
     engine = create_db_engine(url)
     with Session(engine) as session:
         account = session.execute(select(ChannelAccount)).scalar_one()

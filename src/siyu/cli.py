@@ -275,12 +275,20 @@ def channels_add_miniprogram(
 @channels_app.command("list")
 def channels_list() -> None:
     """The configured channel accounts (never their secrets)."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from siyu.channels import service as channels_service
     from siyu.channels.api import callback_path
 
-    table = Table("id", "kind", "name", "app id", "type", "callback path")
+    # A path is copied into WeChat's settings: wrapped whole, never cut with an ellipsis.
+    table = Table(
+        "id",
+        "kind",
+        Column("name", overflow="fold"),
+        Column("app id", overflow="fold"),
+        "type",
+        Column("callback path", overflow="fold"),
+    )
     with unit_of_work() as session:
         for a in channels_service.list_accounts(session):
             table.add_row(str(a.id), a.kind, a.name, a.app_id, a.oa_type or "", callback_path(a) or "")

@@ -65,7 +65,7 @@ ENTRIES = [
         "Welcome and nurture (24 h / 72 h)",
         "A new follower in the Hi-Po segment gets a personalised welcome at once, a recommended story on "
         "day 2 and, without an order within 72 hours, a voucher (members) or an invitation to join "
-        "(followers). Exit when she buys (seed 001, domain.md §8).",
+        "(followers). Exit when she buys (the social-CRM conversion playbook).",
         {
             "entry": {"type": "segment", "segment_id": 0},
             "reentry": "never",
@@ -132,7 +132,7 @@ ENTRIES = [
     Entry(
         "post-store-purchase",
         "After an in-store purchase, online promotions via the advisor",
-        "A day after a store purchase the customer's advisor sends her the online promotions (seed 000).",
+        "A day after a store purchase the customer's advisor sends her the online promotions (as Liby's WeCom advisors do).",
         {
             "entry": {
                 "type": "event",
@@ -158,7 +158,7 @@ ENTRIES = [
     Entry(
         "favourite-reminder",
         "Favourite reminder",
-        "Three days after a customer favourites a product she has not bought, a reminder (seed 000).",
+        "Three days after a customer favourites a product she has not bought, a reminder (as Liby's WeCom advisors do).",
         {
             "entry": {"type": "event", "event": "Product Added to Wishlist"},
             "reentry": "after_exit",
@@ -182,7 +182,7 @@ ENTRIES = [
         "birthday-alert",
         "Birthday: alert the advisor, then wish her well",
         "Three days before a customer's birthday her advisor gets a task; on the day, at the hour she was enrolled "
-        "(10:00), a birthday message (seed 003).",
+        "(10:00), a birthday message (as luxury brands do on WeChat).",
         {
             # Three days to the hour after the enrolment: a "wait until 10:00" would roll over to the next day
             # whenever the enrolment ran after 10:00 (a journey published in the afternoon).
