@@ -154,3 +154,47 @@ def test_busy_port_is_refused_before_any_work(tmp_path: Path) -> None:
         assert not (tmp_path / "busy.db").exists()
     finally:
         holder.close()
+
+
+def test_org_set_up_and_scoped_users(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'org.db'}"
+    assert run("db", "upgrade", db_url=url).returncode == 0
+    assert run("org", "add-region", "--code", "EAST", "--name", "East China", db_url=url).returncode == 0
+    added = run(
+        "org", "add-store", "--code", "SH01", "--name", "Nanjing Road", "--region", "EAST", db_url=url
+    )
+    assert added.returncode == 0, added.stderr
+    stores = tmp_path / "stores.csv"
+    stores.write_text(
+        "code,name,city,region\nBJ01,Sanlitun,Beijing,NORTH\nBJ02,,Beijing,NORTH\n", encoding="utf-8"
+    )
+    bad = run("org", "import-stores", str(stores), db_url=url)
+    assert bad.returncode == 1 and "row 3, column name (B)" in " ".join(bad.stderr.split())
+    stores.write_text("code,name,city,region\nBJ01,Sanlitun,Beijing,NORTH\n", encoding="utf-8")
+    good = run("org", "import-stores", str(stores), db_url=url)
+    assert "1 created, 0 updated, 0 unchanged; 1 region(s) created" in " ".join(good.stderr.split())
+    listed = run("org", "list", db_url=url)
+    assert all(code in listed.stdout for code in ("EAST", "SH01", "NORTH", "BJ01"))
+
+    user = ("users", "create", "--username", "li.si", "--role", "sales_associate", "--password", "12345678")
+    missing = run(*user, db_url=url)
+    assert missing.returncode == 1 and "works in one store" in missing.stderr
+    made = run(*user, "--store", "SH01", "--wecom-userid", "lisi", db_url=url)
+    assert made.returncode == 0, made.stderr
+    key = run(
+        "apikeys", "create", "--role", "store_manager", "--name", "SH01 tablet", "--store", "SH01", db_url=url
+    )
+    assert key.returncode == 0, key.stderr
+    engine = create_db_engine(url)
+    with Session(engine) as session:
+        from sqlalchemy import select
+
+        from siyu.auth.models import ApiKey, User
+        from siyu.clienteling.models import Store
+
+        store = session.execute(select(Store).where(Store.code == "SH01")).scalar_one()
+        li = session.execute(select(User).where(User.username == "li.si")).scalar_one()
+        assert (li.store_id, li.region_id, li.wecom_userid) == (store.id, store.region_id, "lisi")
+        tablet = session.execute(select(ApiKey).where(ApiKey.name == "SH01 tablet")).scalar_one()
+        assert tablet.store_id == store.id
+    engine.dispose()

@@ -35,6 +35,7 @@ keys_app = typer.Typer(
     help="API keys (write keys for sources, bearer keys for the API)", no_args_is_help=True
 )
 users_app = typer.Typer(help="Console users", no_args_is_help=True)
+org_app = typer.Typer(help="Regions and stores", no_args_is_help=True)
 channels_app = typer.Typer(
     help="WeChat channel accounts: Official Accounts, WeCom, Mini Programs", no_args_is_help=True
 )
@@ -52,6 +53,7 @@ app.add_typer(channels_app, name="channels")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="apikeys")
 app.add_typer(users_app, name="users")
+app.add_typer(org_app, name="org")
 console = Console(stderr=True)
 
 
@@ -150,15 +152,32 @@ def worker(
             time.sleep(settings.worker_poll_seconds)
 
 
+StoreOption = Annotated[
+    str | None, typer.Option(help="Store code: required for store_manager and sales_associate")
+]
+RegionOption = Annotated[str | None, typer.Option(help="Region code: required for regional_manager")]
+
+
 @keys_app.command("create")
 def apikeys_create(
     role: Annotated[Role, typer.Option(help="source for a write key; admin, hq, … for API access")],
     name: Annotated[str, typer.Option(help="What the key is for, e.g. 'Mini Program'")],
+    store: StoreOption = None,
+    region: RegionOption = None,
 ) -> None:
     """Create an API key; the key is printed alone on the last line."""
+    from siyu.clienteling import org
+
     try:
         with unit_of_work() as session:
-            key, secret = auth_service.create_api_key(session, name=name, role=role)
+            region_id, store_id = (
+                org.scope_of(session, role, store=store, region=region)
+                if role is not Role.source
+                else (None, None)
+            )
+            key, secret = auth_service.create_api_key(
+                session, name=name, role=role, region_id=region_id, store_id=store_id
+            )
             key_id = key.id
     except SiyuError as exc:
         _fail(exc.message)
@@ -175,14 +194,29 @@ def users_create(
     ] = None,
     generate: Annotated[bool, typer.Option(help="Generate a password and print it")] = False,
     display_name: Annotated[str, typer.Option()] = "",
+    store: StoreOption = None,
+    region: RegionOption = None,
+    wecom_userid: Annotated[
+        str | None, typer.Option(help="A sales associate's WeCom UserID (how WeCom events name them)")
+    ] = None,
 ) -> None:
-    """Create a console user."""
+    """Create a console user; store and region roles name their store or region."""
+    from siyu.clienteling import org
+
     if password is None:
         password = secrets.token_urlsafe(12) if generate else getpass.getpass("password: ")
     try:
         with unit_of_work() as session:
+            region_id, store_id = org.scope_of(session, role, store=store, region=region)
             user = auth_service.create_user(
-                session, username=username, password=password, role=role, display_name=display_name
+                session,
+                username=username,
+                password=password,
+                role=role,
+                display_name=display_name,
+                region_id=region_id,
+                store_id=store_id,
+                wecom_userid=wecom_userid,
             )
             user_id = user.id
     except SiyuError as exc:
@@ -190,6 +224,77 @@ def users_create(
     console.print(f"created user #{user_id} {username} ({role})")
     if generate:
         print(password)
+
+
+@org_app.command("add-region")
+def org_add_region(
+    code: Annotated[str, typer.Option(help="Short code, e.g. EAST")],
+    name: Annotated[str, typer.Option(help="e.g. 'East China'")],
+) -> None:
+    """Add a sales region."""
+    from siyu.clienteling import org
+
+    try:
+        with unit_of_work() as session:
+            org.create_region(session, code=code, name=name)
+    except SiyuError as exc:
+        _fail(exc.message)
+    console.print(f"added region {code}")
+
+
+@org_app.command("add-store")
+def org_add_store(
+    code: Annotated[str, typer.Option(help="The code POS exports and events use (home_store)")],
+    name: Annotated[str, typer.Option()],
+    region: Annotated[str, typer.Option(help="The region's code")],
+    city: str = "",
+) -> None:
+    """Add a store to a region."""
+    from siyu.clienteling import org
+
+    try:
+        with unit_of_work() as session:
+            org.create_store(session, code=code, name=name, region=region, city=city)
+    except SiyuError as exc:
+        _fail(exc.message)
+    console.print(f"added store {code}")
+
+
+@org_app.command("import-stores")
+def org_import_stores(
+    file: Annotated[Path, typer.Argument(help="UTF-8 CSV: code, name, city, region[, region_name]")],
+) -> None:
+    """Create or update stores (and their regions) from a CSV; all rows or none."""
+    from siyu.clienteling import org
+
+    try:
+        with unit_of_work() as session:
+            done = org.import_stores(session, file)
+    except SiyuError as exc:
+        _fail(exc.message)
+    console.print(
+        f"stores: {done.created} created, {done.updated} updated, {done.unchanged} unchanged; "
+        f"{done.regions_created} region(s) created"
+    )
+
+
+@org_app.command("list")
+def org_list() -> None:
+    """Regions and stores, with their codes."""
+    from rich.table import Table
+
+    from siyu.clienteling import org
+
+    table = Table("region", "store", "name", "city")
+    with unit_of_work() as session:
+        regions = {r.id: r for r in org.list_regions(session)}
+        stores = org.list_stores(session)
+        for r in regions.values():
+            table.add_row(r.code, "", r.name, "")
+            for store in stores:
+                if store.region_id == r.id:
+                    table.add_row("", store.code, store.name, store.city)
+    Console().print(table)
 
 
 def _secret(value: str | None, what: str) -> str:
