@@ -165,10 +165,20 @@ def test_members(session: Session, tmp_path: Path) -> None:
     path = write_csv(
         tmp_path / "members.csv",
         ["member_id", "phone", "name", "tier", "store", "joined_at"],
-        [["M1001", "13812345678", "Nancy", "Gold", "BJ01", "2025-03-01"], ["M1002", "", "Lizzy", "", "", ""]],
+        [
+            ["M1001", "13812345678", "Nancy", "Gold", "BJ01", "2025-03-01"],
+            ["M1002", "", "Lizzy", "", "", ""],
+            ["M1003", "", "Jane", "", "SH99", ""],
+        ],
     )
     result = run_import(path, kind="members", source="generic", mapping=mappings.load("members", "generic"))
-    assert (result.rows_imported, result.rows_failed) == (2, 0)
+    # A store code siyu does not know is refused with its row: the member would be visible to no store.
+    assert (result.rows_imported, result.rows_failed) == (2, 1)
+    (failure,) = result.failures
+    assert (failure.row, failure.column) == (
+        4,
+        "store (E)",
+    ) and "store 'SH99' does not exist" in failure.reason
     nancy = profile_of(session, "member_id", "M1001")
     assert nancy.name == "Nancy" and nancy.store_id == store.id and nancy.traits["tier"] == "Gold"
     from siyu.loyalty import service as loyalty
@@ -181,6 +191,10 @@ def test_members(session: Session, tmp_path: Path) -> None:
         ).rows_duplicate
         == 2
     )
+    factories.store(session, code="SH99")
+    assert (
+        run_import(path, kind="members", source="generic", mapping=mappings.load("members", "generic"))
+    ).rows_imported == 1
 
 
 def test_missing_columns_write_nothing(session: Session, tmp_path: Path) -> None:

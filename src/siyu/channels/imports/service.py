@@ -28,6 +28,7 @@ from siyu.catalogue.service import upsert_products
 from siyu.channels.imports import readers
 from siyu.channels.imports.mappings import Mapping
 from siyu.channels.imports.models import FileImport, ImportStatus
+from siyu.clienteling.models import Store
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, unit_of_work, utcnow
 from siyu.errors import BadRequest
@@ -129,6 +130,8 @@ class RowConverter:
 
     def __init__(self, kind: str, source: str, mapping: Mapping, header: list[str], filename: str) -> None:
         self.kind, self.source, self.mapping, self.filename = kind, source, mapping, filename
+        # The brand's store codes, when the import checks a member's home store against them.
+        self.stores: frozenset[str] | None = None
         self.index = {name: i for i, name in enumerate(header) if name}
         self.header = header
         self.zone = ZoneInfo(mapping.timezone)
@@ -310,6 +313,13 @@ class RowConverter:
             value = self.get(values, column)
             if value:
                 traits[trait] = value
+        store = traits.get("home_store")
+        if store is not None and self.stores is not None and store not in self.stores:
+            # A home store decides who may see the member: an unknown code would leave her with none.
+            raise RowError(
+                m.store,
+                f"store {store!r} does not exist: add it (siyu org add-store or import-stores) and import again",
+            )
         event: dict[str, Any] = {**base, "type": "identify", "traits": traits}
         joined = self.get(values, m.joined_at)
         if joined:
@@ -387,6 +397,8 @@ def run_import(
     filename = filename or path.name
     converter = RowConverter(kind, source, mapping, sheet.header, filename)
     with unit_of_work() as session:
+        if kind == "members" and mapping.store:
+            converter.stores = frozenset(session.execute(select(Store.code)).scalars())
         record = FileImport(
             kind=kind, source=source, filename=filename[:255], file_sha256=file_sha256(path), actor=actor
         )
