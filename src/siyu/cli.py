@@ -441,11 +441,18 @@ def lifecycle_fit(
     )
     table = Table("model", "parameters", "log-likelihood")
     table.add_row(
-        "BG/NBD", f"r={bg.r:.4f} alpha={bg.alpha:.4f} a={bg.a:.4f} b={bg.b:.4f}", f"{bg.log_likelihood:.2f}"
+        "BG/NBD", f"r={bg.r:.4g} alpha={bg.alpha:.4g} a={bg.a:.4g} b={bg.b:.4g}", f"{bg.log_likelihood:.2f}"
     )
     if gg is not None:
-        table.add_row("Gamma-Gamma", f"p={gg.p:.4f} q={gg.q:.4f} v={gg.v:.2f}", f"{gg.log_likelihood:.2f}")
+        table.add_row("Gamma-Gamma", f"p={gg.p:.4f} q={gg.q:.4g} v={gg.v:.4g}", f"{gg.log_likelihood:.2f}")
     Console().print(table)
+    spend = predictive.mean_spend(gg) if gg is not None else None
+    console.print(
+        f"a purchase is a customer's last with probability {predictive.mean_dropout(bg):.1%} on average"
+        + (f"; mean spend per purchase {spend / 100:,.2f} CNY" if spend is not None else "")
+    )
+    for note in predictive.interpret(bg, gg):
+        console.print(f"[yellow]note:[/yellow] {note}")
     if result.gamma_gamma_error:
         console.print(f"Gamma-Gamma not fitted: {result.gamma_gamma_error}")
     if holdout is not None:

@@ -116,7 +116,7 @@ def test_cli_fit_with_holdout(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     body = json.loads(out.stdout)
     assert body["customers"] == 200 and body["model_id"] is None
-    assert set(body) >= {"r", "alpha", "a", "b", "log_likelihood", "p", "q", "v"}
+    assert set(body) >= {"r", "alpha", "a", "b", "log_likelihood", "p", "q", "v", "mean_dropout", "notes"}
     assert body["holdout"]["actual"] == 50
     assert sum(g["customers"] for g in body["holdout"]["by_frequency"]) == 200
     saved = run("lifecycle", "fit", db_url=url)

@@ -20,6 +20,9 @@ from siyu.lifecycle.predictive import (
     fit_bgnbd,
     fit_gamma_gamma,
     gamma_gamma_log_likelihood,
+    interpret,
+    mean_dropout,
+    mean_spend,
     p_alive,
     rfm_scores,
     simulate_bgnbd,
@@ -455,3 +458,22 @@ def test_predictions_reject_bad_input() -> None:
         rfm_scores([1, 2], [1, 2], [1])
     with pytest.raises(FitError, match="one-dimensional"):
         bgnbd_log_likelihood(0.2, 4.0, 0.8, 2.4, [[1.0]], [[5.0]], [[10.0]])
+
+
+def test_boundary_estimates_are_explained() -> None:
+    # The CDNOW fit is interior: nothing to explain. Its mean dropout is a/(a+b).
+    assert interpret(CDNOW, None) == []
+    assert mean_dropout(CDNOW) == pytest.approx(0.793 / (0.793 + 2.426))
+    # What the demo brand gives: no evidence of dropout heterogeneity, none of spend heterogeneity.
+    bg = BgNbdParams(r=0.457, alpha=44.96, a=1e-7, b=2e-6, log_likelihood=-720.0, n=566, converged=True)
+    gg = GammaGammaParams(p=1.94, q=1.58e7, v=1.51e12, log_likelihood=-1272.1, n=98, converged=True)
+    notes = interpret(bg, gg)
+    assert len(notes) == 2
+    assert "a and b near 0" in notes[0] and "5% of purchases" in notes[0]
+    assert "hardly differ" in notes[1] and f"{1.94 * 1.51e12 / (1.58e7 - 1) / 100:,.2f} CNY" in notes[1]
+    heavy = GammaGammaParams(p=2.0, q=0.8, v=100.0, log_likelihood=-1.0, n=5, converged=False)
+    assert mean_spend(heavy) is None
+    assert interpret(CDNOW, heavy) == [
+        "Gamma-Gamma did not converge: treat its spend predictions with care",
+        "Gamma-Gamma q <= 1: the average spend has no finite mean; do not use its CLV",
+    ]

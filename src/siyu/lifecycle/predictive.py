@@ -82,6 +82,45 @@ class GammaGammaParams:
     converged: bool
 
 
+def interpret(bg: BgNbdParams, gg: GammaGammaParams | None) -> list[str]:
+    """What a fit means where its raw parameters mislead: boundary and runaway estimates, in plain words.
+
+    The likelihood is maximised at a boundary when the data hold no evidence of a kind of variation;
+    the parameters then say "none" in a way that looks like a bug (a = b = 0, q = 10^7).
+    """
+    notes: list[str] = []
+    if not bg.converged:
+        notes.append("BG/NBD did not converge: treat its predictions with care")
+    dropout = mean_dropout(bg)
+    if bg.a < 0.01 and bg.b < 0.01:
+        notes.append(
+            f"a and b near 0: customers either drop out after a purchase or never do; {dropout:.0%} of "
+            "purchases end a customer's life. P(alive) is close to 1 for most buyers"
+        )
+    if gg is not None:
+        if not gg.converged:
+            notes.append("Gamma-Gamma did not converge: treat its spend predictions with care")
+        if gg.q <= 1:
+            notes.append("Gamma-Gamma q <= 1: the average spend has no finite mean; do not use its CLV")
+        elif gg.q > 1e4:
+            mean = mean_spend(gg) or 0.0
+            notes.append(
+                f"q and v very large: buyers' average spends hardly differ, so each buyer's expected spend is "
+                f"close to the mean, p·v/(q-1) = {mean / 100:,.2f} CNY"
+            )
+    return notes
+
+
+def mean_dropout(bg: BgNbdParams) -> float:
+    """The population's mean probability of dropping out after a purchase, a/(a+b)."""
+    return bg.a / (bg.a + bg.b) if bg.a + bg.b > 0 else 0.0
+
+
+def mean_spend(gg: GammaGammaParams) -> float | None:
+    """The population's mean spend per purchase, p·v/(q-1) (money units of the fit); None when q <= 1."""
+    return gg.p * gg.v / (gg.q - 1) if gg.q > 1 else None
+
+
 class FitError(ValueError):
     """Bad input to a model: the message names what is wrong and in how many rows."""
 

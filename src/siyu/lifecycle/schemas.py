@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from siyu.lifecycle import predictive
+
 if TYPE_CHECKING:
     from siyu.lifecycle.service import Fit
 
@@ -62,6 +64,9 @@ class FitOut(BaseModel):
     q: float | None
     v: float | None
     gamma_gamma_error: str | None
+    mean_dropout: float = Field(description="a/(a+b): the mean chance a purchase is a customer's last")
+    mean_spend_fen: float | None = Field(description="p·v/(q-1): the mean spend per purchase, in fen")
+    notes: list[str] = Field(description="What the parameters mean where they look odd (boundary estimates)")
     holdout: HoldoutOut | None
 
     @classmethod
@@ -95,5 +100,8 @@ class FitOut(BaseModel):
             q=gg.q if gg else None,
             v=gg.v if gg else None,
             gamma_gamma_error=result.gamma_gamma_error,
+            mean_dropout=predictive.mean_dropout(bg),
+            mean_spend_fen=predictive.mean_spend(gg) if gg else None,
+            notes=predictive.interpret(bg, gg),
             holdout=holdout,
         )
