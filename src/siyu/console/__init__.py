@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from siyu.console.channels import router as channels_router
 from siyu.console.journeys import router as journeys_router
 from siyu.console.loyalty import router as loyalty_router
+from siyu.console.org import router as org_router
 from siyu.console.routes import install_error_pages, router, static_files
 from siyu.console.segments import router as segments_router
 
@@ -20,3 +21,4 @@ def mount(app: FastAPI) -> None:
     app.include_router(loyalty_router)
     app.include_router(segments_router)
     app.include_router(journeys_router)
+    app.include_router(org_router)
