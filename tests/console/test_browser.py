@@ -357,3 +357,35 @@ def test_journey_editor_lists_problems_and_the_graph_draws(
     expect(page.locator("#journey-status")).to_have_text("active")
     expect(page.locator("[data-chart=journey-graph] canvas")).to_be_visible()
     page.screenshot(path=SHOTS.format("journey"), full_page=True)
+
+
+def test_search_pages_and_the_stores_page(page: Page, live_server: LiveServer, seeded: Seeded) -> None:
+    """Next and Previous page through a search in place; an admin adds a region and a store."""
+    from siyu.profiles.models import Profile
+
+    with db.unit_of_work() as session:
+        session.add_all([Profile(name=f"林{i:02}") for i in range(30)])
+    log_in(page, live_server)
+    page.fill("input[name=q]", "林")
+    expect(page.locator("#results-count")).to_have_text("Results 1–25")
+    expect(page.locator("#results-table tbody tr")).to_have_count(25)
+    page.click("#results-next")
+    expect(page.locator("#results-count")).to_have_text("Results 26–30")
+    expect(page.locator("#results-table tbody tr")).to_have_count(5)
+    expect(page).to_have_url(re.compile(r"/customers\?q=%E6%9E%97&page=2$"))
+    page.click("a[rel=prev]")
+    expect(page.locator("#results-count")).to_have_text("Results 1–25")
+
+    page.click("nav.mainnav >> text=Stores")
+    expect(page).to_have_url(re.compile(r"/stores$"))
+    page.fill("#region-form input[name=code]", "WEST")
+    page.fill("#region-form input[name=name]", "West China")
+    page.click("#region-form button")
+    expect(page.locator(".flash-success")).to_contain_text("Region WEST added")
+    page.fill("#store-form input[name=code]", "CD01")
+    page.fill("#store-form input[name=name]", "Taikoo Li")
+    page.select_option("#store-form select[name=region]", "WEST")
+    page.click("#store-form button")
+    expect(page.locator(".flash-success")).to_contain_text("Store CD01 added")
+    expect(page.locator(".stores-table", has_text="CD01")).to_contain_text("Taikoo Li")
+    page.screenshot(path=SHOTS.format("stores"), full_page=True)
