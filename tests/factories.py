@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import uuid
 from typing import Any
@@ -10,7 +11,8 @@ from sqlalchemy.orm import Session
 
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role, User
-from siyu.clienteling.models import Region, Store
+from siyu.clienteling.models import Alert, Region, Store, Task
+from siyu.profiles.models import Profile
 
 _seq = itertools.count(1)
 
@@ -53,3 +55,39 @@ def event(kind: str = "track", **fields: Any) -> dict[str, Any]:
 def auth(secret: str) -> dict[str, str]:
     """Headers that present secret as a Bearer token."""
     return {"Authorization": f"Bearer {secret}"}
+
+
+def work_for(session: Session, user: User) -> tuple[Profile, list[Alert], list[Task]]:
+    """A customer with two alerts and three tasks (due in 3 days, undated, due in an hour) for user."""
+    now = dt.datetime.now(dt.UTC)
+    customer = Profile(name="王小明")
+    session.add(customer)
+    session.flush()
+    alerts = [
+        Alert(
+            user_id=user.id,
+            profile_id=customer.id,
+            kind="churn",
+            title=f"alert {i}",
+            message_id=f"m{user.id}-{i}",
+        )
+        for i in range(2)
+    ]
+    tasks = [
+        Task(
+            user_id=user.id,
+            profile_id=customer.id,
+            title=title,
+            source="journey:1",
+            source_key=f"{user.id}-{title}",
+            due_at=due,
+        )
+        for title, due in (
+            ("later", now + dt.timedelta(days=3)),
+            ("undated", None),
+            ("soon", now + dt.timedelta(hours=1)),
+        )
+    ]
+    session.add_all([*alerts, *tasks])
+    session.flush()
+    return customer, alerts, tasks

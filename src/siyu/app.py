@@ -23,6 +23,7 @@ from siyu.channels.api import qr_images as qr_images_router
 from siyu.channels.api import router as channels_router
 from siyu.channels.lane import CallbackLane, callback_writer
 from siyu.channels.receiver import Push
+from siyu.clienteling.api import me as me_router
 from siyu.clienteling.api import router as org_router
 from siyu.config import Settings, get_settings, secret_key
 from siyu.console import mount as mount_console
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(profiles_router)
     app.include_router(org_router)
+    app.include_router(me_router)
     app.include_router(identity_router)
     app.include_router(ingest_admin_router)
     app.include_router(apikeys_router)

@@ -1,14 +1,18 @@
-"""Organisation API: regions and stores (read by every role, added by admin and hq)."""
+"""Organisation API (regions and stores: read by every role, added by admin and hq) and each user's alerts and tasks."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.clienteling import org
+from siyu.clienteling import service as clienteling_service
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import Forbidden
 
@@ -71,3 +75,71 @@ def create_store(body: StoreIn, principal: ReaderDep, session: SessionDep) -> St
     store = org.create_store(session, code=body.code, name=body.name, region=body.region, city=body.city)
     auth_service.audit(session, principal, "org.store.create", "store", store.id, {"code": store.code})
     return StoreOut.model_validate(store, from_attributes=True)
+
+
+me = APIRouter(prefix="/api/v1/me", tags=["my work"])
+
+
+class AlertOut(BaseModel):
+    id: int
+    profile_id: int
+    kind: str
+    title: str
+    detail: dict[str, Any]
+    created_at: dt.datetime
+    read_at: dt.datetime | None
+
+
+class TaskOut(BaseModel):
+    id: int
+    profile_id: int
+    title: str
+    detail: dict[str, Any]
+    source: str
+    due_at: dt.datetime | None
+    created_at: dt.datetime
+    done_at: dt.datetime | None
+
+
+def _user_id(principal: Principal) -> int:
+    if principal.user_id is None:
+        raise Forbidden("alerts and tasks belong to a person: call with a console user's key (or log in)")
+    return principal.user_id
+
+
+@me.get("/alerts", response_model=list[AlertOut], summary="My alerts, newest first")
+def my_alerts(
+    principal: ReaderDep,
+    session: SessionDep,
+    unread: Annotated[bool, Query(description="only the unread ones")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[AlertOut]:
+    alerts = clienteling_service.list_alerts(session, _user_id(principal), unread_only=unread, limit=limit)
+    return [AlertOut.model_validate(a, from_attributes=True) for a in alerts]
+
+
+@me.post("/alerts/{alert_id}/read", response_model=AlertOut, summary="Mark one of my alerts read")
+def read_alert(alert_id: int, principal: ReaderDep, session: SessionDep) -> AlertOut:
+    """Idempotent: reading it again keeps the first time; 404 for someone else's alert."""
+    alert = clienteling_service.mark_alert_read(session, _user_id(principal), alert_id)
+    return AlertOut.model_validate(alert, from_attributes=True)
+
+
+@me.get("/tasks", response_model=list[TaskOut], summary="My tasks: open ones by due time")
+def my_tasks(
+    principal: ReaderDep,
+    session: SessionDep,
+    include_done: Annotated[bool, Query(description="also the done ones, newest first")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[TaskOut]:
+    tasks = clienteling_service.list_tasks(
+        session, _user_id(principal), open_only=not include_done, limit=limit
+    )
+    return [TaskOut.model_validate(t, from_attributes=True) for t in tasks]
+
+
+@me.post("/tasks/{task_id}/done", response_model=TaskOut, summary="Mark one of my tasks done")
+def finish_task(task_id: int, principal: ReaderDep, session: SessionDep) -> TaskOut:
+    """Idempotent: finishing it again keeps the first time; 404 for someone else's task."""
+    task = clienteling_service.complete_task(session, _user_id(principal), task_id)
+    return TaskOut.model_validate(task, from_attributes=True)

@@ -1,18 +1,19 @@
-"""Alerts for sales associates and their managers; flushes, never commits."""
+"""Alerts and tasks for sales associates and their managers; flushes, never commits."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from siyu.auth.models import Role, User
-from siyu.clienteling.models import Alert
+from siyu.clienteling.models import Alert, Task
 from siyu.db import is_postgres, utcnow
+from siyu.errors import NotFound
 from siyu.ingest.reactors import StoredEvent
 
 
@@ -89,3 +90,48 @@ def list_alerts(
     if unread_only:
         statement = statement.where(Alert.read_at.is_(None))
     return session.execute(statement.order_by(Alert.id.desc()).limit(limit)).scalars().all()
+
+
+def mark_alert_read(session: Session, user_id: int, alert_id: int) -> Alert:
+    """The user's alert, marked read (once: a second call keeps the first time); NotFound for another's."""
+    alert = session.get(Alert, alert_id)
+    if alert is None or alert.user_id != user_id:
+        raise NotFound(f"alert {alert_id} not found")
+    if alert.read_at is None:
+        alert.read_at = utcnow()
+        session.flush()
+    return alert
+
+
+def list_tasks(session: Session, user_id: int, *, open_only: bool = True, limit: int = 100) -> Sequence[Task]:
+    """A user's tasks: open ones by due time (undated last), or all, newest first."""
+    statement = select(Task).where(Task.user_id == user_id)
+    if open_only:
+        statement = statement.where(Task.done_at.is_(None)).order_by(
+            Task.due_at.asc().nulls_last(), Task.id.asc()
+        )
+    else:
+        statement = statement.order_by(Task.id.desc())
+    return session.execute(statement.limit(limit)).scalars().all()
+
+
+def complete_task(session: Session, user_id: int, task_id: int) -> Task:
+    """The user's task, marked done (once); NotFound for another's."""
+    task = session.get(Task, task_id)
+    if task is None or task.user_id != user_id:
+        raise NotFound(f"task {task_id} not found")
+    if task.done_at is None:
+        task.done_at = utcnow()
+        session.flush()
+    return task
+
+
+def open_counts(session: Session, user_id: int) -> tuple[int, int]:
+    """(unread alerts, open tasks) of a user."""
+    alerts = session.execute(
+        select(func.count()).where(Alert.user_id == user_id, Alert.read_at.is_(None))
+    ).scalar_one()
+    tasks = session.execute(
+        select(func.count()).where(Task.user_id == user_id, Task.done_at.is_(None))
+    ).scalar_one()
+    return int(alerts), int(tasks)

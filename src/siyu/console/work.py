@@ -1,0 +1,66 @@
+"""Console page "My work": the signed-in user's alerts and tasks, each about one customer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from siyu.auth.principal import NAME_MASKED_ROLES
+from siyu.clienteling import service
+from siyu.console.rendering import render
+from siyu.console.routes import see_other
+from siyu.console.security import ReaderDep, ReadSession, Viewer, WriterDep, WriteSession, flash
+from siyu.profiles.masking import mask_name
+from siyu.profiles.models import Profile
+
+router = APIRouter(include_in_schema=False)
+
+
+def _user_id(viewer: Viewer) -> int:
+    user_id = viewer.principal.user_id
+    assert user_id is not None  # the console is always a user
+    return user_id
+
+
+def _names(session: Session, viewer: Viewer, profile_ids: set[int]) -> dict[int, str]:
+    if not profile_ids:
+        return {}
+    rows = session.execute(select(Profile.id, Profile.name).where(Profile.id.in_(profile_ids))).all()
+    masked = viewer.role in NAME_MASKED_ROLES
+    return {pid: (mask_name(name) if masked else name) if name else f"Customer #{pid}" for pid, name in rows}
+
+
+@router.get("/work", response_class=HTMLResponse)
+def work_page(request: Request, session: ReadSession, viewer: ReaderDep, done: bool = False) -> Response:
+    """Unread alerts first, then the open tasks by due time; `done=true` shows finished tasks too."""
+    user_id = _user_id(viewer)
+    alerts = service.list_alerts(session, user_id, limit=50)
+    tasks = service.list_tasks(session, user_id, open_only=not done)
+    names = _names(session, viewer, {a.profile_id for a in alerts} | {t.profile_id for t in tasks})
+    unread, open_tasks = service.open_counts(session, user_id)
+    context = {
+        "alerts": alerts,
+        "tasks": tasks,
+        "names": names,
+        "unread": unread,
+        "open_tasks": open_tasks,
+        "show_done": done,
+    }
+    return render(request, "work.html", context)
+
+
+@router.post("/work/alerts/{alert_id:int}/read")
+def read_alert(alert_id: int, session: WriteSession, viewer: WriterDep) -> Response:
+    """Mark one of my alerts read."""
+    service.mark_alert_read(session, _user_id(viewer), alert_id)
+    return see_other("/work")
+
+
+@router.post("/work/tasks/{task_id:int}/done")
+def finish_task(request: Request, task_id: int, session: WriteSession, viewer: WriterDep) -> Response:
+    """Mark one of my tasks done."""
+    task = service.complete_task(session, _user_id(viewer), task_id)
+    flash(request, f"Done: {task.title}")
+    return see_other("/work")

@@ -1,0 +1,51 @@
+"""Each person's alerts and tasks: listed newest first or by due time, marked read or done once, never another's."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from siyu.auth.models import Role
+from tests import factories
+
+
+def test_a_user_reads_and_finishes_their_own(client: TestClient, session: Session) -> None:
+    li = factories.user(session, Role.sales_associate)
+    other = factories.user(session, Role.sales_associate)
+    _, alerts, tasks = factories.work_for(session, li)
+    _, others_alerts, others_tasks = factories.work_for(session, other)
+    key = factories.auth(factories.api_key(session, Role.sales_associate, user=li))
+
+    listed = client.get("/api/v1/me/alerts", headers=key).json()
+    assert [a["title"] for a in listed] == ["alert 1", "alert 0"]
+    assert [t["title"] for t in client.get("/api/v1/me/tasks", headers=key).json()] == [
+        "soon",
+        "later",
+        "undated",
+    ]
+
+    first = client.post(f"/api/v1/me/alerts/{alerts[0].id}/read", headers=key)
+    assert first.status_code == 200 and first.json()["read_at"] is not None
+    again = client.post(f"/api/v1/me/alerts/{alerts[0].id}/read", headers=key)
+    assert again.json()["read_at"] == first.json()["read_at"]
+    assert [a["title"] for a in client.get("/api/v1/me/alerts?unread=true", headers=key).json()] == [
+        "alert 1"
+    ]
+
+    done = client.post(f"/api/v1/me/tasks/{tasks[2].id}/done", headers=key)
+    assert done.status_code == 200 and done.json()["done_at"] is not None
+    assert [t["title"] for t in client.get("/api/v1/me/tasks", headers=key).json()] == ["later", "undated"]
+    everything = client.get("/api/v1/me/tasks?include_done=true", headers=key).json()
+    assert len(everything) == 3
+
+    # Someone else's alert or task does not exist for this user.
+    assert client.post(f"/api/v1/me/alerts/{others_alerts[0].id}/read", headers=key).status_code == 404
+    assert client.post(f"/api/v1/me/tasks/{others_tasks[0].id}/done", headers=key).status_code == 404
+    session.refresh(others_tasks[0])
+    assert others_tasks[0].done_at is None
+
+
+def test_a_key_without_a_person_is_refused(client: TestClient, session: Session) -> None:
+    key = factories.auth(factories.api_key(session, Role.hq))
+    r = client.get("/api/v1/me/tasks", headers=key)
+    assert r.status_code == 403 and "console user's key" in r.json()["detail"]
