@@ -185,6 +185,11 @@ def test_org_set_up_and_scoped_users(tmp_path: Path) -> None:
         "apikeys", "create", "--role", "store_manager", "--name", "SH01 tablet", "--store", "SH01", db_url=url
     )
     assert key.returncode == 0, key.stderr
+    mine = run("apikeys", "create", "--name", "li's app", "--user", "li.si", db_url=url)
+    assert mine.returncode == 0, mine.stderr
+    wrong = run("apikeys", "create", "--name", "x", "--user", "li.si", "--role", "admin", db_url=url)
+    assert wrong.returncode == 1 and "acts as this sales_associate" in wrong.stderr
+    assert "--role is required" in run("apikeys", "create", "--name", "x", db_url=url).stderr
     engine = create_db_engine(url)
     with Session(engine) as session:
         from sqlalchemy import select
@@ -197,4 +202,6 @@ def test_org_set_up_and_scoped_users(tmp_path: Path) -> None:
         assert (li.store_id, li.region_id, li.wecom_userid) == (store.id, store.region_id, "lisi")
         tablet = session.execute(select(ApiKey).where(ApiKey.name == "SH01 tablet")).scalar_one()
         assert tablet.store_id == store.id
+        own = session.execute(select(ApiKey).where(ApiKey.name == "li's app")).scalar_one()
+        assert (own.user_id, own.role, own.store_id) == (li.id, "sales_associate", store.id)
     engine.dispose()

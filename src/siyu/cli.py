@@ -160,23 +160,45 @@ RegionOption = Annotated[str | None, typer.Option(help="Region code: required fo
 
 @keys_app.command("create")
 def apikeys_create(
-    role: Annotated[Role, typer.Option(help="source for a write key; admin, hq, … for API access")],
     name: Annotated[str, typer.Option(help="What the key is for, e.g. 'Mini Program'")],
+    role: Annotated[
+        Role | None, typer.Option(help="source for a write key; admin, hq, … for API access")
+    ] = None,
     store: StoreOption = None,
     region: RegionOption = None,
+    user: Annotated[
+        str | None, typer.Option(help="A console user the key acts as (their role, scope, alerts and tasks)")
+    ] = None,
 ) -> None:
     """Create an API key; the key is printed alone on the last line."""
+    from sqlalchemy import select
+
+    from siyu.auth.models import User
     from siyu.clienteling import org
 
     try:
         with unit_of_work() as session:
-            region_id, store_id = (
-                org.scope_of(session, role, store=store, region=region)
-                if role is not Role.source
-                else (None, None)
-            )
+            person = None
+            if user is not None:
+                person = session.execute(select(User).where(User.username == user)).scalar_one_or_none()
+                if person is None:
+                    _fail(f"--user {user!r}: no such console user")
+                if (role or person.role) != person.role or store or region:
+                    _fail(
+                        f"--user {user!r}: the key acts as this {person.role}; leave out --role, --store, --region"
+                    )
+                role = person.role
+                region_id, store_id = person.region_id, person.store_id
+            elif role is None:
+                _fail("--role is required (or --user, for a key that acts as a console user)")
+            else:
+                region_id, store_id = (
+                    org.scope_of(session, role, store=store, region=region)
+                    if role is not Role.source
+                    else (None, None)
+                )
             key, secret = auth_service.create_api_key(
-                session, name=name, role=role, region_id=region_id, store_id=store_id
+                session, name=name, role=role, user=person, region_id=region_id, store_id=store_id
             )
             key_id = key.id
     except SiyuError as exc:
