@@ -49,3 +49,23 @@ def test_a_key_without_a_person_is_refused(client: TestClient, session: Session)
     key = factories.auth(factories.api_key(session, Role.hq))
     r = client.get("/api/v1/me/tasks", headers=key)
     assert r.status_code == 403 and "console user's key" in r.json()["detail"]
+
+
+def test_titles_are_masked_like_the_360(client: TestClient, session: Session) -> None:
+    """A title is rendered text: a phone or email in it is masked; a marketer does not see her name either."""
+    for role, expected in (
+        (Role.sales_associate, "Call 王小明 on 138****5678 or n***@example.com"),
+        (Role.marketer, "Call 王** on 138****5678 or n***@example.com"),
+    ):
+        person = factories.user(session, role)
+        _, alerts, tasks = factories.work_for(session, person)
+        tasks[0].title = alerts[0].title = "Call 王小明 on 13812345678 or nancy@example.com"
+        tasks[0].detail = {"note": "she asked for 13812345678"}
+        session.flush()
+        key = factories.auth(factories.api_key(session, role, user=person))
+        listed = client.get("/api/v1/me/tasks?include_done=true", headers=key).json()
+        mine = next(t for t in listed if t["id"] == tasks[0].id)
+        assert mine["title"] == expected
+        assert mine["detail"] == {"note": "she asked for 138****5678"}
+        alert = client.post(f"/api/v1/me/alerts/{alerts[0].id}/read", headers=key).json()
+        assert alert["title"] == expected

@@ -33,7 +33,11 @@ def test_associate_reads_an_alert_and_finishes_a_task(client: TestClient, sessio
 
 def test_marketer_sees_customer_names_masked(client: TestClient, session: Session) -> None:
     marketer = factories.user(session, Role.marketer)
-    factories.work_for(session, marketer)
+    _, alerts, tasks = factories.work_for(session, marketer)
+    # Titles are rendered text: her name and phone in them are masked too.
+    tasks[0].title = alerts[0].title = "Call 王小明 on 13812345678"
+    session.flush()
     login(client, marketer.username)
     page = client.get("/work").text
     assert "王**" in page and "王小明" not in page
+    assert page.count("Call 王** on 138****5678") == 2 and "13812345678" not in page

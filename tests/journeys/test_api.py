@@ -17,6 +17,7 @@ from siyu import db
 from siyu.auth.models import Role
 from siyu.journeys import tasks
 from siyu.journeys.models import Enrolment
+from siyu.messaging.models import Channel, Message, MessageStatus
 from siyu.outbox import service as outbox
 from siyu.outbox.models import OutboxMessage, OutboxStatus
 from tests import factories
@@ -165,6 +166,61 @@ def test_templates_preview_caps_assets_and_messages(brand: Brand) -> None:
         is False
     )
     assert client.get("/api/v1/messages", params={"profile_id": amy}, headers=admin).json() == []
+
+
+def test_previews_and_sent_messages_mask_phones_emails_and_names(brand: Brand) -> None:
+    """Content is free text: whatever a template put in it, personal data is masked as the 360 masks it."""
+    client, admin = brand.api.client, factories.auth(brand.api.admin_key)
+    marketer = factories.auth(factories.api_key(brand.session, Role.marketer))
+    nancy = brand.follower(
+        "nancy",
+        traits={
+            "phone": "13812345678",
+            "email": "nancy@example.com",
+            "address": "上海市静安区南京西路1266号",
+        },
+    )
+    body = {
+        "name": "Leaky",
+        "channel": "oa_template",
+        "account_id": brand.oa.id,
+        "external_template_id": "T1",
+        "body": {
+            "data": {
+                "first": "{{ name }}, call {{ traits.phone }} or write {{ traits.email }}",
+                "remark": "to {{ traits.address }} for {{ traits.name }}",
+            }
+        },
+    }
+    tid = client.post("/api/v1/messages/templates", json=body, headers=admin).json()["id"]
+    url = f"/api/v1/messages/templates/{tid}/preview"
+    seen = client.post(url, json={"profile_id": nancy}, headers=admin).json()["content"]["data"]
+    assert seen == {
+        "first": "Nancy, call +86138****5678 or write n***@example.com",
+        "remark": "to 上海市静安区**** for Nancy",
+    }
+    seen = client.post(url, json={"profile_id": nancy}, headers=marketer).json()["content"]["data"]
+    assert seen == {
+        "first": "N****, call +86138****5678 or write n***@example.com",
+        "remark": "to 上海市静安区**** for N****",
+    }
+
+    # What was sent is stored in full (it went to her); reading it back masks it the same way.
+    brand.session.add(
+        Message(
+            idempotency_key="leaky-1",
+            template_id=tid,
+            channel=Channel.oa_template,
+            profile_id=nancy,
+            content={"data": {"first": "Nancy, your number +8613812345678 is confirmed"}},
+            status=MessageStatus.sent,
+        )
+    )
+    brand.session.flush()
+    listed = client.get("/api/v1/messages", params={"profile_id": nancy}, headers=admin).json()
+    assert listed[0]["content"] == {"data": {"first": "Nancy, your number +86138****5678 is confirmed"}}
+    listed = client.get("/api/v1/messages", params={"profile_id": nancy}, headers=marketer).json()
+    assert listed[0]["content"] == {"data": {"first": "N****, your number +86138****5678 is confirmed"}}
 
 
 def test_library_lists_what_each_journey_needs_and_creates_drafts(brand: Brand) -> None:

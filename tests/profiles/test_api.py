@@ -91,6 +91,43 @@ class TestMasking:
         assert item["context"]["traits"]["phone"] == "138****5678"
         assert "13812345678" not in str(item)
 
+    def test_personal_data_under_any_key_or_in_free_text_is_masked(
+        self, api: Api, client: TestClient, session: Session
+    ) -> None:
+        """Brands send shipping names, notes and phones as member ids: the 360 finds them by shape too."""
+        api.send(
+            event(
+                "identify",
+                userId="13900001111",
+                traits={"name": "王小明", "address": "上海市静安区南京西路1266号"},
+            ),
+            event(
+                userId="13900001111",
+                event="Order Completed",
+                properties={
+                    "order_id": "o1",
+                    "total": 10,
+                    "shipping_phone": "13812345678",
+                    "shipping_name": "王小明",
+                    "note": "王小明 asks to call 13812345678 or mail xm@example.com",
+                },
+            ),
+        )
+        pid = api.lookup("member_id", "13900001111")["id"]
+        for who, name in ((api.admin_key, "王小明"), (factories.api_key(session, Role.marketer), "王**")):
+            p = get(client, f"/api/v1/profiles/{pid}", who).json()
+            assert [i["value"] for i in p["identities"] if i["type"] == "member_id"] == ["139****1111"]
+            assert p["traits"]["address"] == "上海市静安区****"
+            items = get(client, f"/api/v1/profiles/{pid}/timeline", who).json()["items"]
+            order = next(i for i in items if i["event"] == "Order Completed")["properties"]
+            assert order["shipping_phone"] == "138****5678" and order["shipping_name"] == name
+            assert order["note"] == f"{name} asks to call 138****5678 or mail x***@example.com"
+            assert "13900001111" not in str(items) and "13812345678" not in str(items)
+        # A reveal shows the member id and the address in full, audited.
+        revealed = api.profile(pid, reveal="true")
+        assert revealed["traits"]["address"] == "上海市静安区南京西路1266号"
+        assert "13900001111" in [i["value"] for i in revealed["identities"]]
+
 
 class TestTimeline:
     def test_keyset_pages_cover_every_event_once(self, api: Api, client: TestClient) -> None:

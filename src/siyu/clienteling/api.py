@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role
-from siyu.auth.principal import Principal
+from siyu.auth.principal import NAME_MASKED_ROLES, Principal
 from siyu.clienteling import org
 from siyu.clienteling import service as clienteling_service
+from siyu.clienteling.models import Alert, Task
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import Forbidden
+from siyu.profiles import service as profiles_service
+from siyu.profiles.masking import mask_content
 
 router = APIRouter(prefix="/api/v1/org", tags=["organisation"])
 ORG_ADMIN_ROLES = frozenset({Role.admin, Role.hq})
@@ -101,6 +106,29 @@ class TaskOut(BaseModel):
     done_at: dt.datetime | None
 
 
+_Out = TypeVar("_Out", AlertOut, TaskOut)
+
+
+def _masked(
+    session: Session, principal: Principal, items: Sequence[Alert | Task], out: type[_Out]
+) -> list[_Out]:
+    """Alerts or tasks as the caller may read them: titles and details are rendered text, masked (PIPL)."""
+    mask_names = principal.role in NAME_MASKED_ROLES
+    names = profiles_service.names_of(session, {i.profile_id for i in items}) if mask_names else {}
+    rows = []
+    for item in items:
+        own = names.get(item.profile_id, ())
+        rows.append(
+            out.model_validate(item, from_attributes=True).model_copy(
+                update={
+                    "title": mask_content(item.title, mask_names=mask_names, names=own),
+                    "detail": mask_content(item.detail or {}, mask_names=mask_names, names=own),
+                }
+            )
+        )
+    return rows
+
+
 def _user_id(principal: Principal) -> int:
     if principal.user_id is None:
         raise Forbidden("alerts and tasks belong to a person: call with a console user's key (or log in)")
@@ -115,14 +143,14 @@ def my_alerts(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[AlertOut]:
     alerts = clienteling_service.list_alerts(session, _user_id(principal), unread_only=unread, limit=limit)
-    return [AlertOut.model_validate(a, from_attributes=True) for a in alerts]
+    return _masked(session, principal, alerts, AlertOut)
 
 
 @me.post("/alerts/{alert_id}/read", response_model=AlertOut, summary="Mark one of my alerts read")
 def read_alert(alert_id: int, principal: ReaderDep, session: SessionDep) -> AlertOut:
     """Idempotent: reading it again keeps the first time; 404 for someone else's alert."""
     alert = clienteling_service.mark_alert_read(session, _user_id(principal), alert_id)
-    return AlertOut.model_validate(alert, from_attributes=True)
+    return _masked(session, principal, [alert], AlertOut)[0]
 
 
 @me.get("/tasks", response_model=list[TaskOut], summary="My tasks: open ones by due time")
@@ -135,11 +163,11 @@ def my_tasks(
     tasks = clienteling_service.list_tasks(
         session, _user_id(principal), open_only=not include_done, limit=limit
     )
-    return [TaskOut.model_validate(t, from_attributes=True) for t in tasks]
+    return _masked(session, principal, tasks, TaskOut)
 
 
 @me.post("/tasks/{task_id}/done", response_model=TaskOut, summary="Mark one of my tasks done")
 def finish_task(task_id: int, principal: ReaderDep, session: SessionDep) -> TaskOut:
     """Idempotent: finishing it again keeps the first time; 404 for someone else's task."""
     task = clienteling_service.complete_task(session, _user_id(principal), task_id)
-    return TaskOut.model_validate(task, from_attributes=True)
+    return _masked(session, principal, [task], TaskOut)[0]

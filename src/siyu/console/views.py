@@ -19,8 +19,6 @@ from siyu.ingest.models import DeadLetter
 from siyu.profiles import api as profiles_api
 from siyu.profiles import service as profiles_service
 from siyu.profiles.masking import (
-    EMAIL_KEYS,
-    PHONE_KEYS,
     mask_identifier,
     mask_raw_payload,
     mask_text,
@@ -65,9 +63,10 @@ def merge_rows(profile_id: int, merges: Sequence[MergeOut]) -> list[MergeRow]:
 
 def has_hidden_contact(profile: ProfileOut) -> bool:
     """Whether the profile holds a phone or email that a reveal would show in full."""
-    if any(i.type in ("phone", "email") for i in profile.identities):
+    # Masking leaves its mark (****, ***@): phones are also found by shape, in any identifier or trait.
+    if any(i.type in ("phone", "email") or "****" in i.value for i in profile.identities):
         return True
-    return any(k in PHONE_KEYS or k in EMAIL_KEYS for k in profile.traits)
+    return "****" in json.dumps(profile.traits, ensure_ascii=False) or "***@" in json.dumps(profile.traits)
 
 
 def trait_items(traits: dict[str, Any]) -> list[tuple[str, str]]:

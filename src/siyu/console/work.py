@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
@@ -9,10 +11,12 @@ from sqlalchemy.orm import Session
 
 from siyu.auth.principal import NAME_MASKED_ROLES
 from siyu.clienteling import service
+from siyu.clienteling.models import Alert, Task
 from siyu.console.rendering import render
 from siyu.console.routes import see_other
 from siyu.console.security import ReaderDep, ReadSession, Viewer, WriterDep, WriteSession, flash
-from siyu.profiles.masking import mask_name
+from siyu.profiles import service as profiles
+from siyu.profiles.masking import mask_content, mask_name
 from siyu.profiles.models import Profile
 
 router = APIRouter(include_in_schema=False)
@@ -32,6 +36,15 @@ def _names(session: Session, viewer: Viewer, profile_ids: set[int]) -> dict[int,
     return {pid: (mask_name(name) if masked else name) if name else f"Customer #{pid}" for pid, name in rows}
 
 
+def _titles(session: Session, viewer: Viewer, items: Sequence[Alert | Task]) -> dict[int, str]:
+    """Each item's title as the viewer may read it: rendered text, so phones and emails are masked (PIPL)."""
+    mask_names = viewer.role in NAME_MASKED_ROLES
+    own = profiles.names_of(session, {i.profile_id for i in items}) if mask_names else {}
+    return {
+        i.id: mask_content(i.title, mask_names=mask_names, names=own.get(i.profile_id, ())) for i in items
+    }
+
+
 @router.get("/work", response_class=HTMLResponse)
 def work_page(request: Request, session: ReadSession, viewer: ReaderDep, done: bool = False) -> Response:
     """Unread alerts first, then the open tasks by due time; `done=true` shows finished tasks too."""
@@ -44,6 +57,8 @@ def work_page(request: Request, session: ReadSession, viewer: ReaderDep, done: b
         "alerts": alerts,
         "tasks": tasks,
         "names": names,
+        "alert_titles": _titles(session, viewer, alerts),
+        "task_titles": _titles(session, viewer, tasks),
         "unread": unread,
         "open_tasks": open_tasks,
         "show_done": done,
@@ -62,5 +77,5 @@ def read_alert(alert_id: int, session: WriteSession, viewer: WriterDep) -> Respo
 def finish_task(request: Request, task_id: int, session: WriteSession, viewer: WriterDep) -> Response:
     """Mark one of my tasks done."""
     task = service.complete_task(session, _user_id(viewer), task_id)
-    flash(request, f"Done: {task.title}")
+    flash(request, f"Done: {_titles(session, viewer, [task])[task.id]}")
     return see_other("/work")

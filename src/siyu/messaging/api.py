@@ -34,7 +34,7 @@ from siyu.messaging.schemas import (
     TemplatePatch,
 )
 from siyu.profiles import service as profiles
-from siyu.profiles.masking import mask_identifier
+from siyu.profiles.masking import mask_content, mask_identifier
 
 router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
 clicks = APIRouter(tags=["messages"])
@@ -137,11 +137,15 @@ def list_messages(
         limit=limit,
         before_id=before_id,
     )
+    # Sent content is free text: phones and emails are masked wherever they are, and for a role that sees
+    # no names, the customer's own names too (PIPL). The customer's 360 reveals, audited.
+    mask_names = principal.role in NAME_MASKED_ROLES
+    names = profiles.names_of(session, {m.profile_id for m in rows}) if mask_names else {}
     out = []
     for m in rows:
         item = MessageOut.model_validate(m, from_attributes=True)
+        item.content = mask_content(item.content, mask_names=mask_names, names=names.get(m.profile_id, ()))
         if m.channel == Channel.sms and item.recipient:
-            # A phone number stays masked here (PIPL): the customer's 360 reveals it, audited.
             item.recipient = mask_identifier("phone", item.recipient, reveal=False)
         out.append(item)
     return out

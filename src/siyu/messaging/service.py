@@ -39,7 +39,7 @@ from siyu.messaging.models import (
     Purpose,
     Reach,
 )
-from siyu.profiles.masking import mask_name
+from siyu.profiles.masking import NAME_KEYS, mask_content, mask_name, mask_payload
 from siyu.profiles.models import Consent, Profile
 
 ACCOUNT_KIND = {
@@ -605,13 +605,20 @@ def preview(
 ) -> dict[str, Any]:
     """The template rendered for one real customer (nothing is queued; tracked links are marked preview).
 
-    mask_names renders her name masked (王**), for roles that do not see customers' names.
+    Phones and emails come out masked wherever the template put them (PIPL: a preview is not a reveal);
+    mask_names also masks her name (王**), for roles that do not see customers' names.
     """
     used = render.names(template.body)
     ctx = render.contexts(session, [profile_id], used)[profile_id]
+    names = tuple(str(ctx[k]) for k in ("name", "first_name") if ctx.get(k))
+    if "traits" in ctx:
+        names += tuple(str(v) for k, v in ctx["traits"].items() if k in NAME_KEYS and isinstance(v, str))
+        ctx["traits"] = mask_payload(ctx["traits"], reveal=False, mask_names=mask_names)
     if mask_names:
         ctx.update({k: mask_name(str(ctx[k])) for k in ("name", "first_name") if ctx.get(k)})
-    return render.render(
+    content = render.render(
         template.body,
         {**ctx, "asset": render.asset_lookup(session), "track": render.tracker(f"preview:{template.id}")},
     )
+    masked: dict[str, Any] = mask_content(content, mask_names=mask_names, names=names)
+    return masked

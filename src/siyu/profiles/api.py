@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
@@ -21,7 +21,7 @@ from siyu.journeys import service as journeys_service
 from siyu.lifecycle import service as lifecycle_service
 from siyu.messaging import service as messaging_service
 from siyu.profiles import service as profiles_service
-from siyu.profiles.masking import mask_identifier, mask_name, mask_payload
+from siyu.profiles.masking import mask_identifier, mask_name, mask_record
 from siyu.profiles.models import Profile
 from siyu.profiles.schemas import (
     Counters,
@@ -71,6 +71,7 @@ def build_profile_out(
             session, principal, "profile.reveal", "profile", profile.id, {"fields": ["phone", "email"]}
         )
     mask_names = principal.role in NAME_MASKED_ROLES
+    own_names = profiles_service.names_of(session, [profile.id])[profile.id] if mask_names else ()
     idents = profiles_service.identities(session, profile.id)
     state = lifecycle_service.get_state(session, profile.id)
     key_ids = {i.source_key_id for i in idents if i.source_key_id is not None}
@@ -83,7 +84,7 @@ def build_profile_out(
         id=profile.id,
         requested_id=requested_id,
         name=mask_name(profile.name) if (profile.name and mask_names) else profile.name,
-        traits=mask_payload(profile.traits or {}, reveal=reveal, mask_names=mask_names),
+        traits=mask_record(profile.traits or {}, reveal=reveal, mask_names=mask_names, names=own_names),
         store_id=profile.store_id,
         owner_user_id=profile.owner_user_id,
         created_at=profile.created_at,
@@ -209,18 +210,25 @@ def timeline(
     before = decode_cursor(cursor) if cursor else None
     events = profiles_service.timeline(session, profile.id, limit=limit, before=before)
     mask_names = principal.role in NAME_MASKED_ROLES
+    # Events carry free text (notes, a phone given as userId, a shipping name): masked by shape as well as
+    # by key, and for roles that see no names, her own names wherever they appear.
+    names = profiles_service.names_of(session, [profile.id])[profile.id] if mask_names else ()
+
+    def mask(value: Any) -> Any:
+        return mask_record(value, reveal=False, mask_names=mask_names, names=names)
+
     items = [
         TimelineEvent(
             id=e.id,
-            message_id=e.message_id,
             type=e.type,
             event=e.event,
             timestamp=e.timestamp,
             received_at=e.received_at,
             amount_fen=e.amount_fen,
-            properties=mask_payload(e.properties, reveal=False, mask_names=mask_names),
-            context=mask_payload(e.context, reveal=False, mask_names=mask_names),
-            traits=mask_payload(e.traits, reveal=False, mask_names=mask_names) if e.traits else None,
+            message_id=mask(e.message_id),
+            properties=mask(e.properties),
+            context=mask(e.context),
+            traits=mask(e.traits) if e.traits else None,
         )
         for e in events
     ]

@@ -6,9 +6,48 @@ import json
 import re
 from typing import Any
 
-PHONE_KEYS = frozenset({"phone", "mobile", "phoneNumber", "purePhoneNumber", "remark_mobiles"})
+PHONE_KEYS = frozenset(
+    {
+        "phone",
+        "mobile",
+        "phoneNumber",
+        "purePhoneNumber",
+        "remark_mobiles",
+        "telNumber",  # wx.chooseAddress
+        "shipping_phone",
+        "receiver_phone",
+        "contact_phone",
+        "telephone",
+        "tel",
+    }
+)
 EMAIL_KEYS = frozenset({"email"})
-NAME_KEYS = frozenset({"name", "first_name", "last_name", "firstName", "lastName", "nickname"})
+NAME_KEYS = frozenset(
+    {
+        "name",
+        "first_name",
+        "last_name",
+        "firstName",
+        "lastName",
+        "nickname",
+        "userName",  # wx.chooseAddress
+        "shipping_name",
+        "receiver_name",
+        "recipient_name",
+        "consignee",
+        "contact_name",
+        "real_name",
+    }
+)
+# Street-level addresses (a city alone is not personal data; where she lives is).
+ADDRESS_KEYS = frozenset(
+    {"address", "street", "shipping_address", "billing_address", "receiver_address", "detailInfo"}
+)
+
+
+def is_phone_key(key: str) -> bool:
+    """Whether a field of this name holds a phone number (also shipping_phone, mobilePhone, …)."""
+    return key in PHONE_KEYS or key.lower().endswith(("phone", "mobile"))
 
 
 # A mainland mobile number anywhere in free text, with or without +86 / 86 and separators.
@@ -39,6 +78,11 @@ def mask_name(value: str) -> str:
     return value[:1] + "*" * max(len(value) - 1, 1) if value else value
 
 
+def mask_address(value: str) -> str:
+    """上海市静安区南京西路1266号 -> 上海市静安区****: the district stays, the street is hidden."""
+    return value[:6] + "****" if len(value) > 6 else "****"
+
+
 def mask_identifier(id_type: str, value: str, *, reveal: bool) -> str:
     """An identifier value as the caller may see it."""
     if reveal:
@@ -47,7 +91,8 @@ def mask_identifier(id_type: str, value: str, *, reveal: bool) -> str:
         return mask_phone(value)
     if id_type == "email":
         return mask_email(value)
-    return value
+    # A member id or a card number can be a phone number: masked by its shape.
+    return mask_text(value, reveal=False, mask_names=False)
 
 
 def mask_payload(value: Any, *, reveal: bool, mask_names: bool) -> Any:
@@ -55,10 +100,12 @@ def mask_payload(value: Any, *, reveal: bool, mask_names: bool) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            if isinstance(v, str) and not reveal and k in PHONE_KEYS:
+            if isinstance(v, str) and not reveal and is_phone_key(k):
                 out[k] = mask_phone(v)
             elif isinstance(v, str) and not reveal and k in EMAIL_KEYS:
                 out[k] = mask_email(v)
+            elif isinstance(v, str) and not reveal and k in ADDRESS_KEYS:
+                out[k] = mask_address(v)
             elif isinstance(v, str) and mask_names and k in NAME_KEYS:
                 out[k] = mask_name(v)
             elif k == "externalIds" and isinstance(v, list):
@@ -97,3 +144,33 @@ def mask_raw_payload(payload: str, *, reveal: bool, mask_names: bool, indent: in
     text = json.dumps(masked, ensure_ascii=False, indent=indent)
     # Field names are not the only place people put phones: a userId, a property, a note.
     return mask_text(text, reveal=reveal, mask_names=False)
+
+
+def mask_content(value: Any, *, mask_names: bool, names: tuple[str, ...] = (), reveal: bool = False) -> Any:
+    """A copy of rendered or free content (a message, a task title, a note) with personal data masked.
+
+    Free text is searched by shape, not by key: any phone or email (unless reveal); with mask_names, the
+    customer's own `names` (her full and first name) wherever they appear.
+    """
+    if isinstance(value, dict):
+        return {
+            k: mask_content(v, mask_names=mask_names, names=names, reveal=reveal) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [mask_content(v, mask_names=mask_names, names=names, reveal=reveal) for v in value]
+    if not isinstance(value, str):
+        return value
+    text = value if reveal else mask_text(value, reveal=False, mask_names=False)
+    if mask_names:
+        # The longest first: "Nancy Wang" before "Nancy", so the full name is not left half-masked.
+        for name in sorted({n for n in names if n and len(n) > 1}, key=len, reverse=True):
+            text = text.replace(name, mask_name(name))
+    return text
+
+
+def mask_record(value: Any, *, reveal: bool, mask_names: bool, names: tuple[str, ...] = ()) -> Any:
+    """A stored JSON record (traits, an event's properties) masked by key, then by shape in free text."""
+    masked = mask_payload(value, reveal=reveal, mask_names=mask_names)
+    if reveal and not mask_names:
+        return masked
+    return mask_content(masked, mask_names=mask_names, names=names, reveal=reveal)

@@ -24,6 +24,7 @@ from siyu.identity.models import Identifier, IdentityMerge
 from siyu.ingest.models import Event
 from siyu.ingest.normalize import normalize_identifier
 from siyu.ingest.reactors import StoredEvent
+from siyu.profiles.masking import NAME_KEYS
 from siyu.profiles.models import Consent, Profile, Tag, TagSource
 from siyu.profiles.traits import OrgDirectory, ProfileState
 
@@ -179,6 +180,21 @@ def _identifier_candidates(query: str) -> list[str]:
     elif digits.isdigit():
         candidates.append("+86" + digits if len(digits) == 11 else "+" + digits)
     return candidates
+
+
+def names_of(session: Session, profile_ids: Iterable[int]) -> dict[int, tuple[str, ...]]:
+    """Each profile's own names (profile name and name traits): what to mask for roles that see none."""
+    ids = set(profile_ids)
+    out: dict[int, tuple[str, ...]] = dict.fromkeys(ids, ())
+    if not ids:
+        return out
+    for pid, name, traits in session.execute(
+        select(Profile.id, Profile.name, Profile.traits).where(Profile.id.in_(ids))
+    ):
+        found = [name] if name else []
+        found += [v for k, v in (traits or {}).items() if k in NAME_KEYS and isinstance(v, str)]
+        out[pid] = tuple(found)
+    return out
 
 
 def identities(session: Session, profile_id: int) -> Sequence[Identifier]:
