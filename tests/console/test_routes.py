@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session
 
 from siyu.auth.models import AuditLog, Role
 from siyu.identity.models import Identifier, IdentityMerge, MergeReview
+from siyu.ingest import processor, reactors
+from siyu.ingest.models import DeadLetter, QueuedBatch
 from siyu.profiles.models import Profile
 from tests import factories
 from tests.console.conftest import PASSWORD, csrf_of, event, login, send
@@ -452,6 +454,51 @@ class TestIngestion:
         assert 'id="events-chart"' in html and '"counts": [' in html
         assert '<span class="stat-value" id="total-dead">1</span>' in html
         assert "/static/vendor/echarts.min.js" in html
+
+    def test_dead_letters_page_back_to_the_oldest(
+        self, client: TestClient, session: Session, write_key: str
+    ) -> None:
+        logged_in(client, session, Role.hq)
+        bad = [{"type": "track", "userId": f"M{i}", "messageId": f"bad-{i:03d}"} for i in range(60)]
+        send(client, write_key, event(userId="ok"), *bad)
+        first = client.get("/ingestion").text
+        assert "bad-059" in first and "bad-010" in first and "bad-009" not in first  # 50 a page, newest first
+        older = re.search(r'id="dead-older" href="(/ingestion\?before=\d+)"', first)
+        assert older is not None
+        second = client.get(older[1]).text
+        assert "bad-009" in second and "bad-000" in second and "bad-010" not in second
+        assert 'id="dead-older"' not in second and 'href="/ingestion">Newest' in second
+
+    def test_failed_batches_are_shown_and_can_be_retried_or_discarded(
+        self, client: TestClient, session: Session, write_key: str
+    ) -> None:
+        def explode(_session: Session, _events: object) -> None:
+            raise RuntimeError("reactor crashed for 13812345678")
+
+        reactors.subscribe(None, explode)
+        try:
+            send(client, write_key, event(userId="M1", properties={"phone": "13900001111"}))
+            send(client, write_key, event(userId="M2"))
+            for _ in range(4):
+                processor.drain()
+        finally:
+            reactors.unsubscribe(explode)
+        first, second = session.execute(select(QueuedBatch.id).order_by(QueuedBatch.id)).scalars()
+        logged_in(client, session, Role.marketer)
+        page = client.get("/ingestion").text
+        assert 'id="failed-batches"' in page and "reactor crashed for 138****5678" in page
+        assert "13900001111" not in page and "/retry" not in page  # a marketer looks, admin and hq act
+        token = logged_in(client, session, Role.hq)
+        assert f"/ingestion/failed/{first}/retry" in client.get("/ingestion").text
+        r = client.post(f"/ingestion/failed/{first}/retry", data={"csrf_token": token}, follow_redirects=True)
+        assert f"Batch #{first} is queued again" in r.text
+        r = client.post(
+            f"/ingestion/failed/{second}/discard", data={"csrf_token": token}, follow_redirects=True
+        )
+        assert "its 1 event(s) are kept as dead letters" in r.text and 'id="failed-batches"' not in r.text
+        assert processor.drain().events == 1
+        assert session.get(QueuedBatch, first) is None
+        assert session.execute(select(DeadLetter.reason)).scalar_one().startswith("discarded by user:")
 
     @pytest.mark.parametrize("role", [Role.store_manager, Role.sales_associate, Role.regional_manager])
     def test_is_closed_to_scoped_roles(self, client: TestClient, session: Session, role: Role) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import gzip
 import zlib
 from typing import Any
@@ -220,6 +221,14 @@ class TestBadInput:
                 {"type": "track", "event": "Order Completed", "userId": "M", "properties": {"total": -5}},
                 "properties.total: must be a non-negative number",
             ),
+            (
+                {"type": "track", "event": "Order Completed", "userId": "M", "properties": {"total": 1e17}},
+                "properties.total: 1e+17 is more than the 100,000,000 yuan one order may be",
+            ),
+            (
+                {"type": "track", "event": "X", "userId": "M", "timestamp": "2099-01-01T00:00:00Z"},
+                "timestamp: '2099-01-01T00:00:00Z' is in the future",
+            ),
             ({"type": "alias", "userId": "M"}, "previousId and userId"),
             ("just a string", "event must be a JSON object"),
         ],
@@ -235,6 +244,26 @@ class TestBadInput:
         assert body["errors"][0]["reason"].startswith(reason), body["errors"][0]["reason"]
         dead = session.execute(select(DeadLetter)).scalar_one()
         assert dead.batch_index == 1 and dead.reason == body["errors"][0]["reason"]
+
+    def test_a_device_clock_that_is_off_is_corrected_with_sent_at(self, api: Api, session: Session) -> None:
+        """As Segment does: timestamp and sentAt are off by the same amount, the server's clock is not."""
+        now = dt.datetime.now(dt.UTC)
+        wrong = now + dt.timedelta(hours=30)  # a phone set a day and six hours ahead
+        sent = event(
+            userId="M1",
+            timestamp=(wrong - dt.timedelta(minutes=10)).isoformat(),
+            sentAt=wrong.isoformat(),
+        )
+        assert api.send(sent)["accepted"] == 1
+        stored = session.execute(select(Event.timestamp)).scalar_one().replace(tzinfo=dt.UTC)
+        assert abs(stored - (now - dt.timedelta(minutes=10))) < dt.timedelta(minutes=1)
+        # Batch-level sentAt, as the SDKs send it, counts for every event of the batch.
+        r = api.client.post(
+            "/v1/batch",
+            json={"batch": [event(userId="M2", timestamp=wrong.isoformat())], "sentAt": wrong.isoformat()},
+            auth=(api.write_key, ""),
+        )
+        assert r.json()["accepted"] == 1, r.text
 
     def test_all_invalid_is_400(self, api: Api) -> None:
         body = api.send({"type": "track", "userId": "M"}, expect=400)
@@ -368,6 +397,73 @@ class TestAtomicity:
         assert api.send(event(userId="M2"))["accepted"] == 1
         assert api.lookup("member_id", "M2")["counters"]["events"] == 1
         assert count(session, Event) == 1
+
+    def test_one_event_that_keeps_failing_does_not_hold_back_its_batch(
+        self, api: Api, client: TestClient, session: Session
+    ) -> None:
+        """The batch is split, the valid events are stored, the bad one is parked for retry or discard."""
+
+        def explode(_session: Session, events: Any) -> None:
+            if any(e.properties.get("poison") for e in events):
+                raise RuntimeError("reactor crashed on 13812345678")
+
+        reactors.subscribe(None, explode)
+        try:
+            bad = event(userId="M2", properties={"poison": True, "phone": "13812345678"})
+            api.send(event(userId="M1"), bad, event(userId="M3"))
+            for _ in range(5):
+                processor.drain()
+            # Five failures of the whole batch split it; its valid events go through at once.
+            assert count(session, Event) == 2 and count(session, QueuedBatch) == 1
+            for _ in range(5):
+                processor.drain()
+        finally:
+            reactors.unsubscribe(explode)
+        assert sorted(session.execute(select(Event.user_id)).scalars()) == ["M1", "M3"]
+        parked = session.execute(select(QueuedBatch)).scalar_one()
+        assert (parked.status, parked.attempts, parked.event_count) == ("failed", 5, 1)
+
+        hq, marketer = (factories.auth(factories.api_key(session, r)) for r in (Role.hq, Role.marketer))
+        [listed] = client.get("/api/v1/ingest/failed-batches", headers=marketer).json()
+        assert listed["id"] == parked.id and "reactor crashed on 138****5678" in listed["last_error"]
+        assert bad["messageId"] in listed["events"] and "13812345678" not in listed["events"]
+        # Only admin and hq act on it; retry puts it back with fresh attempts.
+        assert (
+            client.post(f"/api/v1/ingest/failed-batches/{parked.id}/retry", headers=marketer).status_code
+            == 403
+        )
+        assert client.post(f"/api/v1/ingest/failed-batches/{parked.id}/retry", headers=hq).status_code == 202
+        session.refresh(parked)
+        assert (parked.status, parked.attempts) == ("pending", 0)
+        assert client.post(f"/api/v1/ingest/failed-batches/{parked.id}/retry", headers=hq).status_code == 404
+        # Once the fault is gone, it is stored like any other event.
+        assert processor.drain().events == 1
+        assert count(session, Event) == 3 and count(session, QueuedBatch) == 0
+        actions = session.execute(select(AuditLog.action)).scalars().all()
+        assert "ingest.failed.retry" in actions
+
+    def test_a_discarded_batch_becomes_dead_letters(
+        self, api: Api, client: TestClient, session: Session
+    ) -> None:
+        def explode(_session: Session, _events: object) -> None:
+            raise RuntimeError("reactor crashed")
+
+        reactors.subscribe(None, explode)
+        try:
+            sent = event(userId="M1")
+            api.send(sent)
+            for _ in range(5):
+                processor.drain()
+        finally:
+            reactors.unsubscribe(explode)
+        parked = session.execute(select(QueuedBatch)).scalar_one()
+        admin = factories.auth(api.admin_key)
+        r = client.post(f"/api/v1/ingest/failed-batches/{parked.id}/discard", headers=admin)
+        assert r.status_code == 200 and r.json()["dead_letters"] == 1
+        letter = session.execute(select(DeadLetter)).scalar_one()
+        assert letter.message_id == sent["messageId"]
+        assert letter.reason.startswith("discarded by ") and "reactor crashed" in letter.reason
+        assert count(session, QueuedBatch) == 0
 
 
 class TestDeadLettersApi:

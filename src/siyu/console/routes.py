@@ -37,7 +37,9 @@ from siyu.console.security import (
 from siyu.deps import principal_from_request
 from siyu.identity import service as identity_service
 from siyu.identity.models import Identifier, ReviewStatus
+from siyu.ingest import service as ingest_service
 from siyu.ingest import stats
+from siyu.ingest.admin_api import FAILED_BATCH_ROLES
 from siyu.profiles import api as profiles_api
 from siyu.profiles import service as profiles_service
 
@@ -318,18 +320,53 @@ def unmerge(
 # --- operations --------------------------------------------------------------------------------
 
 
+DEAD_LETTERS_PER_PAGE = 50
+
+
 @router.get("/ingestion", response_class=HTMLResponse)
-def ingestion(request: Request, session: ReadSession, viewer: OperationsDep) -> Response:
-    """Ingestion health: totals, events per minute over the last hour, the newest dead letters."""
+def ingestion(
+    request: Request,
+    session: ReadSession,
+    viewer: OperationsDep,
+    before: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """Ingestion health: totals, events per minute, failed batches, dead letters (`before` pages them)."""
     series = stats.events_per_minute(session, minutes=60)
+    letters = stats.dead_letters(session, DEAD_LETTERS_PER_PAGE + 1, before_id=before)
     context = {
         "totals": stats.totals(session),
         "last_hour": sum(n for _, n in series),
         "peak": max((n for _, n in series), default=0),
         "chart": views.chart_series(series),
-        "dead_letters": views.dead_letter_rows(viewer.principal, stats.dead_letters(session)),
+        "failed": views.failed_batch_rows(viewer.principal, ingest_service.list_failed(session)),
+        "can_fix_failed": viewer.role in FAILED_BATCH_ROLES,
+        "dead_letters": views.dead_letter_rows(viewer.principal, letters[:DEAD_LETTERS_PER_PAGE]),
+        "older": letters[DEAD_LETTERS_PER_PAGE - 1].id if len(letters) > DEAD_LETTERS_PER_PAGE else None,
+        "paged": before is not None,
     }
     return render(request, "ingestion.html", context)
+
+
+@router.post("/ingestion/failed/{batch_id:int}/{action}")
+def fix_failed(
+    request: Request, session: WriteSession, viewer: WriterDep, batch_id: int, action: str
+) -> RedirectResponse:
+    """Retry a parked batch (after its cause was fixed) or discard it (its events become dead letters)."""
+    if viewer.role not in FAILED_BATCH_ROLES:
+        raise PageError(403, "retrying or discarding a failed batch is for admin and hq")
+    if action == "retry":
+        ingest_service.retry_failed(session, batch_id)
+        auth_service.audit(session, viewer.principal, "ingest.failed.retry", "queued_batch", batch_id, {})
+        flash(request, f"Batch #{batch_id} is queued again: the worker will try to store it.")
+    elif action == "discard":
+        count = ingest_service.discard_failed(session, batch_id, actor=viewer.principal.actor)
+        auth_service.audit(
+            session, viewer.principal, "ingest.failed.discard", "queued_batch", batch_id, {"events": count}
+        )
+        flash(request, f"Batch #{batch_id} discarded: its {count} event(s) are kept as dead letters.")
+    else:
+        raise PageError(404, f"no action {action!r}: retry or discard")
+    return see_other("/ingestion")
 
 
 @router.get("/reviews", response_class=HTMLResponse)

@@ -15,7 +15,7 @@ from siyu.auth.principal import NAME_MASKED_ROLES, Principal
 from siyu.console.rendering import DISPLAY_TZ
 from siyu.db import utcnow
 from siyu.identity.models import Identifier, MergeKind, MergeReview
-from siyu.ingest.models import DeadLetter
+from siyu.ingest.models import DeadLetter, QueuedBatch
 from siyu.profiles import api as profiles_api
 from siyu.profiles import service as profiles_service
 from siyu.profiles.masking import (
@@ -139,6 +139,27 @@ def dead_letter_rows(principal: Principal, letters: Sequence[DeadLetter]) -> lis
         preview = flat[: PAYLOAD_PREVIEW - 1] + "…" if truncated else flat
         reason = mask_text(letter.reason, reveal=False, mask_names=mask_names)
         rows.append(DeadLetterRow(letter, reason, preview, text, truncated))
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class FailedBatchRow:
+    batch: QueuedBatch
+    error: str
+    preview: str
+    events: str
+
+
+def failed_batch_rows(principal: Principal, batches: Sequence[QueuedBatch]) -> list[FailedBatchRow]:
+    """Parked batches with their error and events masked as dead letters are."""
+    mask_names = principal.role in NAME_MASKED_ROLES
+    rows = []
+    for batch in batches:
+        text = mask_raw_payload(batch.events, reveal=False, mask_names=mask_names, indent=2)
+        flat = " ".join(text.split())
+        preview = flat[: PAYLOAD_PREVIEW - 1] + "…" if len(flat) > PAYLOAD_PREVIEW else flat
+        error = mask_text(batch.last_error or "", reveal=False, mask_names=mask_names)
+        rows.append(FailedBatchRow(batch, error, preview, text))
     return rows
 
 

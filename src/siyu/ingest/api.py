@@ -133,6 +133,11 @@ async def _handle(request: Request, forced_type: str | None) -> JSONBytesRespons
         events = payload["batch"]
         context = payload.get("context")
         batch_context = context if isinstance(context, dict) else None
+        if "sentAt" in payload:
+            # SDKs stamp sentAt on the batch: each event's clock-skew correction needs it.
+            for ev in events:
+                if isinstance(ev, dict):
+                    ev.setdefault("sentAt", payload["sentAt"])
     else:
         if isinstance(payload, dict):
             payload.setdefault("type", forced_type)

@@ -285,16 +285,41 @@ def _opt_id(raw: dict[str, Any], key: str) -> str | None:
     return text or None
 
 
+# Beyond this, a device clock is wrong rather than the network slow: Segment's correction applies.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+# An event cannot have happened later than this after it arrived (a mistyped year, a wrong clock).
+MAX_FUTURE = dt.timedelta(days=1)
+
+
 def _timestamp(raw: dict[str, Any], received_at: dt.datetime) -> dt.datetime:
+    """When the event happened: its timestamp, corrected for the sender's clock as Segment corrects it.
+
+    A device whose clock is off sends timestamps and sentAt off by the same amount, so
+    received_at - (sentAt - timestamp) is the event's time on the server's clock.
+    """
     value = raw.get("timestamp")
     if value is None:
         return received_at
+    parsed = _datetime(value, "timestamp")
+    sent = raw.get("sentAt")
+    if sent is not None:
+        sent_at = _datetime(sent, "sentAt")
+        if abs(sent_at - received_at) > CLOCK_SKEW:
+            parsed = received_at - (sent_at - parsed)
+    if parsed > received_at + MAX_FUTURE:
+        raise EventError(
+            f"timestamp: {value!r} is in the future (it arrived {received_at.isoformat(timespec='seconds')})"
+        )
+    return parsed
+
+
+def _datetime(value: Any, key: str) -> dt.datetime:
     if not isinstance(value, str):
-        raise EventError(f"timestamp: must be an ISO-8601 string, got {_json_type(value)}")
+        raise EventError(f"{key}: must be an ISO-8601 string, got {_json_type(value)}")
     try:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise EventError(f"timestamp: {value!r} is not an ISO-8601 date-time") from None
+        raise EventError(f"{key}: {value!r} is not an ISO-8601 date-time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.astimezone(dt.UTC)
@@ -310,6 +335,11 @@ def _normalize_email(value: Any, where: str) -> str:
     return text
 
 
+# The largest amount one event may carry, in yuan: far above any real order, far below what would overflow
+# a profile's 64-bit revenue counter (a typo of 1e17 would otherwise stop the whole batch).
+MAX_AMOUNT = Decimal(100_000_000)
+
+
 def _amount_fen(properties: dict[str, Any]) -> int:
     for key in ("total", "revenue"):
         value = properties.get(key)
@@ -323,6 +353,10 @@ def _amount_fen(properties: dict[str, Any]) -> int:
             raise EventError(f"properties.{key}: {value!r} is not a number") from None
         if not amount.is_finite() or amount < 0:
             raise EventError(f"properties.{key}: must be a non-negative number, got {value!r}")
+        if amount > MAX_AMOUNT:
+            raise EventError(
+                f"properties.{key}: {value!r} is more than the {MAX_AMOUNT:,} yuan one order may be"
+            )
         return int((amount * 100).to_integral_value())
     return 0
 

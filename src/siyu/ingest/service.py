@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import Table, case, delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from siyu import bulk
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
+from siyu.errors import NotFound
 from siyu.identity.models import Identifier
 from siyu.identity.service import Resolver
 from siyu.ingest import reactors
@@ -301,18 +302,110 @@ def process_queue(
 
 
 def park_failed(session: Session, batch_id: int, error: str, *, max_attempts: int = 5) -> None:
-    """Count a failed attempt at one queued batch; after max_attempts it is parked as failed."""
+    """Count a failed attempt at one queued batch; after max_attempts it is split, or parked if alone.
+
+    One bad event must not hold back the valid events it was sent with: a batch that keeps failing is
+    split into one queued row per event, each retried on its own; an event that keeps failing alone is
+    parked as failed with its error, for an operator to retry or discard (never dropped).
+    """
+    row = session.execute(
+        select(
+            _queue.c.attempts,
+            _queue.c.event_count,
+            _queue.c.events,
+            _queue.c.batch_context,
+            _queue.c.received_at,
+            _queue.c.source_key_id,
+        ).where(_queue.c.id == batch_id)
+    ).one_or_none()
+    if row is None:
+        return
+    attempts = row.attempts + 1
+    if attempts >= max_attempts and row.event_count > 1:
+        events = orjson.loads(row.events)
+        note = f"split from queued batch {batch_id} after {attempts} failed attempts: {error}"[:2000]
+        session.execute(
+            insert(_queue),
+            [
+                {
+                    "received_at": row.received_at,
+                    "source_key_id": row.source_key_id,
+                    "events": orjson.dumps([one]).decode(),
+                    "batch_context": row.batch_context,
+                    "event_count": 1,
+                    "status": QueueStatus.pending.value,
+                    "attempts": 0,
+                    "last_error": note,
+                }
+                for one in events
+            ],
+        )
+        session.execute(delete(_queue).where(_queue.c.id == batch_id))
+        return
     session.execute(
         update(_queue)
         .where(_queue.c.id == batch_id)
         .values(
-            attempts=_queue.c.attempts + 1,
+            attempts=attempts,
             last_error=error[:2000],
-            status=case(
-                (_queue.c.attempts + 1 >= max_attempts, QueueStatus.failed.value), else_=_queue.c.status
-            ),
+            status=QueueStatus.failed.value if attempts >= max_attempts else _queue.c.status,
         )
     )
+
+
+def list_failed(session: Session, *, limit: int = 50) -> Sequence[QueuedBatch]:
+    """Queued batches parked as failed, newest first."""
+    return (
+        session.execute(
+            select(QueuedBatch)
+            .where(QueuedBatch.status == QueueStatus.failed)
+            .order_by(QueuedBatch.id.desc())
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+
+
+def _get_failed_or_raise(session: Session, batch_id: int) -> QueuedBatch:
+    batch = session.get(QueuedBatch, batch_id)
+    if batch is None or batch.status != QueueStatus.failed:
+        raise NotFound(f"no failed batch {batch_id}")
+    return batch
+
+
+def retry_failed(session: Session, batch_id: int) -> QueuedBatch:
+    """Put a parked batch back in the queue with its attempts reset (after the cause was fixed)."""
+    batch = _get_failed_or_raise(session, batch_id)
+    batch.status, batch.attempts = QueueStatus.pending, 0
+    session.flush()
+    return batch
+
+
+def discard_failed(session: Session, batch_id: int, *, actor: str) -> int:
+    """Take a parked batch out of the queue; its events become dead letters with the reason. The count."""
+    batch = _get_failed_or_raise(session, batch_id)
+    events = orjson.loads(batch.events)
+    reason = f"discarded by {actor} after {batch.attempts} failed attempts to store it: {batch.last_error}"
+    _keep_dead_letters(
+        session,
+        [
+            {
+                "received_at": batch.received_at,
+                "source_key_id": batch.source_key_id,
+                "batch_index": index,
+                "message_id": str(one.get("messageId"))[:255]
+                if isinstance(one, dict) and one.get("messageId")
+                else None,
+                "reason": reason,
+                "payload": orjson.dumps(one).decode(),
+            }
+            for index, one in enumerate(events)
+        ],
+    )
+    session.delete(batch)
+    session.flush()
+    return len(events)
 
 
 def pending_batch_ids(session: Session, limit: int) -> list[int]:

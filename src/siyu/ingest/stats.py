@@ -38,9 +38,12 @@ def events_per_minute(
     return series
 
 
-def dead_letters(session: Session, limit: int = 100) -> Sequence[DeadLetter]:
-    """The newest dead letters."""
-    return session.execute(select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)).scalars().all()
+def dead_letters(session: Session, limit: int = 100, *, before_id: int | None = None) -> Sequence[DeadLetter]:
+    """The newest dead letters; the next page starts before the last id of this one."""
+    statement = select(DeadLetter)
+    if before_id is not None:
+        statement = statement.where(DeadLetter.id < before_id)
+    return session.execute(statement.order_by(DeadLetter.id.desc()).limit(limit)).scalars().all()
 
 
 def totals(session: Session) -> dict[str, int]:

@@ -130,6 +130,8 @@ def _order_points(
             value = float(line.get("price", 0)) * float(line.get("quantity", 1) or 1)
         except (TypeError, ValueError):
             continue
+        if not math.isfinite(value) or value < 0:
+            continue  # a line priced "inf" or negative is not a price: the order total still earns
         factor = 1.0
         key = _multiplier_key(line, multipliers)
         if key is not None:

@@ -33,6 +33,7 @@ from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, unit_of_work, utcnow
 from siyu.errors import BadRequest
 from siyu.ingest.models import Event
+from siyu.ingest.normalize import MAX_AMOUNT
 from siyu.ingest.service import ingest_batch
 
 # A first import fills a new installation's empty tables, faster than autovacuum analyses them: the planner,
@@ -209,6 +210,8 @@ class RowConverter:
             raise RowError(column, f"{text!r} is not an amount") from None
         if not amount.is_finite() or amount < 0:
             raise RowError(column, f"{text!r}: the amount must be zero or more")
+        if amount > MAX_AMOUNT:
+            raise RowError(column, f"{text!r} is more than the {MAX_AMOUNT:,} yuan one order may be")
         return amount
 
     def _identifiers(self, values: list[Any]) -> tuple[str | None, list[dict[str, str]], list[str]]:
