@@ -189,7 +189,7 @@ def test_org_set_up_and_scoped_users(tmp_path: Path) -> None:
     assert mine.returncode == 0, mine.stderr
     wrong = run("apikeys", "create", "--name", "x", "--user", "li.si", "--role", "admin", db_url=url)
     assert wrong.returncode == 1 and "acts as this sales_associate" in wrong.stderr
-    assert "--role is required" in run("apikeys", "create", "--name", "x", db_url=url).stderr
+    assert "--role: required" in run("apikeys", "create", "--name", "x", db_url=url).stderr
     engine = create_db_engine(url)
     with Session(engine) as session:
         from sqlalchemy import select
@@ -204,4 +204,46 @@ def test_org_set_up_and_scoped_users(tmp_path: Path) -> None:
         assert tablet.store_id == store.id
         own = session.execute(select(ApiKey).where(ApiKey.name == "li's app")).scalar_one()
         assert (own.user_id, own.role, own.store_id) == (li.id, "sales_associate", store.id)
+    engine.dispose()
+
+
+def test_staff_and_keys_are_listed_disabled_reset_and_revoked(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'staff.db'}"
+    assert run("db", "upgrade", db_url=url).returncode == 0
+    run("org", "add-region", "--code", "EAST", "--name", "East China", db_url=url)
+    run("org", "add-store", "--code", "SH01", "--name", "Nanjing Road", "--region", "EAST", db_url=url)
+    sa = ("users", "create", "--role", "sales_associate", "--store", "SH01", "--password", "12345678")
+    assert run(*sa, "--username", "li.si", "--wecom-userid", "lisi", db_url=url).returncode == 0
+    taken = run(*sa, "--username", "wang.wu", "--wecom-userid", "lisi", db_url=url)
+    assert taken.returncode == 1 and "wecom_userid 'lisi' already belongs to user 'li.si'" in taken.stderr
+    assert "Traceback" not in taken.stderr
+    key = run("apikeys", "create", "--name", "li's app", "--user", "li.si", db_url=url)
+    write = run("apikeys", "create", "--name", "POS", "--role", "source", db_url=url)
+    write_id = (
+        write.stderr.split("key #")[1].split()[0]
+        if "key #" in write.stderr
+        else write.stdout.split("key #")[1].split()[0]
+    )
+
+    listed = " ".join(run("users", "list", db_url=url).stdout.split())
+    assert "li.si" in listed and "store SH01" in listed and "lisi" in listed
+    assert run("users", "disable", "li.si", db_url=url).returncode == 0
+    assert "disabled" in " ".join(run("users", "list", db_url=url).stdout.split())
+    keys = " ".join(run("apikeys", "list", db_url=url).stdout.split())
+    assert "user li.si" in keys and "POS" in keys
+    reset = run("users", "reset-password", "li.si", "--generate", db_url=url)
+    assert reset.returncode == 0 and len(reset.stdout.strip().splitlines()[-1]) >= 12
+    assert run("apikeys", "revoke", write_id, db_url=url).returncode == 0
+    missing = run("apikeys", "revoke", "999", db_url=url)
+    assert missing.returncode == 1 and "no API key #999" in missing.stderr
+    assert "no console user 'nobody'" in run("users", "disable", "nobody", db_url=url).stderr
+
+    engine = create_db_engine(url)
+    with Session(engine) as session:
+        secret = key.stdout.strip().splitlines()[-1]
+        pos = write.stdout.strip().splitlines()[-1]
+        # Disabling li.si revoked the key acting as her; the POS key was revoked by id.
+        assert auth_service.get_api_key_by_secret(session, secret) is None
+        assert auth_service.get_api_key_by_secret(session, pos) is None
+        assert auth_service.authenticate(session, "li.si", "12345678") is None
     engine.dispose()

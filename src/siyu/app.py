@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 from siyu import __version__, runtime
 from siyu import models as _models  # noqa: F401  (every table known to the metadata)
 from siyu.auth.api import router as apikeys_router
+from siyu.auth.api import users as users_router
 from siyu.channels.api import callbacks as channel_callbacks
 from siyu.channels.api import mp as mp_router
 from siyu.channels.api import qr_images as qr_images_router
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity_router)
     app.include_router(ingest_admin_router)
     app.include_router(apikeys_router)
+    app.include_router(users_router)
     app.include_router(channels_router)
     app.include_router(loyalty_router)
     app.include_router(journeys_router)

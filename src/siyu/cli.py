@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, cast
 
@@ -171,40 +172,77 @@ def apikeys_create(
     ] = None,
 ) -> None:
     """Create an API key; the key is printed alone on the last line."""
-    from sqlalchemy import select
-
-    from siyu.auth.models import User
-    from siyu.clienteling import org
-
     try:
         with unit_of_work() as session:
-            person = None
-            if user is not None:
-                person = session.execute(select(User).where(User.username == user)).scalar_one_or_none()
-                if person is None:
-                    _fail(f"--user {user!r}: no such console user")
-                if (role or person.role) != person.role or store or region:
-                    _fail(
-                        f"--user {user!r}: the key acts as this {person.role}; leave out --role, --store, --region"
-                    )
-                role = person.role
-                region_id, store_id = person.region_id, person.store_id
-            elif role is None:
-                _fail("--role is required (or --user, for a key that acts as a console user)")
-            else:
-                region_id, store_id = (
-                    org.scope_of(session, role, store=store, region=region)
-                    if role is not Role.source
-                    else (None, None)
-                )
-            key, secret = auth_service.create_api_key(
-                session, name=name, role=role, user=person, region_id=region_id, store_id=store_id
+            key, secret = auth_service.create_api_key_for(
+                session, name=name, role=role, store=store, region=region, username=user
             )
-            key_id = key.id
+            key_id, key_role = key.id, key.role
+    except SiyuError as exc:
+        _fail(_as_options(exc.message))
+    console.print(f"created {key_role} key #{key_id} '{escape(name)}'")
+    print(secret)
+
+
+@keys_app.command("list")
+def apikeys_list() -> None:
+    """Every API key: id, name, role, scope, prefix, last use, revoked (never the secret)."""
+    from rich.table import Table
+
+    with unit_of_work() as session:
+        keys = auth_service.list_api_keys(session)
+        scopes = _scope_names(session)
+        users = {u.id: u.username for u in auth_service.list_users(session)}
+        table = Table("id", "name", "role", "scope", "prefix", "last used", "revoked")
+        for k in keys:
+            scope = users.get(k.user_id, "") if k.user_id else scopes(k.region_id, k.store_id)
+            table.add_row(
+                str(k.id),
+                escape(k.name),
+                str(k.role),
+                escape(("user " + scope) if k.user_id else scope),
+                k.prefix + "…",
+                k.last_used_at.strftime("%Y-%m-%d %H:%M") if k.last_used_at else "never",
+                k.revoked_at.strftime("%Y-%m-%d %H:%M") if k.revoked_at else "",
+            )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def apikeys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (siyu apikeys list)")]) -> None:
+    """Revoke an API key: it stops working at once, for good."""
+    try:
+        with unit_of_work() as session:
+            key = auth_service.revoke_api_key(session, auth_service.get_api_key_or_raise(session, key_id))
+            name = key.name
     except SiyuError as exc:
         _fail(exc.message)
-    console.print(f"created {role} key #{key_id} '{name}'")
-    print(secret)
+    console.print(f"revoked key #{key_id} '{escape(name)}'")
+
+
+def _scope_names(session: Any) -> Callable[[int | None, int | None], str]:
+    """A function naming a region or store id by its code, for tables."""
+    from siyu.clienteling import org
+
+    regions = {r.id: r.code for r in org.list_regions(session)}
+    stores = {st.id: st.code for st in org.list_stores(session)}
+
+    def name(region_id: int | None, store_id: int | None) -> str:
+        if store_id is not None:
+            return f"store {stores.get(store_id, store_id)}"
+        if region_id is not None:
+            return f"region {regions.get(region_id, region_id)}"
+        return "brand"
+
+    return name
+
+
+def _as_options(message: str) -> str:
+    """A service's field name as the CLI's option (user: … -> --user: …)."""
+    head, sep, rest = message.partition(": ")
+    if sep and all(part.strip().isidentifier() for part in head.split(",")):
+        return ", ".join("--" + part.strip().replace("_", "-") for part in head.split(",")) + sep + rest
+    return message
 
 
 @users_app.command("create")
@@ -244,6 +282,68 @@ def users_create(
     except SiyuError as exc:
         _fail(exc.message)
     console.print(f"created user #{user_id} {username} ({role})")
+    if generate:
+        print(password)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """Every console user: username, role, scope, WeCom UserID, active."""
+    from rich.table import Table
+
+    with unit_of_work() as session:
+        scopes = _scope_names(session)
+        table = Table("id", "username", "name", "role", "scope", "wecom userid", "active")
+        for u in auth_service.list_users(session):
+            table.add_row(
+                str(u.id),
+                escape(u.username),
+                escape(u.display_name),
+                str(u.role),
+                scopes(u.region_id, u.store_id),
+                u.wecom_userid or "",
+                "yes" if u.is_active else "[red]disabled[/red]",
+            )
+    Console().print(table)
+
+
+def _update_user(username: str, **changes: Any) -> str:
+    try:
+        with unit_of_work() as session:
+            user = auth_service.get_user_by_username_or_raise(session, username)
+            auth_service.update_user(session, user, **changes)
+            return str(user.role)
+    except SiyuError as exc:
+        _fail(exc.message)
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument()]) -> None:
+    """Disable a user: no more login, their sessions end, and keys acting as them are revoked."""
+    _update_user(username, active=False)
+    console.print(f"disabled {escape(username)}: signed out, keys acting as them revoked")
+
+
+@users_app.command("enable")
+def users_enable(username: Annotated[str, typer.Argument()]) -> None:
+    """Let a disabled user log in again (revoked keys stay revoked: create new ones)."""
+    _update_user(username, active=True)
+    console.print(f"enabled {escape(username)}")
+
+
+@users_app.command("reset-password")
+def users_reset_password(
+    username: Annotated[str, typer.Argument()],
+    password: Annotated[
+        str | None, typer.Option(help="Asked for when omitted; generated with --generate")
+    ] = None,
+    generate: Annotated[bool, typer.Option(help="Generate a password and print it")] = False,
+) -> None:
+    """Set a new password; the user's open console sessions end."""
+    if password is None:
+        password = secrets.token_urlsafe(12) if generate else getpass.getpass("new password: ")
+    _update_user(username, password=password)
+    console.print(f"new password set for {escape(username)}; their sessions have ended")
     if generate:
         print(password)
 

@@ -57,7 +57,8 @@ def principal_from_request(request: Request, session: Session) -> Principal | No
     user_id = request.scope.get("session", {}).get("user_id") if "session" in request.scope else None
     if user_id is not None:
         user = session.get(User, user_id)
-        if user is not None and user.is_active:
+        stamp = request.scope["session"].get("stamp")
+        if user is not None and user.is_active and stamp == auth_service.session_stamp(user):
             return auth_service.principal_for_user(user)
     return None
 

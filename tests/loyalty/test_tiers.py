@@ -88,7 +88,16 @@ def test_upgrade_is_immediate_and_on_the_timeline(api: Api, session: Session) ->
     assert [(c["from"], c["to"]) for c in changes] == [("Jade", "Gold"), ("Gold", "Platinum")]
 
 
-def test_anniversary_downgrade_by_one_tier(api: Api, session: Session) -> None:
+def sent_on(monkeypatch: pytest.MonkeyPatch, api: Api, when: str, *events: dict[str, Any]) -> None:
+    """Send events as they arrive on that day: a timestamp more than a day ahead of arrival is refused."""
+    with monkeypatch.context() as m:
+        m.setattr("siyu.ingest.api.utcnow", lambda: dt.datetime.fromisoformat(when) + dt.timedelta(hours=1))
+        api.send(*events)
+
+
+def test_anniversary_downgrade_by_one_tier(
+    api: Api, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
     api.send(
         event(userId="T2", event="Membership Joined", timestamp="2025-03-01T10:00:00+08:00"),
         event(
@@ -122,19 +131,24 @@ def test_anniversary_downgrade_by_one_tier(api: Api, session: Session) -> None:
     assert session.get(Profile, profile_id).last_seen_at == order_at  # type: ignore[union-attr]
     run_scheduled(db.get_sessionmaker(), now=dt.datetime(2027, 3, 3, tzinfo=dt.UTC))  # not due again
     assert member_of(api, session, "T2").tier == "Gold"
-    api.send(
+    sent_on(
+        monkeypatch,
+        api,
+        "2028-02-01T10:00:00+08:00",
         event(
             userId="T2",
             event="Order Completed",
             properties={"order_id": "D", "total": 1500},
             timestamp="2028-02-01T10:00:00+08:00",
-        )
+        ),
     )
     run_scheduled(db.get_sessionmaker(), now=dt.datetime(2028, 3, 1, 12, 0, tzinfo=dt.UTC))
     assert member_of(api, session, "T2").tier == "Gold"  # requalified: 1,500 x 1.5 points in the year
 
 
-def test_a_late_review_judges_the_year_before_the_anniversary(api: Api, session: Session) -> None:
+def test_a_late_review_judges_the_year_before_the_anniversary(
+    api: Api, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Both joined on 1 March 2025 and reached Platinum by spend; their anniversaries fall on 1 March.
     for member in ("L1", "L2"):
         api.send(
@@ -152,13 +166,16 @@ def test_a_late_review_judges_the_year_before_the_anniversary(api: Api, session:
     run_scheduled(db.get_sessionmaker(), now=dt.datetime(2026, 5, 1, tzinfo=dt.UTC))
     assert [member_of(api, session, m).tier for m in ("L1", "L2")] == ["Platinum", "Platinum"]
     # L2 buys again after the 2027 anniversary, before its (late) review: qualifying now, it keeps the tier.
-    api.send(
+    sent_on(
+        monkeypatch,
+        api,
+        "2027-04-01T10:00:00+08:00",
         event(
             userId="L2",
             event="Order Completed",
             properties={"order_id": "L2-2", "total": 8500},
             timestamp="2027-04-01T10:00:00+08:00",
-        )
+        ),
     )
     run_scheduled(db.get_sessionmaker(), now=dt.datetime(2027, 5, 1, tzinfo=dt.UTC))
     assert [member_of(api, session, m).tier for m in ("L1", "L2")] == ["Gold", "Platinum"]

@@ -18,7 +18,7 @@ from siyu import bulk
 from siyu.auth.models import ApiKey, AuditLog, Role, User
 from siyu.auth.principal import Principal
 from siyu.db import is_postgres, utcnow
-from siyu.errors import BadRequest, Conflict
+from siyu.errors import BadRequest, Conflict, NotFound
 
 _hasher = PasswordHasher()
 KEY_PREFIX = "sy_"
@@ -55,6 +55,53 @@ def create_api_key(
     session.add(key)
     session.flush()
     return key, secret
+
+
+def create_api_key_for(
+    session: Session,
+    *,
+    name: str,
+    role: Role | None = None,
+    store: str | None = None,
+    region: str | None = None,
+    username: str | None = None,
+) -> tuple[ApiKey, str]:
+    """A key for a role and its scope (store or region code), or one that acts as the console user `username`.
+
+    The same checks as a user's: a store role names its store, a regional manager its region, and a
+    key acting as a user takes that user's role and scope (naming another is a BadRequest).
+    """
+    from siyu.clienteling import org  # the organisation is a domain above auth
+
+    if username is not None:
+        person = get_user_by_username_or_raise(session, username)
+        if (role is not None and role != person.role) or store or region:
+            raise BadRequest(f"user: the key acts as this {person.role}; leave out role, store and region")
+        return create_api_key(session, name=name, role=Role(person.role), user=person)
+    if role is None:
+        raise BadRequest("role: required (or user, for a key that acts as a console user)")
+    if role is Role.source:
+        if store or region:
+            raise BadRequest("store, region: a source key only sends events; leave them out")
+        return create_api_key(session, name=name, role=role)
+    region_id, store_id = org.scope_of(session, role, store=store, region=region)
+    return create_api_key(session, name=name, role=role, region_id=region_id, store_id=store_id)
+
+
+def get_api_key_or_raise(session: Session, key_id: int) -> ApiKey:
+    """The API key with this id, or NotFound."""
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"no API key #{key_id}")
+    return key
+
+
+def revoke_api_key(session: Session, key: ApiKey) -> ApiKey:
+    """Stop a key from working, at once and for good; revoking it again keeps the first time."""
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.flush()
+    return key
 
 
 def get_api_key_by_secret(session: Session, secret: str) -> ApiKey | None:
@@ -149,6 +196,10 @@ def create_user(
         raise BadRequest("password: must be at least 8 characters")
     if session.execute(select(User.id).where(User.username == username)).first() is not None:
         raise Conflict(f"username {username!r} is taken")
+    if wecom_userid:
+        holder = session.execute(select(User.username).where(User.wecom_userid == wecom_userid)).scalar()
+        if holder is not None:
+            raise Conflict(f"wecom_userid {wecom_userid!r} already belongs to user {holder!r}")
     user = User(
         username=username,
         display_name=display_name or username,
@@ -161,6 +212,62 @@ def create_user(
     session.add(user)
     session.flush()
     return user
+
+
+def list_users(session: Session) -> Sequence[User]:
+    """Every console user, by username."""
+    return session.execute(select(User).order_by(User.username)).scalars().all()
+
+
+def get_user_by_username_or_raise(session: Session, username: str) -> User:
+    """The console user with this username, or NotFound."""
+    user = session.execute(select(User).where(User.username == username.strip())).scalar_one_or_none()
+    if user is None:
+        raise NotFound(f"no console user {username!r}")
+    return user
+
+
+def get_user_or_raise(session: Session, user_id: int) -> User:
+    """The console user with this id, or NotFound."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no console user #{user_id}")
+    return user
+
+
+def update_user(
+    session: Session,
+    user: User,
+    *,
+    active: bool | None = None,
+    password: str | None = None,
+    display_name: str | None = None,
+) -> User:
+    """Enable or disable a user, set a new password, rename; see the effects on keys and sessions below.
+
+    Disabling revokes the keys that act as the user (a key must not outlive the person's access) and ends
+    their console sessions; a new password ends their sessions too (sessions carry `session_stamp`).
+    """
+    if password is not None:
+        if len(password) < 8:
+            raise BadRequest("password: must be at least 8 characters")
+        user.password_hash = hash_password(password)
+    if display_name is not None:
+        user.display_name = display_name.strip() or user.username
+    if active is not None:
+        user.is_active = active
+        if not active:
+            for key in session.execute(
+                select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+            ).scalars():
+                key.revoked_at = utcnow()
+    session.flush()
+    return user
+
+
+def session_stamp(user: User) -> str:
+    """What a console session remembers of the password it was opened with: a new password ends it."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from siyu.auth import service as auth_service
 from siyu.auth.models import Role, User
 from siyu.auth.principal import Principal
 from siyu.db import get_read_sessionmaker, get_sessionmaker
@@ -22,6 +23,7 @@ from siyu.deps import principal_from_request
 from siyu.errors import SiyuError
 
 USER_KEY = "user_id"
+STAMP_KEY = "stamp"  # auth_service.session_stamp: a new password ends the session
 CSRF_KEY = "csrf"
 FLASH_KEY = "flash"
 CSRF_FIELD = "csrf_token"
@@ -86,6 +88,7 @@ def log_in(request: Request, user: User) -> None:
     """Start a fresh session for user: nothing from the anonymous session (its CSRF token included) survives."""
     request.session.clear()
     request.session[USER_KEY] = user.id
+    request.session[STAMP_KEY] = auth_service.session_stamp(user)
     csrf_token(request)
 
 

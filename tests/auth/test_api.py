@@ -1,0 +1,101 @@
+"""The admin API for API keys and console users: scoped creation, revocation, disabling, password resets."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from siyu.auth.models import AuditLog, Role
+from tests import factories
+from tests.console.conftest import PASSWORD, login
+
+
+def test_keys_are_scoped_like_users_and_revoked(client: TestClient, session: Session) -> None:
+    admin = factories.auth(factories.api_key(session, Role.admin))
+    shop = factories.store(session, "SH01")
+
+    def create(**body: object) -> object:
+        return client.post("/api/v1/apikeys", json={"name": "k", **body}, headers=admin)
+
+    missing = create(role="store_manager")
+    assert (
+        missing.status_code == 400 and "store: a store_manager works in one store" in missing.json()["detail"]
+    )
+    unknown = create(role="store_manager", store="NOPE")
+    assert unknown.status_code == 404 and "NOPE" in unknown.json()["detail"]
+    assert create(role="hq", store="SH01").status_code == 400
+    assert create(role="source", region=shop.region_id).status_code == 422  # a code is a string
+    made = create(role="store_manager", store="SH01")
+    assert made.status_code == 201, made.text
+    assert (made.json()["store_id"], made.json()["region_id"]) == (shop.id, shop.region_id)
+    secret, key_id = made.json()["key"], made.json()["id"]
+    assert client.get("/api/v1/profiles?q=x", headers=factories.auth(secret)).status_code == 200
+
+    listed = client.get("/api/v1/apikeys", headers=admin).json()
+    assert key_id in [k["id"] for k in listed] and all("key" not in k for k in listed)
+    r = client.post(f"/api/v1/apikeys/{key_id}/revoke", headers=admin)
+    assert r.status_code == 200 and r.json()["revoked_at"] is not None
+    again = client.post(f"/api/v1/apikeys/{key_id}/revoke", headers=admin)
+    assert again.json()["revoked_at"] == r.json()["revoked_at"]
+    assert client.get("/api/v1/profiles?q=x", headers=factories.auth(secret)).status_code == 401
+    assert client.post("/api/v1/apikeys/99999/revoke", headers=admin).status_code == 404
+    actions = session.execute(select(AuditLog.action)).scalars().all()
+    assert actions.count("apikey.revoke") == 2 and "apikey.create" in actions
+
+
+def test_a_key_acting_as_a_user_takes_their_role(client: TestClient, session: Session) -> None:
+    admin = factories.auth(factories.api_key(session, Role.admin))
+    shop = factories.store(session, "SH02")
+    li = factories.user(session, Role.sales_associate, store_id=shop.id, region_id=shop.region_id)
+    r = client.post("/api/v1/apikeys", json={"name": "li", "user": li.username}, headers=admin)
+    assert r.status_code == 201 and (r.json()["role"], r.json()["user_id"]) == ("sales_associate", li.id)
+    wrong = client.post(
+        "/api/v1/apikeys", json={"name": "li", "user": li.username, "role": "admin"}, headers=admin
+    )
+    assert wrong.status_code == 400 and "acts as this sales_associate" in wrong.json()["detail"]
+
+
+def test_users_are_created_disabled_and_reset(client: TestClient, session: Session) -> None:
+    admin = factories.auth(factories.api_key(session, Role.admin))
+    factories.store(session, "SH03")
+    body = {"username": "li.si", "role": "sales_associate", "store": "SH03", "wecom_userid": "lisi"}
+    r = client.post("/api/v1/users", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    generated, user_id = r.json()["password"], r.json()["id"]
+    assert len(generated) >= 12
+    taken = client.post("/api/v1/users", json={**body, "username": "wang.wu"}, headers=admin)
+    assert (
+        taken.status_code == 409
+        and "wecom_userid 'lisi' already belongs to user 'li.si'" in taken.json()["detail"]
+    )
+    assert client.post("/api/v1/users", json={**body, "store": None}, headers=admin).status_code == 400
+    assert (
+        client.get("/api/v1/users", headers=factories.auth(factories.api_key(session, Role.hq))).status_code
+        == 403
+    )
+    assert "li.si" in [u["username"] for u in client.get("/api/v1/users", headers=admin).json()]
+
+    # She logs in; a reset ends her session and only the new password works.
+    login(client, "li.si", generated)
+    assert client.get("/work").status_code == 200
+    reset = client.patch(f"/api/v1/users/{user_id}", json={"reset_password": True}, headers=admin)
+    assert reset.status_code == 200 and reset.json()["password"] not in (None, generated)
+    assert client.get("/work", follow_redirects=False).status_code in (302, 303, 401)
+    login(client, "li.si", reset.json()["password"])
+
+    # Disabling ends the session and revokes the keys that act as her.
+    key = client.post("/api/v1/apikeys", json={"name": "li", "user": "li.si"}, headers=admin).json()["key"]
+    assert client.get("/api/v1/me/tasks", headers=factories.auth(key)).status_code == 200
+    off = client.patch(f"/api/v1/users/{user_id}", json={"active": False}, headers=admin)
+    assert off.status_code == 200 and off.json()["is_active"] is False and off.json()["password"] is None
+    assert client.get("/api/v1/me/tasks", headers=factories.auth(key)).status_code == 401
+    assert client.get("/work", follow_redirects=False).status_code in (302, 303, 401)
+    assert client.patch("/api/v1/users/99999", json={"active": False}, headers=admin).status_code == 404
+
+
+def test_an_admin_cannot_lock_themselves_out(client: TestClient, session: Session) -> None:
+    me = factories.user(session, Role.admin, password=PASSWORD)
+    token = factories.auth(factories.api_key(session, Role.admin, user=me))
+    r = client.patch(f"/api/v1/users/{me.id}", json={"active": False}, headers=token)
+    assert r.status_code == 403 and "yourself" in r.json()["detail"]
