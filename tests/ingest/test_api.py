@@ -18,6 +18,7 @@ from siyu.auth.models import AuditLog, Role
 from siyu.identity.models import Identifier
 from siyu.ingest import processor, reactors
 from siyu.ingest.models import DeadLetter, Event, QueuedBatch
+from siyu.profiles import service as profiles_service
 from siyu.profiles.models import Profile
 from tests import factories
 from tests.factories import event
@@ -313,6 +314,34 @@ class TestNormalisation:
         processor.drain()
         p = api.lookup("phone", "13800000001")
         assert p["counters"]["revenue_fen"] == 128050 and p["counters"]["orders"] == 1
+
+    def test_refunds_never_take_back_more_than_the_order_brought_in(self, api: Api, session: Session) -> None:
+        def order(name: str, order_id: str, total: float, day: int) -> dict[str, Any]:
+            return event(
+                userId="R1",
+                event=name,
+                properties={"order_id": order_id, "total": total},
+                timestamp=f"2026-11-{day:02d}T10:00:00Z",
+            )
+
+        api.send(order("Order Completed", "A", 300, 1), order("Order Refunded", "A", 100, 2))
+        # Refunded twice over (a retry under a new id, a typo): only what is left of the order counts.
+        api.send(order("Order Refunded", "A", 500, 3))
+        # An order siyu never saw (a marketplace order not imported) is refunded as sent.
+        api.send(order("Order Refunded", "TMALL-9", 80, 4))
+        counters = api.lookup("member_id", "R1")["counters"]
+        assert (counters["revenue_fen"], counters["refunded_fen"]) == (30000, 30000 + 8000)
+        capped = session.execute(
+            select(Event.amount_fen, Event.properties).where(
+                Event.timestamp == dt.datetime(2026, 11, 3, 10, tzinfo=dt.UTC)
+            )
+        ).one()
+        assert capped.amount_fen == 20000 and capped.properties["siyu_refund_capped_from_fen"] == 50000
+        # Rebuilding the counters from the events gives the same answer.
+        pid = api.lookup("member_id", "R1")["id"]
+        profiles_service.recompute(session, [pid])
+        session.flush()
+        assert api.lookup("member_id", "R1")["counters"]["refunded_fen"] == 38000
 
     def test_every_single_event_endpoint(self, api: Api, client: TestClient) -> None:
         for path, ev in [

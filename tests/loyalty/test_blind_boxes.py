@@ -44,6 +44,17 @@ def test_draws_through_the_api(client: TestClient, session: Session) -> None:
         headers=admin,
     )
     assert box.status_code == 201, box.text
+    unknown = client.post(
+        "/api/v1/loyalty/blind-boxes",
+        json={
+            "name": "Typo box",
+            "points_cost": 100,
+            "prizes": [{"name": "?", "weight": 1, "voucher_template_id": 99999}],
+        },
+        headers=admin,
+    )
+    assert unknown.status_code == 400
+    assert unknown.json()["detail"] == "prizes[0].voucher_template_id: no active voucher template #99999"
     member = new_member(session, 250)
     path = f"/api/v1/loyalty/members/{member.profile_id}/blind-boxes/{box.json()['id']}/draws"
     first = client.post(path, headers={**admin, "Idempotency-Key": "d1"})

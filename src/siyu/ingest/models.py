@@ -6,10 +6,12 @@ import datetime as dt
 import enum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from siyu.db import Base, BigIntPK, EnumText, JSONType, UTCDateTime, utcnow
+
+ORDER_WHERE = text("order_id IS NOT NULL")
 
 
 class Event(Base):
@@ -20,6 +22,8 @@ class Event(Base):
         Index(None, "profile_id", "timestamp"),
         Index(None, "received_at"),
         Index(None, "identifier_id"),
+        # Only order events carry an order id: the partial index costs the other events nothing.
+        Index(None, "order_id", postgresql_where=ORDER_WHERE, sqlite_where=ORDER_WHERE),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -36,6 +40,8 @@ class Event(Base):
     source_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), default=None)
     # Order value in fen (0.01 CNY) for Order Completed and Order Refunded, else 0.
     amount_fen: Mapped[int] = mapped_column(BigInteger, default=0)
+    # properties.order_id of Order Completed and Order Refunded: what a refund is checked against.
+    order_id: Mapped[str | None] = mapped_column(String(100), default=None)
     properties: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     traits: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)

@@ -64,6 +64,7 @@ class NormalizedEvent:
     traits: dict[str, Any] | None
     identifiers: list[Key]
     amount_fen: int = 0
+    order_id: str | None = None
     previous_key: Key | None = None
     raw: dict[str, Any] = field(default_factory=dict)
     received_at: dt.datetime | None = None
@@ -180,9 +181,16 @@ class Normalizer:
             )
         identifiers = sorted(keys, key=lambda k: _RANK.get(k[0], len(_RANK) - 1))
 
-        amount = 0
+        amount, order_id = 0, None
         if name in ORDER_EVENTS:
             amount = _amount_fen(properties)
+            raw_order = properties.get("order_id")
+            if (
+                isinstance(raw_order, str | int)
+                and not isinstance(raw_order, bool)
+                and str(raw_order).strip()
+            ):
+                order_id = str(raw_order).strip()[:100]
 
         message_id = raw.get("messageId")
         if message_id is None:
@@ -208,6 +216,7 @@ class Normalizer:
             traits=traits,
             identifiers=identifiers,
             amount_fen=amount,
+            order_id=order_id,
             previous_key=previous_key,
             raw=raw,
             received_at=received_at,

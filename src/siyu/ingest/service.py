@@ -25,6 +25,7 @@ from siyu.ingest import reactors
 from siyu.ingest.models import DeadLetter, Event, QueuedBatch, QueueStatus
 from siyu.ingest.normalize import EventError, NormalizedEvent, normalizer
 from siyu.profiles import service as profiles_service
+from siyu.profiles.service import ORDER_COMPLETED, ORDER_REFUNDED
 from siyu.profiles.traits import OrgDirectory
 
 _events = cast(Table, Event.__table__)
@@ -41,6 +42,7 @@ EVENT_COLUMNS: bulk.Columns = [
     ("received_at", "ts"),
     ("source_key_id", "int"),
     ("amount_fen", "int"),
+    ("order_id", "text"),
     ("properties", "json"),
     ("context", "json"),
     ("traits", "json"),
@@ -437,6 +439,7 @@ def store_events(
 ) -> list[int]:
     """Resolve, store and count de-duplicated events, then run the reactors; returns their profile ids."""
     resolution = Resolver(session, settings, now=now).resolve(fresh)
+    _cap_refunds(session, fresh)
 
     event_ids = bulk.allocate_ids(session, "events", len(fresh))
     bulk.insert_rows(
@@ -457,6 +460,7 @@ def store_events(
                 ev.received_at or now,
                 ev.source_key_id,
                 ev.amount_fen,
+                ev.order_id,
                 ev.properties,
                 ev.context,
                 ev.traits,
@@ -505,6 +509,40 @@ def store_events(
         ],
     )
     return resolution.profile_ids
+
+
+def _cap_refunds(session: Session, fresh: list[NormalizedEvent]) -> None:
+    """Refunds never take back more than their order brought in: the excess is cut, and noted on the event.
+
+    Checked against the orders siyu has stored (and those earlier in this batch); a refund of an order siyu
+    never saw (a marketplace order not imported) is taken as sent.
+    """
+    refunds: set[str] = {
+        ev.order_id for ev in fresh if ev.event == ORDER_REFUNDED and ev.order_id and ev.amount_fen
+    }
+    if not refunds:
+        return
+    paid: dict[str, int] = {}
+    refunded: dict[str, int] = {}
+    for chunk in bulk.chunks(sorted(refunds)):
+        for stored_id, name, amount in session.execute(
+            select(Event.order_id, Event.event, func.sum(Event.amount_fen))
+            .where(Event.order_id.in_(chunk), Event.event.in_((ORDER_COMPLETED, ORDER_REFUNDED)))
+            .group_by(Event.order_id, Event.event)
+        ):
+            (paid if name == ORDER_COMPLETED else refunded)[str(stored_id)] = int(amount or 0)
+    for ev in fresh:
+        order_id = ev.order_id
+        if order_id is None or order_id not in refunds:
+            continue
+        if ev.event == ORDER_COMPLETED:
+            paid[order_id] = paid.get(order_id, 0) + ev.amount_fen
+        elif ev.event == ORDER_REFUNDED and order_id in paid:
+            left = max(paid[order_id] - refunded.get(order_id, 0), 0)
+            if ev.amount_fen > left:
+                ev.properties = {**ev.properties, "siyu_refund_capped_from_fen": ev.amount_fen}
+                ev.amount_fen = left
+            refunded[order_id] = refunded.get(order_id, 0) + ev.amount_fen
 
 
 def _deduplicate(

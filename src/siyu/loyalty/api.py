@@ -291,14 +291,7 @@ def create_blind_box(body: BlindBoxIn, principal: ReaderDep, session: SessionDep
     _programme(principal)
     box = BlindBox(name=body.name, points_cost=body.points_cost, active=True)
     prizes = [BlindBoxPrize(**p.model_dump(), awarded=0) for p in body.prizes]
-    blind_boxes.validate(box, prizes)
-    session.add(box)
-    session.flush()
-    for prize in prizes:
-        prize.box_id = box.id
-        session.add(prize)
-    session.flush()
-    return BlindBoxOut.model_validate(box, from_attributes=True)
+    return BlindBoxOut.model_validate(blind_boxes.create(session, box, prizes), from_attributes=True)
 
 
 @router.get(

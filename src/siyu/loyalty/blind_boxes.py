@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from siyu.db import is_postgres, utcnow
 from siyu.errors import BadRequest, Conflict, NotFound
 from siyu.loyalty import service, vouchers
-from siyu.loyalty.models import BlindBox, BlindBoxDraw, BlindBoxPrize
+from siyu.loyalty.models import BlindBox, BlindBoxDraw, BlindBoxPrize, VoucherTemplate
 
 # The operating system's cryptographic generator: a draw cannot be predicted from earlier ones.
 SYSTEM = random.SystemRandom()
@@ -173,6 +173,29 @@ def stats(session: Session, box_id: int) -> list[PrizeStats]:
         )
         for p in prizes
     ]
+
+
+def create(session: Session, box: BlindBox, prizes: Sequence[BlindBoxPrize]) -> BlindBox:
+    """Store a validated box and its prizes; a prize's voucher must be an active voucher template."""
+    validate(box, prizes)
+    wanted = {p.voucher_template_id for p in prizes if p.voucher_template_id is not None}
+    active = set(
+        session.execute(
+            select(VoucherTemplate.id).where(VoucherTemplate.id.in_(wanted), VoucherTemplate.active.is_(True))
+        ).scalars()
+    )
+    for i, p in enumerate(prizes):
+        if p.voucher_template_id is not None and p.voucher_template_id not in active:
+            raise BadRequest(
+                f"prizes[{i}].voucher_template_id: no active voucher template #{p.voucher_template_id}"
+            )
+    session.add(box)
+    session.flush()
+    for prize in prizes:
+        prize.box_id = box.id
+        session.add(prize)
+    session.flush()
+    return box
 
 
 def validate(box: BlindBox, prizes: Sequence[BlindBoxPrize]) -> None:
