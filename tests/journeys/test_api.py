@@ -20,6 +20,7 @@ from siyu.journeys.models import Enrolment
 from siyu.messaging.models import Channel, Message, MessageStatus
 from siyu.outbox import service as outbox
 from siyu.outbox.models import OutboxMessage, OutboxStatus
+from siyu.profiles.models import Profile
 from tests import factories
 from tests.journeys.brand import NOW, Brand, linear
 
@@ -72,7 +73,11 @@ def test_enrol_a_list_by_identifier_and_take_someone_out(brand: Brand) -> None:
         "key": "list-1",
     }
     r = client.post(f"/api/v1/journeys/{j.id}/enrol", json=body, headers=admin)
-    assert r.json() == {"entered": 1, "not_found": [{"type": "phone", "value": "+8613000000000"}]}
+    assert r.json() == {
+        "entered": 1,
+        "not_found": [{"type": "phone", "value": "+8613000000000"}],
+        "not_found_profile_ids": [],
+    }
     assert client.post(f"/api/v1/journeys/{j.id}/enrol", json=body, headers=admin).json()["entered"] == 0
     assert client.delete(f"/api/v1/journeys/{j.id}/enrolments/{amy}", headers=admin).status_code == 204
     rows = client.get(f"/api/v1/journeys/{j.id}/enrolments", params={"profile_id": amy}, headers=admin).json()
@@ -87,12 +92,40 @@ def test_enrol_by_a_phone_as_a_person_types_it(brand: Brand) -> None:
     j = brand.journey(linear({"type": "wait", "duration": "1d"}))
     body = {"identifiers": [{"type": "phone", "value": "139 1234 5678"}], "key": "list-2"}
     r = client.post(f"/api/v1/journeys/{j.id}/enrol", json=body, headers=admin)
-    assert r.json() == {"entered": 1, "not_found": []}
+    assert r.json() == {"entered": 1, "not_found": [], "not_found_profile_ids": []}
     rows = client.get(f"/api/v1/journeys/{j.id}/enrolments", params={"profile_id": bea}, headers=admin).json()
     assert [e["status"] for e in rows] == ["active"]
     bad = {"identifiers": [{"type": "phone", "value": "12"}], "key": "list-3"}
     r = client.post(f"/api/v1/journeys/{j.id}/enrol", json=bad, headers=admin)
-    assert r.status_code == 400 and "value" in r.text
+    assert r.status_code == 400 and r.json()["detail"].startswith("identifiers[0].value:")
+
+
+def test_enrol_refuses_what_cannot_enter(brand: Brand) -> None:
+    """Unknown ids come back; a merged id enrols the survivor; only active manual journeys take lists."""
+    client, admin = brand.api.client, factories.auth(brand.api.admin_key)
+    cai = brand.follower("cai")
+    j = brand.journey(linear({"type": "wait", "duration": "1d"}))
+    url = f"/api/v1/journeys/{j.id}/enrol"
+    r = client.post(url, json={"profile_ids": [cai, 987654], "key": "ids"}, headers=admin)
+    assert r.json() == {"entered": 1, "not_found": [], "not_found_profile_ids": [987654]}
+    # A profile merged into another is enrolled as the one it is now part of.
+    merged = Profile(name="old cai", merged_into_id=cai)
+    brand.session.add(merged)
+    brand.session.flush()
+    other = brand.journey(linear({"type": "wait", "duration": "1d"}))
+    r = client.post(f"/api/v1/journeys/{other.id}/enrol", json={"profile_ids": [merged.id]}, headers=admin)
+    assert r.json()["entered"] == 1
+    rows = client.get(f"/api/v1/journeys/{other.id}/enrolments", headers=admin).json()
+    assert [e["profile_id"] for e in rows] == [cai]
+
+    assert client.post(f"/api/v1/journeys/{j.id}/pause", headers=admin).status_code == 200
+    paused = client.post(url, json={"profile_ids": [cai], "key": "again"}, headers=admin)
+    assert paused.status_code == 409 and "paused: resume it" in paused.json()["detail"]
+    on_event = brand.journey(
+        linear({"type": "wait", "duration": "1d"}, entry={"type": "event", "event": "Order Completed"})
+    )
+    r = client.post(f"/api/v1/journeys/{on_event.id}/enrol", json={"profile_ids": [cai]}, headers=admin)
+    assert r.status_code == 409 and "enrols on its event entry" in r.json()["detail"]
 
 
 def test_enrolments_page_newest_first(brand: Brand) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from siyu.channels.imports import mappings
 from siyu.channels.imports.service import run_import
 from siyu.clienteling.models import Task
+from siyu.console import journeys as console_journeys
 from siyu.ingest import processor
 from siyu.journeys import engine, library, triggers
 from siyu.journeys import service as journeys
@@ -24,6 +25,7 @@ from siyu.loyalty.models import Member, Voucher, VoucherKind
 from siyu.messaging.models import Message, MessageStatus
 from siyu.outbox.models import OutboxMessage
 from siyu.profiles import service as profiles
+from siyu.profiles.models import Profile
 from tests.factories import event
 from tests.journeys.brand import NOW, Brand, linear, recent
 
@@ -79,6 +81,25 @@ def test_send_wait_and_exit_in_order(brand: Brand) -> None:
         (j.id, "completed", "exit")
     ]
     assert [(m["channel"], m["status"]) for m in seen["messages"]] == [("oa_template", "queued")]
+
+
+def test_customers_with_no_recipient_are_counted_as_suppressed_everywhere(brand: Brand) -> None:
+    """No openid: no message can be made, yet the node's stats and graph say who was not messaged and why."""
+    s = brand.session
+    amy = brand.follower("amy")
+    nobody = Profile(name="Walk-in")
+    s.add(nobody)
+    s.flush()
+    brand.template("Welcome", data={"first": "Welcome {{ first_name }}"})
+    j = brand.journey(linear({"type": "send", "template": "Welcome"}))
+    journeys.enrol(s, j, [(amy, "k", {}), (nobody.id, "k", {})], now=NOW)
+    brand.run(NOW)
+    n0 = journeys.stats(s, j)["nodes"]["n0"]
+    assert n0["suppressed"] == {"no_recipient": 1} and n0["passed"] == 2
+    assert n0["messages"].get("suppressed", 0) == 0  # no message exists for her
+    graph = console_journeys.graph(journeys.current_definition(s, j), journeys.stats(s, j))
+    [label] = [n["label"] for n in graph["nodes"] if n["name"] == "n0"]
+    assert "suppressed 1" in label
 
 
 def test_a_replayed_batch_queues_each_message_once(brand: Brand) -> None:

@@ -91,7 +91,7 @@ def graph(definition: language.Definition, stats: dict[str, Any]) -> dict[str, A
         if numbers.get("waiting"):
             lines.append(f"waiting {numbers['waiting']:,}")
         if node.type == "send":
-            suppressed = numbers.get("messages", {}).get("suppressed", 0)
+            suppressed = sum(numbers.get("suppressed", {}).values())
             lines.append(f"sent {sent:,} · suppressed {suppressed:,}")
         if numbers.get("goal"):
             lines.append(f"goal {numbers['goal']:,}")

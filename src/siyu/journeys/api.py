@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from siyu import bulk
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.deps import ReaderDep, SessionDep
-from siyu.errors import Forbidden
+from siyu.errors import BadRequest, Forbidden
 from siyu.journeys import library, service
 from siyu.journeys.models import Journey, JourneyStatus
 from siyu.journeys.schemas import (
@@ -158,19 +159,31 @@ def archive_journey(journey_id: int, principal: ReaderDep, session: SessionDep) 
 
 @router.post("/{journey_id}/enrol", response_model=EnrolOut, summary="Enrol a list of customers")
 def enrol(journey_id: int, body: EnrolIn, principal: ReaderDep, session: SessionDep) -> EnrolOut:
-    """Customers by profile id or identifier; the same `key` twice enrols no one twice."""
+    """Customers by profile id or identifier into an active manual journey; the same `key` twice enrols once.
+
+    409 for a journey that is not active or enrols on its own entry (event, segment, date). A merged
+    profile's id enrols the profile it is now part of; ids and identifiers that name no customer the
+    caller may see come back in `not_found_profile_ids` and `not_found`.
+    """
     require_journeys(principal)
     journey = service.get_or_raise(session, journey_id)
-    pids = set(body.profile_ids)
+    service.check_manual_entry(session, journey)
+    (live,) = bulk.read_all(session, profiles.live_ids_read(session, body.profile_ids))
+    (readable,) = bulk.read_all(session, profiles.readable_read(session, principal, set(live.values())))
+    pids = {live[p] for p in body.profile_ids if p in live and live[p] in readable}
+    lost = sorted({p for p in body.profile_ids if p not in live or live[p] not in readable})
     missing: list[IdentifierIn] = []
-    for ident in body.identifiers:
-        profile = profiles.lookup(session, principal, ident.type, ident.value)
+    for i, ident in enumerate(body.identifiers):
+        try:
+            profile = profiles.lookup(session, principal, ident.type, ident.value)
+        except BadRequest as exc:
+            raise BadRequest(f"identifiers[{i}].{exc.message}") from None
         if profile is None:
             missing.append(ident)
         else:
             pids.add(profile.id)
     entered = service.enrol(session, journey, [(pid, f"manual:{body.key}", {}) for pid in sorted(pids)])
-    return EnrolOut(entered=entered, not_found=missing)
+    return EnrolOut(entered=entered, not_found=missing, not_found_profile_ids=lost)
 
 
 @router.delete("/{journey_id}/enrolments/{profile_id}", status_code=204, summary="Take a customer out")

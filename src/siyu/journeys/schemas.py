@@ -79,6 +79,7 @@ class EnrolIn(BaseModel):
 class EnrolOut(BaseModel):
     entered: int
     not_found: list[IdentifierIn]
+    not_found_profile_ids: list[int] = Field(default_factory=list)
 
 
 class EnrolmentOut(BaseModel):

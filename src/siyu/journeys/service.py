@@ -291,6 +291,18 @@ ENROL_COLUMNS = (
 )
 
 
+def check_manual_entry(session: Session, journey: Journey) -> None:
+    """Conflict unless the journey is active and enrols the lists it is given (a manual entry)."""
+    if journey.status != JourneyStatus.active or journey.current_version_id is None:
+        what = "publish it" if journey.current_version_id is None else "resume it"
+        raise Conflict(f"journey #{journey.id} is {journey.status}: {what} before enrolling anyone")
+    kind = definition_of(session, journey.current_version_id).entry.kind
+    if kind != "manual":
+        raise Conflict(
+            f"journey #{journey.id} enrols on its {kind} entry: only a journey with a manual entry takes a list"
+        )
+
+
 def enrol(
     session: Session,
     journey: Journey,
@@ -463,12 +475,14 @@ def totals(session: Session, journey_ids: Sequence[int] | None = None) -> dict[i
 
 
 def stats(session: Session, journey: Journey) -> dict[str, Any]:
-    """Per node: passed (by outcome), waiting there now, messages by status; the journey's totals; A/B."""
+    """Per node: passed (by outcome), waiting, messages by status, customers not messaged by reason; totals; A/B."""
     j = journey.id
     nodes: dict[str, dict[str, Any]] = {}
 
     def node(name: str) -> dict[str, Any]:
-        return nodes.setdefault(name, {"passed": 0, "outcomes": {}, "waiting": 0, "messages": {}, "goal": 0})
+        return nodes.setdefault(
+            name, {"passed": 0, "outcomes": {}, "waiting": 0, "messages": {}, "suppressed": {}, "goal": 0}
+        )
 
     for name, outcome, n in session.execute(
         select(NodeCount.node, NodeCount.outcome, func.sum(NodeCount.n))
@@ -484,6 +498,10 @@ def stats(session: Session, journey: Journey) -> dict[str, Any]:
             continue
         entry["passed"] += int(n)
         entry["outcomes"][outcome] = int(n)
+        if str(outcome).startswith("suppressed:"):
+            # Customers a send node did not message, by reason: with no recipient there is no message at
+            # all, so `messages` (what became of the messages made) cannot say it.
+            entry["suppressed"][str(outcome).removeprefix("suppressed:")] = int(n)
     for name, n in session.execute(
         select(Enrolment.node, func.count())
         .where(Enrolment.journey_id == j, Enrolment.status == EnrolmentStatus.active)
