@@ -46,6 +46,23 @@ def test_import_creates_updates_and_is_idempotent(session: Session, tmp_path: Pa
     assert org.get_store_by_code_or_raise(session, "SH02").region_id == regions["NORTH"].id
 
 
+def test_codes_are_case_insensitive_and_gbk_files_import(session: Session, tmp_path: Path) -> None:
+    """Excel in China saves CSV as GBK; a file writing "east" means the region EAST, not a second one."""
+    first = tmp_path / "stores.csv"
+    first.write_text("code,name,city,region\nSH01,南京路店,上海,EAST\n", encoding="gbk")
+    assert org.import_stores(session, first).created == 1
+    assert org.get_store_by_code_or_raise(session, "SH01").name == "南京路店"
+    second = csv_file(tmp_path, "code,name,city,region\nsh01,南京路店,上海,east\nSH02,新天地店,上海,east\n")
+    done = org.import_stores(session, second)
+    assert (done.created, done.unchanged, done.regions_created) == (1, 1, 0)
+    assert [r.code for r in org.list_regions(session)] == ["EAST"]
+    assert org.get_store_by_code_or_raise(session, "sh02").code == "SH02"
+    with pytest.raises(Conflict, match="store 'SH01' exists"):
+        org.create_store(session, code="Sh01", name="x", region="east")
+    with pytest.raises(BadRequest, match="no such file"):
+        org.import_stores(session, tmp_path / "missing.csv")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

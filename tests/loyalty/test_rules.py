@@ -230,6 +230,17 @@ def test_bad_rules(api: Api, body: dict[str, Any], message: str) -> None:
     assert r.status_code == 400 and message in r.json()["detail"]
 
 
+def test_a_multiplier_for_a_tier_that_does_not_exist_is_refused(api: Api, session: Session) -> None:
+    from siyu.loyalty import tiers
+
+    tiers.create(session, name="Jade", rank=0, multiplier=1.0)
+    tiers.create(session, name="Gold", rank=1, threshold_points=1000, multiplier=1.5)
+    body = {"name": "x", "event": "E", "mode": "per_yuan", "amount": 1, "tier_multipliers": {"gold": 1.5}}
+    r = api.client.post("/api/v1/loyalty/rules", json=body, headers=factories.auth(api.admin_key))
+    assert r.status_code == 400
+    assert r.json()["detail"] == "tier_multipliers.gold: no tier 'gold' (tiers: Jade, Gold)"
+
+
 def test_switching_a_rule_off(api: Api, session: Session) -> None:
     favourite = rule(api, name="Favourite", event="Product Added to Wishlist", mode="fixed", amount=5)
     pid = join(api, "S1")

@@ -68,6 +68,17 @@ def test_bad_rule_points_at_the_node(api: Api) -> None:
     assert post(api, "/api/v1/segments/preview", {"rule": {"stage": "Loyl"}}, 422)["path"] == "$.stage"
 
 
+def test_a_store_or_region_that_does_not_exist_points_at_the_node(api: Api, session: Session) -> None:
+    """A typo in a code would silently match no one: refused, with the spelling that exists."""
+    factories.store(session, "SH01", region_code="EAST")
+    typo = {"all": [{"tag": "vip"}, {"not": {"store": ["SH01", "sh01"]}}]}
+    body = post(api, "/api/v1/segments", {"name": "Typo", "rule": typo}, 422)
+    assert body["path"] == "$.all[1].not.store" and "no store 'sh01' (did you mean 'SH01'?)" in body["detail"]
+    body = post(api, "/api/v1/segments/preview", {"rule": {"region": "WEST"}}, 422)
+    assert body["path"] == "$.region" and body["detail"].endswith("no region 'WEST' (regions: EAST)")
+    assert post(api, "/api/v1/segments/preview", {"rule": {"region": "EAST"}}, 200)["size"] == 0
+
+
 def test_membership_follows_events_and_is_on_the_timeline(api: Api, session: Session) -> None:
     seg = post(api, "/api/v1/segments", {"name": "Two orders", "rule": TWO_ORDERS}, 201)
     api.send(order("zoe", 1))

@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Sequence
 
 import segno
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.auth.models import User
@@ -34,7 +34,9 @@ MAX_TEMPORARY_SECONDS = 30 * 86400  # WeChat's limit for a temporary code
 def _store_id(session: Session, code: str | None) -> int | None:
     if not code:
         return None
-    store_id = session.execute(select(Store.id).where(Store.code == code)).scalar_one_or_none()
+    store_id = session.execute(
+        select(Store.id).where(func.upper(Store.code) == code.strip().upper())
+    ).scalar_one_or_none()
     if store_id is None:
         raise BadRequest(f"store: no store with code {code!r}")
     return store_id

@@ -6,11 +6,12 @@ Flushes, never commits. Codes are what events and imports use (`home_store`, a P
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.auth.models import Role
@@ -48,7 +49,9 @@ def list_stores(session: Session) -> Sequence[Store]:
 
 def get_region_by_code_or_raise(session: Session, code: str) -> Region:
     """The region with this code; NotFound naming the known codes otherwise."""
-    region = session.execute(select(Region).where(Region.code == code.strip())).scalar_one_or_none()
+    region = session.execute(
+        select(Region).where(func.upper(Region.code) == code.strip().upper())
+    ).scalar_one_or_none()
     if region is None:
         known = ", ".join(r.code for r in list_regions(session)) or "none yet: add one first"
         raise NotFound(f"region {code!r} does not exist (regions: {known})")
@@ -57,7 +60,9 @@ def get_region_by_code_or_raise(session: Session, code: str) -> Region:
 
 def get_store_by_code_or_raise(session: Session, code: str) -> Store:
     """The store with this code; NotFound otherwise."""
-    store = session.execute(select(Store).where(Store.code == code.strip())).scalar_one_or_none()
+    store = session.execute(
+        select(Store).where(func.upper(Store.code) == code.strip().upper())
+    ).scalar_one_or_none()
     if store is None:
         raise NotFound(f"store {code!r} does not exist (add it with `siyu org add-store` or the org API)")
     return store
@@ -66,8 +71,9 @@ def get_store_by_code_or_raise(session: Session, code: str) -> Store:
 def create_region(session: Session, *, code: str, name: str) -> Region:
     """A new region; Conflict when the code is taken."""
     code = _code(code, "code")
-    if session.execute(select(Region.id).where(Region.code == code)).first() is not None:
-        raise Conflict(f"region {code!r} exists")
+    taken = session.execute(select(Region.code).where(func.upper(Region.code) == code.upper())).scalar()
+    if taken is not None:
+        raise Conflict(f"region {taken!r} exists (codes are case-insensitive)")
     region = Region(code=code, name=_name(name, "name"))
     session.add(region)
     session.flush()
@@ -77,8 +83,9 @@ def create_region(session: Session, *, code: str, name: str) -> Region:
 def create_store(session: Session, *, code: str, name: str, region: str, city: str = "") -> Store:
     """A new store in the region with code `region`; Conflict when the code is taken."""
     code = _code(code, "code")
-    if session.execute(select(Store.id).where(Store.code == code)).first() is not None:
-        raise Conflict(f"store {code!r} exists")
+    taken = session.execute(select(Store.code).where(func.upper(Store.code) == code.upper())).scalar()
+    if taken is not None:
+        raise Conflict(f"store {taken!r} exists (codes are case-insensitive)")
     store = Store(
         code=code,
         name=_name(name, "name"),
@@ -108,10 +115,21 @@ def import_stores(session: Session, path: Path) -> StoresImported:
     name). BadRequest naming the row and column of the first bad value; nothing is written then.
     """
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"{path.name}: cannot be read as UTF-8 CSV ({exc})") from None
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BadRequest(f"{path}: no such file") from None
+    except OSError as exc:
+        raise BadRequest(f"{path}: cannot be read ({exc.strerror})") from None
+    # Excel in China saves CSV as GBK: UTF-8 first (with or without BOM), then GB18030 (a superset of GBK).
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            text = data.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:  # pragma: no cover - gb18030 decodes any byte sequence the file could hold
+        raise BadRequest(f"{path.name}: neither UTF-8 nor GBK text")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows:
         raise BadRequest(f"{path.name}: the file is empty")
     header = [h.strip().lower() for h in rows[0]]
@@ -122,8 +140,9 @@ def import_stores(session: Session, path: Path) -> StoresImported:
             f"expected {', '.join(STORE_COLUMNS)}"
         )
     at = {name: header.index(name) for name in STORE_COLUMNS if name in header}
-    regions = {r.code: r for r in list_regions(session)}
-    stores = {s.code: s for s in list_stores(session)}
+    # Codes are case-insensitive: a file that writes "sh01" updates SH01 instead of adding a second store.
+    regions = {r.code.upper(): r for r in list_regions(session)}
+    stores = {s.code.upper(): s for s in list_stores(session)}
     created = updated = unchanged = regions_created = 0
     seen: dict[str, int] = {}
     for number, row in enumerate(rows[1:], start=2):
@@ -141,25 +160,25 @@ def import_stores(session: Session, path: Path) -> StoresImported:
         code, name, region_code = cell("code"), cell("name"), cell("region")
         if not code or len(code) > 40:
             raise fail("code", f"a store code of 1 to 40 characters is required, got {code!r}")
-        if code in seen:
-            raise fail("code", f"store {code!r} is already on row {seen[code]}")
-        seen[code] = number
+        if code.upper() in seen:
+            raise fail("code", f"store {code!r} is already on row {seen[code.upper()]}")
+        seen[code.upper()] = number
         if not name or len(name) > 120:
             raise fail("name", f"a name of 1 to 120 characters is required, got {name!r}")
         if not region_code or len(region_code) > 40:
             raise fail("region", f"a region code of 1 to 40 characters is required, got {region_code!r}")
-        region = regions.get(region_code)
+        region = regions.get(region_code.upper())
         if region is None:
             region = Region(code=region_code, name=(cell("region_name") or region_code)[:120])
             session.add(region)
             session.flush()
-            regions[region_code] = region
+            regions[region_code.upper()] = region
             regions_created += 1
         city = cell("city")[:60]
-        store = stores.get(code)
+        store = stores.get(code.upper())
         if store is None:
-            stores[code] = Store(code=code, name=name, city=city, region_id=region.id)
-            session.add(stores[code])
+            stores[code.upper()] = Store(code=code, name=name, city=city, region_id=region.id)
+            session.add(stores[code.upper()])
             created += 1
         elif (store.name, store.city, store.region_id) != (name, city, region.id):
             store.name, store.city, store.region_id = name, city, region.id

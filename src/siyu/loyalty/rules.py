@@ -254,6 +254,15 @@ def create(session: Session, **fields: Any) -> EarningRule:
     """A new earning rule or campaign from its fields (BadRequest naming what is wrong)."""
     rule = EarningRule(**fields)
     validate(rule)
+    if rule.tier_multipliers:
+        # Tier names are matched exactly when points are earned: a misspelt one would never apply.
+        # (Without configured tiers, members carry the tier their events name: nothing to check against.)
+        tiers = list(session.execute(select(Tier.name).order_by(Tier.rank)).scalars())
+        for name in rule.tier_multipliers:
+            if tiers and name not in tiers:
+                raise BadRequest(
+                    f"tier_multipliers.{name}: no tier {name!r} (tiers: {', '.join(tiers)})"
+                )
     session.add(rule)
     session.flush()
     return rule

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.auth.models import User
@@ -17,7 +17,7 @@ from siyu.clienteling.models import Store
 class OrgDirectory:
     """Store codes and WeCom user ids of the brand, looked up once per unit of work."""
 
-    stores: dict[str, int]
+    stores: dict[str, int]  # by upper-case code
     advisors: dict[str, int]
 
     @classmethod
@@ -33,9 +33,14 @@ class OrgDirectory:
         stores: dict[str, int] = {}
         advisors: dict[str, int] = {}
         if store_codes:
-            stores = dict(
-                session.execute(select(Store.code, Store.id).where(Store.code.in_(store_codes))).all()
-            )
+            # Store codes are case-insensitive: a POS that writes "sh01" means SH01.
+            wanted = sorted({c.strip().upper() for c in store_codes})
+            stores = {
+                code.upper(): sid
+                for code, sid in session.execute(
+                    select(Store.code, Store.id).where(func.upper(Store.code).in_(wanted))
+                )
+            }
         if advisor_codes:
             rows = session.execute(
                 select(User.wecom_userid, User.id).where(User.wecom_userid.in_(advisor_codes))
@@ -84,8 +89,8 @@ class ProfileState:
         if name:
             self.name = name
         store = traits.get("home_store")
-        if isinstance(store, str) and store in org.stores:
-            self.store_id = org.stores[store]
+        if isinstance(store, str) and store.strip().upper() in org.stores:
+            self.store_id = org.stores[store.strip().upper()]
         advisor = traits.get("advisor")
         if isinstance(advisor, str) and advisor in org.advisors:
             self.owner_user_id = org.advisors[advisor]

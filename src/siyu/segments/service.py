@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from siyu import bulk
+from siyu.clienteling.models import Region, Store
 from siyu.config import get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.errors import Conflict, NotFound
@@ -79,6 +80,40 @@ def dialect(session: Session) -> str:
 def check(rule: Any) -> rules.Node:
     """The parsed rule, in the brand's time zone; RuleError pointing at the offending node."""
     return rules.parse(rule, get_settings().timezone)
+
+
+def check_codes(session: Session, rule: Any) -> None:
+    """RuleError at the node naming a store or region that does not exist (a typo would match no one)."""
+    known = {
+        "store": {c.upper(): c for c in session.execute(select(Store.code)).scalars()},
+        "region": {c.upper(): c for c in session.execute(select(Region.code)).scalars()},
+    }
+    for path, kind, codes in _org_nodes(rule, "$"):
+        for code in codes:
+            if code in known[kind].values():
+                continue
+            spelled = known[kind].get(code.strip().upper())
+            hint = (
+                f"did you mean {spelled!r}?"
+                if spelled
+                else f"{kind}s: " + (", ".join(sorted(known[kind].values())) or "none yet")
+            )
+            raise rules.RuleError(path, f"no {kind} {code!r} ({hint})")
+
+
+def _org_nodes(raw: Any, path: str) -> Iterable[tuple[str, str, list[str]]]:
+    """(path, "store" or "region", codes) of each store and region node of a parsed-valid rule."""
+    if not isinstance(raw, dict):
+        return
+    for kind in ("store", "region"):
+        if kind in raw:
+            value = raw[kind]
+            yield f"{path}.{kind}", kind, [v for v in (value if isinstance(value, list) else [value])]
+    for combinator in ("all", "any"):
+        for i, child in enumerate(raw.get(combinator) or []):
+            yield from _org_nodes(child, f"{path}.{combinator}[{i}]")
+    if "not" in raw:
+        yield from _org_nodes(raw["not"], f"{path}.not")
 
 
 def to_sql(rule: Any, sql_dialect: str, as_of: dt.datetime, *, scoped: bool = False) -> str:
@@ -135,6 +170,7 @@ def matching(
 def preview(session: Session, rule: Any, *, sample: int = 10, as_of: dt.datetime | None = None) -> Preview:
     """How many customers a rule matches now and the first few of them (checks the rule first)."""
     check(rule)
+    check_codes(session, rule)
     ids = matching(session, rule, as_of=as_of or utcnow())
     return Preview(size=len(ids), sample=sorted(ids)[:sample])
 
@@ -172,6 +208,7 @@ def create(
 ) -> Segment:
     """A new segment (RuleError for a bad rule, Conflict for a taken name), computed now unless told not to."""
     check(rule)
+    check_codes(session, rule)
     name = name.strip()
     if not name:
         raise rules.RuleError("$", "a segment needs a name")
@@ -211,6 +248,7 @@ def update(
     segment.updated_at = now
     if rule is not None and rule != segment.rule:
         check(rule)
+        check_codes(session, rule)
         segment.rule = rule
         segment.version += 1
         session.flush()

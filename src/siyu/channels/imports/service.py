@@ -317,7 +317,7 @@ class RowConverter:
             if value:
                 traits[trait] = value
         store = traits.get("home_store")
-        if store is not None and self.stores is not None and store not in self.stores:
+        if store is not None and self.stores is not None and store.strip().upper() not in self.stores:
             # A home store decides who may see the member: an unknown code would leave her with none.
             raise RowError(
                 m.store,
@@ -401,7 +401,7 @@ def run_import(
     converter = RowConverter(kind, source, mapping, sheet.header, filename)
     with unit_of_work() as session:
         if kind == "members" and mapping.store:
-            converter.stores = frozenset(session.execute(select(Store.code)).scalars())
+            converter.stores = frozenset(c.upper() for c in session.execute(select(Store.code)).scalars())
         record = FileImport(
             kind=kind, source=source, filename=filename[:255], file_sha256=file_sha256(path), actor=actor
         )
