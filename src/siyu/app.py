@@ -28,6 +28,7 @@ from siyu.clienteling.api import me as me_router
 from siyu.clienteling.api import router as org_router
 from siyu.config import Settings, get_settings, secret_key
 from siyu.console import mount as mount_console
+from siyu.console import routes as console_routes
 from siyu.db import get_read_sessionmaker
 from siyu.errors import SiyuError
 from siyu.http import JSONBytesResponse
@@ -62,6 +63,10 @@ class App(FastAPI):
         return CallbackLane(
             PostingLane(super().build_middleware_stack(), self.posting_writer), self.callback_writer
         )
+
+
+# Paths called by programs (they get JSON errors); every other path is a console page for a person.
+MACHINE_PREFIXES = ("/api/", "/v1/", "/mp/", "/wechat/", "/m/")
 
 
 def mount_fake_wechat(app: FastAPI, settings: Settings) -> None:
@@ -144,6 +149,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        if not _request.url.path.startswith(MACHINE_PREFIXES):
+            # A console page asked with a bad query (?page=0): a page a person can read, not JSON.
+            fields = "; ".join(f"{e['field'].removeprefix('query.')}: {e['message']}" for e in errors)
+            return console_routes.error_page(_request, 400, f"This address is not valid: {fields}")
         return JSONBytesResponse({"detail": detail, "errors": errors}, status_code=422)
 
     @app.get("/healthz", include_in_schema=False)

@@ -75,12 +75,21 @@ class TestLogin:
                 data={"username": username, "password": password, "csrf_token": token},
                 follow_redirects=False,
             )
-            assert r.status_code == 400
+            assert r.status_code == 401
             assert "Incorrect username or password." in r.text
             pages.append(r.text.replace(username, "USER"))
         assert csrf_of(pages[0]) == csrf_of(pages[1])
         assert pages[0] == pages[1]
         assert client.get("/customers", follow_redirects=False).status_code == 303
+
+    def test_a_bad_query_on_a_page_is_an_error_page_not_json(
+        self, client: TestClient, session: Session
+    ) -> None:
+        logged_in(client, session)
+        r = client.get("/customers", params={"q": "x", "page": 0})
+        assert r.status_code == 400 and r.headers["content-type"].startswith("text/html")
+        assert "This address is not valid: page: Input should be greater than or equal to 1" in r.text
+        assert client.get("/api/v1/profiles", params={"limit": 0}).status_code == 422  # the API stays JSON
 
     def test_inactive_user_cannot_log_in(self, client: TestClient, session: Session) -> None:
         user = factories.user(session, Role.admin)
@@ -88,7 +97,7 @@ class TestLogin:
         session.flush()
         token = csrf_of(client.get("/login").text)
         r = client.post("/login", data={"username": user.username, "password": PASSWORD, "csrf_token": token})
-        assert r.status_code == 400
+        assert r.status_code == 401
 
     def test_login_returns_to_the_page_asked_for_but_never_off_site(
         self, client: TestClient, session: Session

@@ -61,7 +61,8 @@ class TestScoping:
     def test_home_store_codes_are_case_insensitive(self, api: Api, session: Session) -> None:
         shanghai = factories.store(session, "SH01")
         api.send(event("identify", userId="POS-1", traits={"home_store": "sh01 "}))
-        assert api.lookup("member_id", "POS-1")["store_id"] == shanghai.id
+        found = api.lookup("member_id", "POS-1")
+        assert (found["store_id"], found["store"]) == (shanghai.id, f"SH01 {shanghai.name}")
 
     def test_unauthenticated(self, client: TestClient) -> None:
         assert client.get("/api/v1/profiles/1").status_code == 401

@@ -68,16 +68,16 @@ def install_error_pages(app: FastAPI) -> None:
 
     async def page_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PageError)
-        template = "_error.html" if is_htmx(request) else "error.html"
-        return render(
-            request,
-            template,
-            {"status": exc.status_code, "message": exc.message},
-            status_code=exc.status_code,
-        )
+        return error_page(request, exc.status_code, exc.message)
 
     app.add_exception_handler(LoginRequired, login_required)
     app.add_exception_handler(PageError, page_error)
+
+
+def error_page(request: Request, status: int, message: str) -> Response:
+    """The console's error page (or its htmx fragment) with status."""
+    template = "_error.html" if is_htmx(request) else "error.html"
+    return render(request, template, {"status": status, "message": message}, status_code=status)
 
 
 def login_url(next_path: str) -> str:
@@ -140,7 +140,7 @@ def login(
     user = auth_service.authenticate(session, username, password) if username and password else None
     if user is None:
         context = {"next": safe_next(next), "username": username, "error": "Incorrect username or password."}
-        return render(request, "login.html", context, status_code=400)
+        return render(request, "login.html", context, status_code=401)
     log_in(request, user)
     return see_other(safe_next(next))
 

@@ -229,7 +229,7 @@ class _Parser:
             self.problem(f"{path}.type", f"one of {', '.join(ENTRY_KINDS)}")
             return Entry("manual")
         for key in sorted(set(raw) - allowed[kind]):
-            self.problem(f"{path}.{key}", f"unknown key for a {kind} entry")
+            self.problem(f"{path}.{key}", f"unknown key for {_a(kind)} {kind} entry")
         if kind == "event":
             return Entry("event", filter=self.filter(raw, path))
         if kind == "segment":
@@ -374,7 +374,7 @@ class _Parser:
                 self.problem(f"{path}.url", "an http(s) URL")
             params["url"] = url
         for key in sorted(set(body) - known):
-            self.problem(f"{path}.{key}", f"unknown key for a {kind} node")
+            self.problem(f"{path}.{key}", f"unknown key for {_a(kind)} {kind} node")
         params["label"] = str(body.get("label") or node_id)
         return Node(node_id, kind, params, branches)
 
@@ -511,3 +511,8 @@ def _equal(value: Any, want: Any) -> bool:
     if isinstance(want, int | float) and isinstance(value, int | float):
         return float(value) == float(want)
     return str(value) == str(want)
+
+
+def _a(word: str) -> str:
+    """The indefinite article for word ("an exit node", "a wait node")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"

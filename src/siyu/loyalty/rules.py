@@ -260,9 +260,7 @@ def create(session: Session, **fields: Any) -> EarningRule:
         tiers = list(session.execute(select(Tier.name).order_by(Tier.rank)).scalars())
         for name in rule.tier_multipliers:
             if tiers and name not in tiers:
-                raise BadRequest(
-                    f"tier_multipliers.{name}: no tier {name!r} (tiers: {', '.join(tiers)})"
-                )
+                raise BadRequest(f"tier_multipliers.{name}: no tier {name!r} (tiers: {', '.join(tiers)})")
     session.add(rule)
     session.flush()
     return rule

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu.auth import service as auth_service
-from siyu.auth.models import ApiKey
+from siyu.auth.models import ApiKey, User
 from siyu.auth.principal import NAME_MASKED_ROLES, Principal
+from siyu.clienteling.models import Store
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import BadRequest, Forbidden, NotFound
 from siyu.identity import service as identity_service
@@ -60,6 +61,20 @@ def summarize(profile: Profile, principal: Principal) -> ProfileSummary:
     )
 
 
+def _store_label(session: Session, store_id: int | None) -> str | None:
+    if store_id is None:
+        return None
+    row = session.execute(select(Store.code, Store.name).where(Store.id == store_id)).one_or_none()
+    return f"{row.code} {row.name}" if row else None
+
+
+def _owner_label(session: Session, user_id: int | None) -> str | None:
+    if user_id is None:
+        return None
+    row = session.execute(select(User.display_name, User.username).where(User.id == user_id)).one_or_none()
+    return (row.display_name or row.username) if row else None
+
+
 def build_profile_out(
     session: Session, principal: Principal, profile: Profile, *, requested_id: int, reveal: bool
 ) -> ProfileOut:
@@ -86,7 +101,9 @@ def build_profile_out(
         name=mask_name(profile.name) if (profile.name and mask_names) else profile.name,
         traits=mask_record(profile.traits or {}, reveal=reveal, mask_names=mask_names, names=own_names),
         store_id=profile.store_id,
+        store=_store_label(session, profile.store_id),
         owner_user_id=profile.owner_user_id,
+        owner=_owner_label(session, profile.owner_user_id),
         created_at=profile.created_at,
         counters=Counters(
             events=profile.events_count,

@@ -48,7 +48,9 @@ class ProfileOut(BaseModel):
     name: str | None
     traits: dict[str, Any]
     store_id: int | None
+    store: str | None = Field(default=None, description="The home store's code and name")
     owner_user_id: int | None
+    owner: str | None = Field(default=None, description="The sales associate who owns the customer")
     created_at: dt.datetime
     counters: Counters
     identities: list[IdentityOut]
