@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu.auth.models import AuditLog, Role
+from siyu.loyalty import service as loyalty
 from tests import factories
 from tests.factories import event
 from tests.helpers import Api
@@ -172,7 +173,9 @@ class TestSearch:
             ),
             event("identify", userId="TOS-2", traits={"name": "李丽"}),
         )
-        for q in ("13800000001", "+8613800000001", "林", "TOS-1", "o-nancy"):
+        nancy = api.lookup("member_id", "TOS-1")["id"]
+        number = loyalty.enrol(api.session, nancy)[0].member_number
+        for q in ("13800000001", "+8613800000001", "林", "TOS-1", "o-nancy", number, number.lower()):
             names = [p["name"] for p in get(client, "/api/v1/profiles", api.admin_key, q=q).json()]
             assert names == ["林南希"], q
 

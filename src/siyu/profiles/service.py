@@ -24,6 +24,7 @@ from siyu.identity.models import Identifier, IdentityMerge
 from siyu.ingest.models import Event
 from siyu.ingest.normalize import normalize_identifier
 from siyu.ingest.reactors import StoredEvent
+from siyu.loyalty.models import Member
 from siyu.profiles.masking import NAME_KEYS
 from siyu.profiles.models import Consent, Profile, Tag, TagSource
 from siyu.profiles.traits import OrgDirectory, ProfileState
@@ -150,7 +151,7 @@ def lookup(session: Session, principal: Principal, id_type: str, value: str) -> 
 def search(
     session: Session, principal: Principal, query: str, *, limit: int = 20, offset: int = 0
 ) -> Sequence[Profile]:
-    """Readable profiles whose name starts with query or which hold an identifier equal to query.
+    """Readable profiles whose name starts with query, or holding an identifier or member number equal to it.
 
     Most recently seen first; `offset` pages through the rest.
     """
@@ -158,7 +159,13 @@ def search(
     if not query:
         return []
     by_identifier = select(Identifier.profile_id).where(Identifier.value.in_(_identifier_candidates(query)))
-    conditions = [Profile.id.in_(by_identifier), Profile.name.startswith(query, autoescape=True)]
+    # The loyalty member number on her card (M00000123), as an associate reads it out.
+    by_member_number = select(Member.profile_id).where(Member.member_number == query.upper())
+    conditions = [
+        Profile.id.in_(by_identifier),
+        Profile.id.in_(by_member_number),
+        Profile.name.startswith(query, autoescape=True),
+    ]
     if query.isdigit() and len(query) < 16:
         conditions.append(Profile.id == int(query))
     statement = (
