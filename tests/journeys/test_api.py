@@ -192,6 +192,11 @@ def test_templates_preview_caps_assets_and_messages(brand: Brand) -> None:
         "/api/v1/messages/caps", json={"channel": "oa_template", "period": "week", "limit": 2}, headers=admin
     )
     assert cap.status_code == 201
+    # A key the API does not know is named, not dropped (a typo would otherwise go unnoticed).
+    typo = client.post(
+        "/api/v1/messages/caps", json={"period": "week", "limit": 2, "name": "weekly"}, headers=admin
+    )
+    assert typo.status_code == 422 and typo.json()["detail"] == "name: Extra inputs are not permitted"
     assert (
         client.patch(
             f"/api/v1/messages/caps/{cap.json()['id']}", json={"active": False}, headers=admin

@@ -71,6 +71,10 @@ def test_bad_requests(client: TestClient, admin: dict[str, str], profile_id: int
     conflict = post(client, admin, profile_id, "w", kind="spend", points=5)
     assert conflict.status_code == 409  # type: ignore[attr-defined]
     assert "api:" not in conflict.json()["detail"] and "'w'" in conflict.json()["detail"]  # type: ignore[attr-defined]
+    # Another caller's "w" is its own request: it posts, and learns nothing of the first caller's posting.
+    other = factories.auth(factories.api_key(session, Role.admin))
+    theirs = post(client, other, profile_id, "w", kind="earn", points=7)
+    assert theirs.status_code == 201 and theirs.json()["id"] != reused.json()["id"]  # type: ignore[attr-defined]
     broken = client.post(
         f"/api/v1/loyalty/members/{profile_id}/postings",
         content=b'{"kind": ',

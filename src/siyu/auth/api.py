@@ -14,6 +14,7 @@ from siyu.auth.principal import Principal
 from siyu.clienteling import org
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import Forbidden
+from siyu.schemas import Input
 
 router = APIRouter(prefix="/api/v1/apikeys", tags=["auth"])
 users = APIRouter(prefix="/api/v1/users", tags=["auth"])
@@ -24,7 +25,7 @@ def require_admin(principal: Principal, what: str) -> None:
         raise Forbidden(f"only admins manage {what}")
 
 
-class ApiKeyIn(BaseModel):
+class ApiKeyIn(Input):
     name: str = Field(max_length=120)
     role: Role | None = Field(default=None, description="source for a write key; admin, hq, … for API access")
     store: str | None = Field(default=None, description="store code: required for store roles")
@@ -81,7 +82,7 @@ def revoke_key(key_id: int, principal: ReaderDep, session: SessionDep) -> ApiKey
     return ApiKeyOut.model_validate(key, from_attributes=True)
 
 
-class UserIn(BaseModel):
+class UserIn(Input):
     username: str = Field(max_length=80)
     role: Role
     display_name: str = Field(default="", max_length=120)
@@ -91,7 +92,7 @@ class UserIn(BaseModel):
     wecom_userid: str | None = Field(default=None, max_length=64)
 
 
-class UserPatch(BaseModel):
+class UserPatch(Input):
     active: bool | None = Field(
         default=None, description="false: no login, and keys acting as them are revoked"
     )

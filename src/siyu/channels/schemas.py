@@ -7,9 +7,10 @@ import datetime as dt
 from pydantic import BaseModel, Field
 
 from siyu.channels.models import ChannelKind, OaType, QrPurpose
+from siyu.schemas import Input
 
 
-class ChannelAccountCreate(BaseModel):
+class ChannelAccountCreate(Input):
     kind: ChannelKind
     name: str = Field(description="Slug used in the callback URL, e.g. taste-of-su-oa")
     app_id: str = Field(description="App id of the Official Account or Mini Program; corp id for WeCom")
@@ -60,7 +61,7 @@ class PhoneOut(BaseModel):
     consent: str = "recorded"
 
 
-class QrCodeCreate(BaseModel):
+class QrCodeCreate(Input):
     name: str = Field(description="What the code is for, e.g. 'Nanjing Road counter card'")
     purpose: QrPurpose
     scene: str | None = Field(default=None, description="Scene string (generated when omitted)")
@@ -92,7 +93,7 @@ class QrCodeOut(BaseModel):
     image_png: str
 
 
-class ContactWayCreate(BaseModel):
+class ContactWayCreate(Input):
     name: str
     associate: str = Field(description="The sales associate's WeCom UserID")
     store: str | None = Field(default=None, description="Store code; the associate's store when omitted")

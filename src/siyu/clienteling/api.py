@@ -20,21 +20,24 @@ from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import Forbidden
 from siyu.profiles import service as profiles_service
 from siyu.profiles.masking import mask_content
+from siyu.schemas import Input, Output
 
 router = APIRouter(prefix="/api/v1/org", tags=["organisation"])
 ORG_ADMIN_ROLES = frozenset({Role.admin, Role.hq})
 
 
-class RegionIn(BaseModel):
+class RegionIn(Input):
     code: str = Field(max_length=40)
     name: str = Field(max_length=120)
 
 
 class RegionOut(RegionIn):
+    model_config = Output.model_config
+
     id: int
 
 
-class StoreIn(BaseModel):
+class StoreIn(Input):
     code: str = Field(max_length=40)
     name: str = Field(max_length=120)
     region: str = Field(max_length=40, description="the region's code")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from siyu.errors import NotFound
@@ -18,6 +18,7 @@ from siyu.journeys import service
 from siyu.journeys.models import Journey
 from siyu.messaging import service as messaging
 from siyu.messaging.models import Channel
+from siyu.schemas import Input
 
 ORDER = {"event": "Order Completed"}
 
@@ -282,7 +283,7 @@ def entries() -> list[Entry]:
     return list(ENTRIES)
 
 
-class InstantiateIn(BaseModel):
+class InstantiateIn(Input):
     name: str | None = Field(
         default=None, max_length=120, description="The journey's name (default: the entry's)"
     )

@@ -8,15 +8,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from siyu.journeys.models import EnrolmentStatus, JourneyStatus
+from siyu.schemas import Input
 
 
-class JourneyIn(BaseModel):
+class JourneyIn(Input):
     name: str = Field(min_length=1, max_length=120)
     description: str = ""
     definition: dict[str, Any] = Field(default_factory=dict, description="A definition of docs/journeys.md")
 
 
-class JourneyPatch(BaseModel):
+class JourneyPatch(Input):
     name: str | None = Field(default=None, min_length=1, max_length=120)
     description: str | None = None
     definition: dict[str, Any] | None = None
@@ -39,7 +40,7 @@ class JourneyOut(BaseModel):
     created_by: str
 
 
-class PublishIn(BaseModel):
+class PublishIn(Input):
     in_flight: Literal["keep", "migrate"] = Field(
         default="keep",
         description="Customers in flight on the previous version: keep it, or move to the same node of the new one",
@@ -63,12 +64,12 @@ class VersionOut(BaseModel):
     migration: dict[str, Any]
 
 
-class IdentifierIn(BaseModel):
+class IdentifierIn(Input):
     type: str
     value: str
 
 
-class EnrolIn(BaseModel):
+class EnrolIn(Input):
     profile_ids: list[int] = Field(default_factory=list, max_length=10_000)
     identifiers: list[IdentifierIn] = Field(default_factory=list, max_length=10_000)
     key: str = Field(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from siyu.lifecycle import predictive
+from siyu.schemas import Input
 
 if TYPE_CHECKING:
     from siyu.lifecycle.service import Fit
@@ -25,7 +26,7 @@ class StagesOut(BaseModel):
     since: dt.datetime
 
 
-class FitIn(BaseModel):
+class FitIn(Input):
     calibration_end: dt.date | None = Field(
         default=None, description="Fit up to this day (brand time zone) and compare with what came after"
     )

@@ -107,11 +107,16 @@ def list_postings(
     return [posting_out(p) for p in service.history(session, member.id, limit=limit, before_id=before_id)]
 
 
-def require_key(idempotency_key: str | None, scope: str = "api") -> str:
-    """The ledger key of a request's Idempotency-Key header; BadRequest without one."""
+def require_key(idempotency_key: str | None, scope: str) -> str:
+    """The ledger key of a request's Idempotency-Key header, in the caller's scope; BadRequest without one."""
     if not idempotency_key:
         raise BadRequest("Idempotency-Key: send a unique key per request, so a retry never acts twice")
     return f"{scope}:{idempotency_key}"
+
+
+def key_scope(principal: Principal) -> str:
+    """Each caller's Idempotency-Keys are its own: another key or user sending the same one is another request."""
+    return f"api:{principal.kind[0]}{principal.id}"
 
 
 def check_posting_role(principal: Principal, kind: str) -> None:
@@ -148,7 +153,7 @@ def create_posting(
     check_posting_role(principal, body.kind)
     member = _member(session, principal, profile_id)
     (result,) = service.post_many(
-        session, [posting_op(principal, member.id, body, require_key(idempotency_key))]
+        session, [posting_op(principal, member.id, body, require_key(idempotency_key, key_scope(principal)))]
     )
     if isinstance(result, SiyuError):
         raise result
@@ -227,7 +232,7 @@ def issue_voucher(
 ) -> VoucherOut:
     _programme(principal)
     member = _member(session, principal, profile_id)
-    voucher, replayed = vouchers.issue(session, body.template_id, member.id, key=require_key(idempotency_key))
+    voucher, replayed = vouchers.issue(session, body.template_id, member.id, key=require_key(idempotency_key, key_scope(principal)))
     response.status_code = 200 if replayed else 201
     return VoucherOut.model_validate(voucher, from_attributes=True)
 
@@ -247,7 +252,7 @@ def buy_reward(
         raise Forbidden(f"a {principal.role} cannot redeem points")
     member = _member(session, principal, profile_id)
     voucher, replayed = vouchers.buy_reward(
-        session, body.template_id, member.id, key=require_key(idempotency_key), actor=principal.actor
+        session, body.template_id, member.id, key=require_key(idempotency_key, key_scope(principal)), actor=principal.actor
     )
     response.status_code = 200 if replayed else 201
     return VoucherOut.model_validate(voucher, from_attributes=True)
@@ -276,7 +281,7 @@ def redeem_voucher(
     voucher, _ = vouchers.redeem(
         session,
         code,
-        key=require_key(idempotency_key),
+        key=require_key(idempotency_key, key_scope(principal)),
         channel=body.channel,
         order_total_fen=body.order_total_fen,
         order_id=body.order_id,
@@ -324,7 +329,7 @@ def draw_blind_box(
     if principal.role not in SPEND_ROLES:
         raise Forbidden(f"a {principal.role} cannot draw for a member")
     member = _member(session, principal, profile_id)
-    result = blind_boxes.draw(session, box_id, member.id, key=require_key(idempotency_key))
+    result = blind_boxes.draw(session, box_id, member.id, key=require_key(idempotency_key, key_scope(principal)))
     response.status_code = 200 if result.replayed else 201
     return DrawOut(
         draw_id=result.draw.id,

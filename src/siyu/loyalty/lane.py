@@ -43,7 +43,7 @@ from siyu.lanes import (
     send_answer,
 )
 from siyu.loyalty import service
-from siyu.loyalty.api import check_posting_role, posting_op, posting_out, require_key
+from siyu.loyalty.api import check_posting_role, key_scope, posting_op, posting_out, require_key
 from siyu.loyalty.schemas import PostingIn
 from siyu.profiles import service as profiles_service
 
@@ -124,7 +124,7 @@ def handle(session: Session, calls: list[PostingCall]) -> list[Answer]:
             member_id = members.get(profile_id)
             if member_id is None:
                 raise NotFound(f"profile {profile_id} is not a member")
-            key = require_key(call.idempotency_key)
+            key = require_key(call.idempotency_key, key_scope(principal))
         except SiyuError as exc:
             answers[index] = Answer.error(exc)
             continue

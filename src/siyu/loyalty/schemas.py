@@ -15,9 +15,10 @@ from siyu.loyalty.models import (
     VoucherKind,
     VoucherStatus,
 )
+from siyu.schemas import Input, Output
 
 
-class EnrolIn(BaseModel):
+class EnrolIn(Input):
     profile_id: int
     channel: str = Field(
         default="", description="Where the customer joined: miniprogram, store, console, import…"
@@ -52,7 +53,7 @@ class MemberOut(BaseModel):
 MAX_POINTS = 10**12
 
 
-class PostingIn(BaseModel):
+class PostingIn(Input):
     kind: Literal["earn", "spend", "adjust"]
     points: int = Field(ge=-MAX_POINTS, le=MAX_POINTS, description="Positive; an adjustment may be negative")
     reason: str = Field(default="", description="Kept to its first 2,000 characters")
@@ -72,7 +73,7 @@ class PostingOut(BaseModel):
     detail: dict[str, object]
 
 
-class RuleIn(BaseModel):
+class RuleIn(Input):
     name: str
     event: str = Field(
         description="The event name that earns, e.g. 'Order Completed', 'Product Added to Wishlist'"
@@ -97,15 +98,17 @@ class RuleIn(BaseModel):
 
 
 class RuleOut(RuleIn):
+    model_config = Output.model_config
+
     id: int
     created_at: dt.datetime
 
 
-class RulePatch(BaseModel):
+class RulePatch(Input):
     active: bool
 
 
-class VoucherTemplateIn(BaseModel):
+class VoucherTemplateIn(Input):
     name: str
     kind: VoucherKind
     value: int = Field(default=0, description="amount_off: fen off; percent_off: percent (1 to 100)")
@@ -122,11 +125,13 @@ class VoucherTemplateIn(BaseModel):
 
 
 class VoucherTemplateOut(VoucherTemplateIn):
+    model_config = Output.model_config
+
     id: int
     issued: int
 
 
-class IssueIn(BaseModel):
+class IssueIn(Input):
     template_id: int
 
 
@@ -142,13 +147,13 @@ class VoucherOut(BaseModel):
     redeemed_order_id: str | None
 
 
-class RedeemIn(BaseModel):
+class RedeemIn(Input):
     channel: str = Field(description="pos, miniprogram, tmall, …")
     order_total_fen: int = Field(ge=0)
     order_id: str | None = None
 
 
-class PrizeIn(BaseModel):
+class PrizeIn(Input):
     name: str
     weight: int = Field(description="Odds = weight / total weight of the prizes in stock")
     stock: int | None = None
@@ -156,7 +161,7 @@ class PrizeIn(BaseModel):
     bonus_points: int = 0
 
 
-class BlindBoxIn(BaseModel):
+class BlindBoxIn(Input):
     name: str
     points_cost: int
     prizes: list[PrizeIn]
@@ -198,7 +203,7 @@ class DrawOut(BaseModel):
     bonus_points: int
 
 
-class TierIn(BaseModel):
+class TierIn(Input):
     name: str
     rank: int = Field(description="0 for the entry tier")
     threshold_points: int | None = Field(default=None, description="Points earned in 12 months to reach it")
@@ -208,10 +213,12 @@ class TierIn(BaseModel):
 
 
 class TierOut(TierIn):
+    model_config = Output.model_config
+
     id: int
 
 
-class ReferralProgramIn(BaseModel):
+class ReferralProgramIn(Input):
     name: str
     trigger: ReferralTrigger = ReferralTrigger.sign_up
     referrer_template_id: int | None = None
@@ -223,6 +230,8 @@ class ReferralProgramIn(BaseModel):
 
 
 class ReferralProgramOut(ReferralProgramIn):
+    model_config = Output.model_config
+
     id: int
 
 

@@ -222,8 +222,9 @@ class KeyReused(Conflict):
     """An Idempotency-Key sent again for another posting than the one it first made."""
 
     def __init__(self, key: str, first: Posting) -> None:
-        # The ledger key is scoped ("api:…", "mp:<member>:…"); the caller knows the header they sent.
-        sent = re.sub(r"^(?:api|mp:\d+):", "", key)
+        # The ledger key is scoped to its caller ("api:k12:…", "mp:<member>:…"): the caller knows the header
+        # they sent, and the posting it made is theirs (another caller's key never meets it).
+        sent = re.sub(r"^(?:api:[a-z]\d+|api|mp:\d+):", "", key)
         super().__init__(f"Idempotency-Key {sent!r} was used for another posting (#{first.id})")
         self.key, self.first = key, first
 

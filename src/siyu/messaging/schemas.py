@@ -8,9 +8,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from siyu.messaging.models import AssetKind, CapPeriod, Channel, MessageStatus, Purpose
+from siyu.schemas import Input, Output
 
 
-class TemplateIn(BaseModel):
+class TemplateIn(Input):
     name: str = Field(min_length=1, max_length=120)
     channel: Channel
     purpose: Purpose = Purpose.marketing
@@ -19,7 +20,7 @@ class TemplateIn(BaseModel):
     body: dict[str, Any]
 
 
-class TemplatePatch(BaseModel):
+class TemplatePatch(Input):
     purpose: Purpose | None = None
     account_id: int | None = None
     external_template_id: str | None = None
@@ -38,11 +39,11 @@ class TemplateOut(BaseModel):
     updated_at: dt.datetime
 
 
-class PreviewIn(BaseModel):
+class PreviewIn(Input):
     profile_id: int
 
 
-class AssetIn(BaseModel):
+class AssetIn(Input):
     key: str = Field(min_length=1, max_length=80, pattern=r"^[a-z0-9][a-z0-9\-_]*$")
     kind: AssetKind
     title: str = Field(min_length=1, max_length=200)
@@ -54,17 +55,19 @@ class AssetIn(BaseModel):
 
 
 class AssetOut(AssetIn):
+    model_config = Output.model_config
+
     id: int
     created_at: dt.datetime
 
 
-class CapIn(BaseModel):
+class CapIn(Input):
     channel: Channel | None = Field(default=None, description="None: every channel together")
     period: CapPeriod
     limit: int = Field(ge=0)
 
 
-class CapPatch(BaseModel):
+class CapPatch(Input):
     active: bool
 
 

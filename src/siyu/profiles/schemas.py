@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from siyu.schemas import Input
+
 
 class IdentityOut(BaseModel):
     id: int
@@ -113,7 +115,7 @@ class TimelinePage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next (older) page")
 
 
-class UnmergeIn(BaseModel):
+class UnmergeIn(Input):
     type: str = Field(description="Identifier type, e.g. wechat_openid")
     value: str
 
@@ -125,7 +127,7 @@ class UnmergeOut(BaseModel):
     events_moved: int
 
 
-class TagIn(BaseModel):
+class TagIn(Input):
     name: str = Field(min_length=1, max_length=80)
 
 

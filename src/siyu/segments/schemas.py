@@ -7,17 +7,18 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from siyu.schemas import Input
 from siyu.segments.models import SegmentStatus
 
 
-class SegmentIn(BaseModel):
+class SegmentIn(Input):
     name: str = Field(min_length=1, max_length=120)
     description: str = ""
     rule: dict[str, Any] = Field(description="A rule of docs/segments.md")
     compute: bool = Field(default=True, description="Compute the memberships now (else the worker does)")
 
 
-class SegmentPatch(BaseModel):
+class SegmentPatch(Input):
     name: str | None = Field(default=None, min_length=1, max_length=120)
     description: str | None = None
     rule: dict[str, Any] | None = None
@@ -38,7 +39,7 @@ class SegmentOut(BaseModel):
     updated_at: dt.datetime
 
 
-class PreviewIn(BaseModel):
+class PreviewIn(Input):
     rule: dict[str, Any]
     sample: int = Field(default=10, ge=0, le=100)
 
@@ -67,7 +68,7 @@ class MembersOut(BaseModel):
     next_after: int | None = Field(description="Pass as `after` for the next page; null on the last page")
 
 
-class WechatTagIn(BaseModel):
+class WechatTagIn(Input):
     account: str = Field(description="The Official Account's name in siyu (`siyu channels list`)")
     tag_name: str | None = Field(default=None, max_length=30, description="Default: the segment's name")
 
