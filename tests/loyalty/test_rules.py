@@ -239,6 +239,14 @@ def test_a_multiplier_for_a_tier_that_does_not_exist_is_refused(api: Api, sessio
     r = api.client.post("/api/v1/loyalty/rules", json=body, headers=factories.auth(api.admin_key))
     assert r.status_code == 400
     assert r.json()["detail"] == "tier_multipliers.gold: no tier 'gold' (tiers: Jade, Gold)"
+    made = rule(api, **{**body, "tier_multipliers": {"Gold": 1.5}})
+    twice = api.client.post(
+        "/api/v1/loyalty/rules", json={**body, "tier_multipliers": {}}, headers=factories.auth(api.admin_key)
+    )
+    assert (
+        twice.status_code == 409
+        and f"an active rule named 'x' exists (#{made['id']})" in twice.json()["detail"]
+    )
 
 
 def test_switching_a_rule_off(api: Api, session: Session) -> None:

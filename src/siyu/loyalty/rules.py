@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from siyu.config import Settings
 from siyu.db import is_postgres
-from siyu.errors import BadRequest, NotFound
+from siyu.errors import BadRequest, Conflict, NotFound
 from siyu.ingest.reactors import StoredEvent
 from siyu.loyalty.models import EarningRule, Member, Posting, PostingKind, RuleMode, Tier
 
@@ -254,6 +254,13 @@ def create(session: Session, **fields: Any) -> EarningRule:
     """A new earning rule or campaign from its fields (BadRequest naming what is wrong)."""
     rule = EarningRule(**fields)
     validate(rule)
+    rule.name = rule.name.strip()
+    same = session.execute(
+        select(EarningRule.id).where(EarningRule.name == rule.name, EarningRule.active.is_(True))
+    ).scalar()
+    if same is not None:
+        # Two active rules of one name would both earn: a copy of an example must not double the points.
+        raise Conflict(f"name: an active rule named {rule.name!r} exists (#{same}); switch it off or rename")
     if rule.tier_multipliers:
         # Tier names are matched exactly when points are earned: a misspelt one would never apply.
         # (Without configured tiers, members carry the tier their events name: nothing to check against.)
