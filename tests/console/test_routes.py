@@ -251,6 +251,36 @@ class TestSearch:
             r = client.get("/customers", params={"q": q})
             assert f'href="/customers/{pid}"' in r.text, q
 
+    def test_a_store_manager_sees_their_book_of_customers_without_searching(
+        self, client: TestClient, session: Session, write_key: str
+    ) -> None:
+        shop, other = factories.store(session, "SH01"), factories.store(session, "BJ01")
+        send(
+            client,
+            write_key,
+            event(
+                "identify",
+                userId="A",
+                traits={"name": "甲", "home_store": "SH01"},
+                timestamp="2026-11-01T00:00:00Z",
+            ),
+            event(
+                "identify",
+                userId="B",
+                traits={"name": "乙", "home_store": "SH01"},
+                timestamp="2026-11-03T00:00:00Z",
+            ),
+            event("identify", userId="C", traits={"name": "丙", "home_store": "BJ01"}),
+        )
+        logged_in(client, session, Role.store_manager, store_id=shop.id, region_id=shop.region_id)
+        page = client.get("/customers").text
+        assert "Your customers, most recently seen first" in page
+        assert page.index(">乙<") < page.index(">甲<") and ">丙<" not in page
+        key = factories.auth(factories.api_key(session, Role.store_manager, store_id=shop.id))
+        names = [p["name"] for p in client.get("/api/v1/profiles", headers=key).json()]
+        assert names == ["乙", "甲"]
+        assert other.id != shop.id
+
     def test_nothing_found(self, client: TestClient, session: Session) -> None:
         logged_in(client, session)
         r = client.get("/customers", params={"q": "13900000000"})

@@ -165,10 +165,12 @@ def _search_context(session: Session, viewer: Viewer, q: str, page: int) -> dict
     found = (
         profiles_service.search(session, viewer.principal, q, limit=SEARCH_PAGE + 1, offset=offset)
         if q
-        else []
+        else profiles_service.list_readable(session, viewer.principal, limit=SEARCH_PAGE + 1, offset=offset)
     )
+    brand_wide = viewer.role in profiles_service.BRAND_WIDE_ROLES
     return {
         "q": q,
+        "listing": "Newest customers" if brand_wide else "Your customers, most recently seen first",
         "page": page,
         "first": offset + 1,
         "more": len(found) > SEARCH_PAGE,
@@ -178,7 +180,7 @@ def _search_context(session: Session, viewer: Viewer, q: str, page: int) -> dict
 
 def _search_url(q: str, page: int) -> str:
     if not q:
-        return HOME
+        return HOME + (f"?page={page}" if page > 1 else "")
     return f"{HOME}?q={quote(q)}" + (f"&page={page}" if page > 1 else "")
 
 

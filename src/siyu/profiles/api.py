@@ -181,12 +181,20 @@ def search(
     session: SessionDep,
     request: Request,
     response: Response,
-    q: Annotated[str, Query(min_length=1)],
+    q: Annotated[str, Query(description="phone, name, member id or number, any identifier; none: list")] = "",
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=10_000)] = 0,
 ) -> list[ProfileSummary]:
-    """One page of matches, most recently seen first; a `Link: <…>; rel="next"` header when there are more."""
-    found = profiles_service.search(session, principal, q, limit=limit + 1, offset=offset)
+    """One page of matches, most recently seen first; a `Link: <…>; rel="next"` header when there are more.
+
+    Without `q`, the customers the caller may read: a store's, a region's or an associate's own (most
+    recently seen first), or the whole brand's for brand-wide roles (newest first).
+    """
+    found = (
+        profiles_service.search(session, principal, q, limit=limit + 1, offset=offset)
+        if q.strip()
+        else profiles_service.list_readable(session, principal, limit=limit + 1, offset=offset)
+    )
     if len(found) > limit:
         after = request.url.include_query_params(offset=offset + limit, limit=limit)
         response.headers["Link"] = f'<{after}>; rel="next"'

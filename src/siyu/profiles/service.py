@@ -178,6 +178,25 @@ def search(
     return session.execute(statement).scalars().all()
 
 
+BRAND_WIDE_ROLES = frozenset({Role.admin, Role.hq, Role.marketer})
+
+
+def list_readable(
+    session: Session, principal: Principal, *, limit: int = 20, offset: int = 0
+) -> Sequence[Profile]:
+    """The customers principal may read, without a query: a store's or an associate's own book of customers.
+
+    Scoped roles see theirs most recently seen first; brand-wide roles (the whole brand) the newest first,
+    which the primary key answers at once where ordering a million profiles by last seen would not.
+    """
+    statement = readable_statement(principal)
+    if principal.role in BRAND_WIDE_ROLES:
+        statement = statement.order_by(Profile.id.desc())
+    else:
+        statement = statement.order_by(Profile.last_seen_at.desc().nulls_last(), Profile.id.desc())
+    return session.execute(statement.limit(limit).offset(offset)).scalars().all()
+
+
 def _identifier_candidates(query: str) -> list[str]:
     """query as typed, plus its E.164 form when it reads as a mainland phone number."""
     candidates = [query, query.lower()]
