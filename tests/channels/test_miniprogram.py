@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from siyu.channels.fake import FakeState
 from siyu.channels.models import ChannelCall, ChannelKind, MpSession
 from siyu.channels.outbound.base import WeChatError
 from siyu.channels.outbound.miniprogram import MiniProgramClient
+from siyu.config import get_settings
 from siyu.identity.models import Identifier
 from siyu.ingest import processor
 from siyu.profiles import service as profiles_service
@@ -56,6 +58,22 @@ def test_session_links_openid_and_unionid_and_keeps_the_session_key(
     # A code works once.
     again = client.post("/mp/v1/session", json={"code": "081Kq"}, auth=(key, ""))
     assert again.status_code == 400 and "40029" in again.json()["detail"]
+
+
+def test_codes_minted_by_the_fake_sign_in_as_a_phone_would(
+    fake: FakeState, client: TestClient, session: Session, key: str
+) -> None:
+    """The demo has no phone to call wx.login(): the fake mints the codes it would give (docs/wechat.md)."""
+    base = get_settings().wechat_api_base
+    login = httpx.post(f"{base}/_test/wx-login", json={"openid": "o-demo-1", "unionid": "u-demo-1"}).json()
+    r = client.post("/mp/v1/session", json={"code": login["code"]}, auth=(key, ""))
+    assert r.status_code == 200 and r.json()["unionid"] == "u-demo-1", r.text
+    phone = httpx.post(f"{base}/_test/phone-code", json={"phone": "13800000009"}).json()
+    r = client.post(
+        "/mp/v1/phone", json={"session": r.json()["session"], "code": phone["code"]}, auth=(key, "")
+    )
+    assert r.status_code == 200 and r.json()["phone"] == "+86138****0009", r.text
+    assert httpx.post(f"{base}/_test/wx-login", json={}).status_code == 400
 
 
 @pytest.mark.parametrize("country", ["86", 86])

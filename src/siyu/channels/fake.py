@@ -399,6 +399,31 @@ def create_fake_app(state: FakeState | None = None) -> FastAPI:
             rows.extend(r for r in fake.behavior.get(userid, []) if start <= r["stat_time"] <= end)
         return JSONResponse({"errcode": 0, "errmsg": "ok", "behavior_data": rows})
 
+    @app.post("/_test/wx-login")
+    async def mint_login_code(request: Request) -> JSONResponse:
+        """What wx.login() gives the Mini Program on a phone: a one-time code for this openid (and unionid)."""
+        body = await request.json()
+        openid = str(body.get("openid") or "")
+        if not openid:
+            return JSONResponse({"detail": "openid: required"}, status_code=400)
+        user = {"openid": openid, **({"unionid": str(body["unionid"])} if body.get("unionid") else {})}
+        code = "fake-login-" + secrets.token_hex(8)
+        with fake.lock:
+            fake.login_codes[code] = user
+        return JSONResponse({"code": code})
+
+    @app.post("/_test/phone-code")
+    async def mint_phone_code(request: Request) -> JSONResponse:
+        """What the getPhoneNumber button gives the Mini Program when she agrees: a one-time code."""
+        body = await request.json()
+        phone = str(body.get("phone") or "")
+        if not phone:
+            return JSONResponse({"detail": "phone: required"}, status_code=400)
+        code = "fake-phone-" + secrets.token_hex(8)
+        with fake.lock:
+            fake.phone_codes[code] = phone
+        return JSONResponse({"code": code})
+
     @app.get("/sns/jscode2session")
     def jscode2session(
         appid: str = "", secret: str = "", js_code: str = "", grant_type: str = ""
