@@ -64,6 +64,22 @@ def test_fit_without_purchases_is_a_clear_error(api: Api) -> None:
         "/api/v1/lifecycle/fit", json={"time_unit": "month"}, headers=factories.auth(api.admin_key)
     )
     assert r.status_code == 422
+    # With orders, but a calibration end before the first: say so, and when the first order was.
+    api.send(
+        event(
+            userId="c1",
+            event="Order Completed",
+            properties={"order_id": "c1", "total": 10},
+            timestamp="2026-03-01T04:00:00Z",
+        )
+    )
+    r = api.client.post(
+        "/api/v1/lifecycle/fit", json={"calibration_end": "2026-01-31"}, headers=factories.auth(api.admin_key)
+    )
+    assert r.status_code == 400
+    assert r.json()["detail"] == (
+        "no purchases up to the calibration end 2026-01-31: choose a later day (the first order is on 2026-03-01)"
+    )
 
 
 def test_store_roles_are_refused(api: Api, session: Session) -> None:

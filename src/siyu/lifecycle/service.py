@@ -18,13 +18,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from siyu import bulk
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.identity.models import IdentifierType
+from siyu.ingest.models import Event
 from siyu.ingest.reactors import StoredEvent
 from siyu.lifecycle import predictive
 from siyu.lifecycle.models import LifecycleChange, LifecycleState, Stage, StageCount, ValueModel
@@ -656,7 +657,22 @@ def fit(
     found = features(session, as_of=until)
     buyers = sorted((f for f in found.values() if f.purchase_days > 0), key=lambda f: f.profile_id)
     if not buyers:
-        raise predictive.FitError("no purchases to fit on (no Order Completed events)")
+        if calibration_end is None:
+            raise predictive.FitError("no purchases to fit on (no Order Completed events)")
+        zone = ZoneInfo(get_settings().timezone)
+        first = _aware(
+            session.execute(select(func.min(Event.timestamp)).where(Event.event == ORDER_COMPLETED)).scalar()
+        )
+        after = (
+            f"the first order is on {first.astimezone(zone):%Y-%m-%d}"
+            if first is not None
+            else "there is no Order Completed event at all"
+        )
+        # The calibration end is the last moment of a local day: one microsecond back names that day.
+        day = (calibration_end - dt.timedelta(microseconds=1)).astimezone(zone)
+        raise predictive.FitError(
+            f"no purchases up to the calibration end {day:%Y-%m-%d}: choose a later day ({after})"
+        )
     unit = TIME_UNITS[time_unit]
     inputs = rfm_inputs(buyers, until, unit)
     bg = predictive.fit_bgnbd(inputs["x"], inputs["t_x"], inputs["T"], penalizer=penalizer)
