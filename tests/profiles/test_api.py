@@ -175,7 +175,7 @@ class TestSearch:
         )
         nancy = api.lookup("member_id", "TOS-1")["id"]
         number = loyalty.enrol(api.session, nancy)[0].member_number
-        for q in ("13800000001", "+8613800000001", "林", "TOS-1", "o-nancy", number, number.lower()):
+        for q in ("13800000001", "+8613800000001", "林", "南希", "TOS-1", "o-nancy", number, number.lower()):
             names = [p["name"] for p in get(client, "/api/v1/profiles", api.admin_key, q=q).json()]
             assert names == ["林南希"], q
 

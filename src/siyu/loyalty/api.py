@@ -232,7 +232,9 @@ def issue_voucher(
 ) -> VoucherOut:
     _programme(principal)
     member = _member(session, principal, profile_id)
-    voucher, replayed = vouchers.issue(session, body.template_id, member.id, key=require_key(idempotency_key, key_scope(principal)))
+    voucher, replayed = vouchers.issue(
+        session, body.template_id, member.id, key=require_key(idempotency_key, key_scope(principal))
+    )
     response.status_code = 200 if replayed else 201
     return VoucherOut.model_validate(voucher, from_attributes=True)
 
@@ -252,7 +254,11 @@ def buy_reward(
         raise Forbidden(f"a {principal.role} cannot redeem points")
     member = _member(session, principal, profile_id)
     voucher, replayed = vouchers.buy_reward(
-        session, body.template_id, member.id, key=require_key(idempotency_key, key_scope(principal)), actor=principal.actor
+        session,
+        body.template_id,
+        member.id,
+        key=require_key(idempotency_key, key_scope(principal)),
+        actor=principal.actor,
     )
     response.status_code = 200 if replayed else 201
     return VoucherOut.model_validate(voucher, from_attributes=True)
@@ -329,7 +335,9 @@ def draw_blind_box(
     if principal.role not in SPEND_ROLES:
         raise Forbidden(f"a {principal.role} cannot draw for a member")
     member = _member(session, principal, profile_id)
-    result = blind_boxes.draw(session, box_id, member.id, key=require_key(idempotency_key, key_scope(principal)))
+    result = blind_boxes.draw(
+        session, box_id, member.id, key=require_key(idempotency_key, key_scope(principal))
+    )
     response.status_code = 200 if result.replayed else 201
     return DrawOut(
         draw_id=result.draw.id,

@@ -151,7 +151,7 @@ def lookup(session: Session, principal: Principal, id_type: str, value: str) -> 
 def search(
     session: Session, principal: Principal, query: str, *, limit: int = 20, offset: int = 0
 ) -> Sequence[Profile]:
-    """Readable profiles whose name starts with query, or holding an identifier or member number equal to it.
+    """Readable profiles by name (start; anywhere for 2+ Chinese characters), identifier or member number.
 
     Most recently seen first; `offset` pages through the rest.
     """
@@ -161,11 +161,14 @@ def search(
     by_identifier = select(Identifier.profile_id).where(Identifier.value.in_(_identifier_candidates(query)))
     # The loyalty member number on her card (M00000123), as an associate reads it out.
     by_member_number = select(Member.profile_id).where(Member.member_number == query.upper())
-    conditions = [
-        Profile.id.in_(by_identifier),
-        Profile.id.in_(by_member_number),
-        Profile.name.startswith(query, autoescape=True),
-    ]
+    # Chinese given names are how associates know customers (小明 in 王小明): two or more Chinese characters
+    # also match inside a name. It reads every name, so only queries that cannot be anything else do it.
+    in_name = (
+        Profile.name.contains(query, autoescape=True)
+        if len(query) >= 2 and all("\u4e00" <= ch <= "\u9fff" for ch in query)
+        else Profile.name.startswith(query, autoescape=True)
+    )
+    conditions = [Profile.id.in_(by_identifier), Profile.id.in_(by_member_number), in_name]
     if query.isdigit() and len(query) < 16:
         conditions.append(Profile.id == int(query))
     statement = (
