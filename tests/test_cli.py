@@ -231,6 +231,8 @@ def test_staff_and_keys_are_listed_disabled_reset_and_revoked(tmp_path: Path) ->
     assert "disabled" in " ".join(run("users", "list", db_url=url).stdout.split())
     keys = " ".join(run("apikeys", "list", db_url=url).stdout.split())
     assert "user li.si" in keys and "POS" in keys
+    both = run("users", "reset-password", "li.si", "--generate", "--password", "12345678", db_url=url)
+    assert both.returncode == 1 and "not both" in both.stderr
     reset = run("users", "reset-password", "li.si", "--generate", db_url=url)
     assert reset.returncode == 0 and len(reset.stdout.strip().splitlines()[-1]) >= 12
     assert run("apikeys", "revoke", write_id, db_url=url).returncode == 0

@@ -245,6 +245,15 @@ def _as_options(message: str) -> str:
     return message
 
 
+def _password(given: str | None, generate: bool, prompt: str) -> str:
+    """The password given, generated or typed; both --password and --generate is an error, not a guess."""
+    if given is not None and generate:
+        _fail("--password, --generate: give a password or ask for one to be generated, not both")
+    if given is not None:
+        return given
+    return secrets.token_urlsafe(12) if generate else getpass.getpass(prompt)
+
+
 @users_app.command("create")
 def users_create(
     username: Annotated[str, typer.Option()],
@@ -263,8 +272,7 @@ def users_create(
     """Create a console user; store and region roles name their store or region."""
     from siyu.clienteling import org
 
-    if password is None:
-        password = secrets.token_urlsafe(12) if generate else getpass.getpass("password: ")
+    password = _password(password, generate, "password: ")
     try:
         with unit_of_work() as session:
             region_id, store_id = org.scope_of(session, role, store=store, region=region)
@@ -340,8 +348,7 @@ def users_reset_password(
     generate: Annotated[bool, typer.Option(help="Generate a password and print it")] = False,
 ) -> None:
     """Set a new password; the user's open console sessions end."""
-    if password is None:
-        password = secrets.token_urlsafe(12) if generate else getpass.getpass("new password: ")
+    password = _password(password, generate, "new password: ")
     _update_user(username, password=password)
     console.print(f"new password set for {escape(username)}; their sessions have ended")
     if generate:
