@@ -270,20 +270,18 @@ def users_create(
     ] = None,
 ) -> None:
     """Create a console user; store and region roles name their store or region."""
-    from siyu.clienteling import org
 
     password = _password(password, generate, "password: ")
     try:
         with unit_of_work() as session:
-            region_id, store_id = org.scope_of(session, role, store=store, region=region)
-            user = auth_service.create_user(
+            user = auth_service.create_user_for(
                 session,
                 username=username,
                 password=password,
                 role=role,
                 display_name=display_name,
-                region_id=region_id,
-                store_id=store_id,
+                store=store,
+                region=region,
                 wecom_userid=wecom_userid,
             )
             user_id = user.id

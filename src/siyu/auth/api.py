@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
-from siyu.clienteling import org
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import Forbidden
 from siyu.schemas import Input
@@ -127,16 +126,15 @@ def create_user(principal: ReaderDep, session: SessionDep, body: UserIn) -> User
     """409 for a taken username or WeCom UserID; a generated password is in this response only."""
     require_admin(principal, "users")
     password = body.password or secrets.token_urlsafe(12)
-    region_id, store_id = org.scope_of(session, body.role, store=body.store, region=body.region)
-    user = auth_service.create_user(
+    user = auth_service.create_user_for(
         session,
         username=body.username,
         password=password,
         role=body.role,
         display_name=body.display_name,
-        region_id=region_id,
-        store_id=store_id,
-        wecom_userid=body.wecom_userid or None,
+        store=body.store,
+        region=body.region,
+        wecom_userid=body.wecom_userid,
     )
     auth_service.audit(session, principal, "user.create", "user", user.id, {"role": user.role})
     out = UserOut.model_validate(user, from_attributes=True).model_dump()

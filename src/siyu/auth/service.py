@@ -270,6 +270,33 @@ def session_stamp(user: User) -> str:
     return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
 
 
+def create_user_for(
+    session: Session,
+    *,
+    username: str,
+    password: str,
+    role: Role,
+    display_name: str = "",
+    store: str | None = None,
+    region: str | None = None,
+    wecom_userid: str | None = None,
+) -> User:
+    """A console user scoped by store or region code (as their role needs), else BadRequest naming the field."""
+    from siyu.clienteling import org  # the organisation is a domain above auth
+
+    region_id, store_id = org.scope_of(session, role, store=store, region=region)
+    return create_user(
+        session,
+        username=username,
+        password=password,
+        role=role,
+        display_name=display_name,
+        region_id=region_id,
+        store_id=store_id,
+        wecom_userid=wecom_userid or None,
+    )
+
+
 def authenticate(session: Session, username: str, password: str) -> User | None:
     """The active user with these credentials, or None (the same for a wrong name or password)."""
     user = session.execute(select(User).where(User.username == username.strip())).scalar_one_or_none()

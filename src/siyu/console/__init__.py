@@ -10,6 +10,7 @@ from siyu.console.loyalty import router as loyalty_router
 from siyu.console.org import router as org_router
 from siyu.console.routes import install_error_pages, router, static_files
 from siyu.console.segments import router as segments_router
+from siyu.console.staff import router as staff_router
 from siyu.console.work import router as work_router
 
 
@@ -24,3 +25,4 @@ def mount(app: FastAPI) -> None:
     app.include_router(journeys_router)
     app.include_router(org_router)
     app.include_router(work_router)
+    app.include_router(staff_router)
