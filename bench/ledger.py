@@ -533,13 +533,16 @@ class RawOp:
 def raw_ops(db: Any, out: Outcomes, first: int, profiles: Sequence[int]) -> list[RawOp]:
     """The timed requests as the raw path sends them, from what the server answered."""
     member_ids = {int(p): int(m) for p, m in ingest.db_rows(db, "SELECT profile_id, id FROM loyalty_members")}
+    # The API stores a request's Idempotency-Key in its caller's scope: "api:k<key id>:<key>" (the one admin key).
+    [(admin_key_id,)] = ingest.db_rows(db, "SELECT id FROM api_keys WHERE role = 'admin'")
     ops = []
     for i in range(first, len(out.ops)):
         op, status = out.ops[i], out.status[i]
         if op.kind == "replay":
             t = out.ops[out.target[i]]
-            # The API stores a request's Idempotency-Key as "api:<key>".
-            ops.append(RawOp("replay", member_ids[profiles[t.member]], t.kind, 0, f"api:{t.key}"))
+            ops.append(
+                RawOp("replay", member_ids[profiles[t.member]], t.kind, 0, f"api:k{admin_key_id}:{t.key}")
+            )
         elif status == 201:
             change = op.points if op.kind == "earn" else -op.points
             ops.append(RawOp("post", member_ids[profiles[op.member]], op.kind, change, ""))

@@ -116,7 +116,7 @@ def require_key(idempotency_key: str | None, scope: str) -> str:
 
 def key_scope(principal: Principal) -> str:
     """Each caller's Idempotency-Keys are its own: another key or user sending the same one is another request."""
-    return f"api:{principal.kind[0]}{principal.id}"
+    return f"api:{'k' if principal.kind == 'api_key' else 'u'}{principal.id}"
 
 
 def check_posting_role(principal: Principal, kind: str) -> None:
