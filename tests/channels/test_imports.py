@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from siyu.channels.imports import mappings
 from siyu.channels.imports.models import FileImport
-from siyu.channels.imports.service import RowConverter, RowError, run_import
+from siyu.channels.imports.service import RowConverter, RowError, csv_cell, run_import
 from siyu.errors import BadRequest
 from siyu.identity.models import Identifier
 from siyu.ingest.models import Event
@@ -59,6 +59,29 @@ def profile_of(session: Session, id_type: str, value: str) -> Profile:
 
 def events(session: Session) -> int:
     return session.execute(select(func.count()).select_from(Event)).scalar_one()
+
+
+def test_a_refused_value_that_looks_like_a_formula_stays_text_in_the_report(
+    session: Session, tmp_path: Path
+) -> None:
+    """The report is opened in Excel: a cell =HYPERLINK(…) from a hostile export must not run there."""
+    row = [
+        "T9",
+        "evil_tb",
+        "",
+        '=HYPERLINK("http://evil.example","x")',
+        "0",
+        "2026-11-01 10:00:00",
+        "交易成功",
+    ]
+    path = write_csv(tmp_path / "tmall.csv", TMALL_HEADER, [row, TMALL_ROWS[0]])
+    result = run_import(path, kind="orders", source="tmall", mapping=mappings.load("orders", "tmall"))
+    assert (result.rows_imported, result.rows_failed) == (1, 1)
+    assert result.error_report is not None
+    with result.error_report.open(encoding="utf-8-sig") as f:
+        report = list(csv.reader(f))
+    assert report[1][2] == "'" + row[3]
+    assert csv_cell("-5") == "-5" and csv_cell("@x") == "'@x" and csv_cell("王") == "王"
 
 
 def test_tmall_gbk_export(session: Session, tmp_path: Path) -> None:

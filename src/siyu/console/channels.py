@@ -22,7 +22,7 @@ from siyu.channels import codes, service
 from siyu.channels.api import callback_path
 from siyu.channels.imports import mappings
 from siyu.channels.imports.models import FileImport
-from siyu.channels.imports.service import check_file, run_import
+from siyu.channels.imports.service import check_file, csv_cell, run_import
 from siyu.channels.models import ChannelKind, OaType, QrPurpose
 from siyu.clienteling.models import Store
 from siyu.config import get_settings
@@ -232,7 +232,12 @@ def import_errors(import_id: int, session: ReadSession, viewer: OperationsDep) -
                 column, value = row[1], mask_text(row[2], reveal=False, mask_names=False)
                 if mask_names and "name" in column.lower() and value:
                     value = mask_name(value)
-                row = [row[0], column, value, mask_text(row[3], reveal=False, mask_names=False)]
+                row = [
+                    row[0],
+                    column,
+                    csv_cell(value),
+                    csv_cell(mask_text(row[3], reveal=False, mask_names=False)),
+                ]
             writer.writerow(row)
     name = Path(record.filename).stem + ".errors.csv"
     return Response(

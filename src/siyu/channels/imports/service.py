@@ -92,6 +92,24 @@ class Skip(Exception):
     """A row that is not an order to import (cancelled, unpaid): counted, not refused."""
 
 
+# A spreadsheet runs a cell that starts like a formula (=HYPERLINK(…), +, -, @): a refused value opened in
+# Excel must stay text. The leading apostrophe is Excel's own "this is text" mark.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """value safe to open in a spreadsheet: text that starts like a formula gets a leading apostrophe."""
+    return "'" + value if value.startswith(_FORMULA_START) and not _is_number(value) else value
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass(slots=True)
 class RowEvents:
     """The events of one row, and which column each externalIds entry came from."""
@@ -549,7 +567,9 @@ def _finish(
             writer = csv.writer(f)
             writer.writerow(["row", "column", "value", "reason"])
             for failure in result.failures:
-                writer.writerow([failure.row, failure.column, failure.value, failure.reason])
+                writer.writerow(
+                    [failure.row, failure.column, csv_cell(failure.value), csv_cell(failure.reason)]
+                )
         result.error_report = report
     with unit_of_work() as session:
         record = session.get(FileImport, result.import_id)
