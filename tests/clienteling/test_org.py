@@ -137,3 +137,32 @@ def test_api_admin_adds_everyone_reads(client: TestClient, session: Session) -> 
     assert [s["code"] for s in client.get("/api/v1/org/stores", headers=marketer).json()] == ["SH01"]
     actions = session.execute(select(AuditLog.action).order_by(AuditLog.id)).scalars().all()
     assert actions == ["org.region.create", "org.store.create"]
+
+
+def test_a_store_moves_region_with_its_staff_and_is_removed_only_when_empty(
+    client: TestClient, session: Session
+) -> None:
+    admin = factories.auth(factories.api_key(session, Role.admin))
+    shop = factories.store(session, "SH01", region_code="EAST")
+    west = factories.store(session, "CD01", region_code="WEST")
+    manager = factories.user(session, Role.store_manager, store_id=shop.id, region_id=shop.region_id)
+    r = client.patch(
+        "/api/v1/org/stores/sh01", json={"region": "west", "name": "Nanjing Road"}, headers=admin
+    )
+    assert r.status_code == 200 and (r.json()["region_id"], r.json()["name"]) == (
+        west.region_id,
+        "Nanjing Road",
+    )
+    session.refresh(manager)
+    assert manager.region_id == west.region_id  # the manager's region follows the store
+    assert (
+        client.patch("/api/v1/org/stores/SH01", json={"region": "NOWHERE"}, headers=admin).status_code == 404
+    )
+    busy = client.delete("/api/v1/org/stores/SH01", headers=admin)
+    assert busy.status_code == 409 and "still has 1 staff" in busy.json()["detail"]
+    empty_id = factories.store(session, "TMP1").id
+    assert client.delete("/api/v1/org/stores/tmp1", headers=admin).status_code == 204
+    session.expire_all()
+    assert session.execute(select(Store.id).where(Store.id == empty_id)).first() is None
+    marketer = factories.auth(factories.api_key(session, Role.marketer))
+    assert client.delete("/api/v1/org/stores/SH01", headers=marketer).status_code == 403

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,12 @@ class StoreIn(Input):
     name: str = Field(max_length=120)
     region: str = Field(max_length=40, description="the region's code")
     city: str = Field(default="", max_length=60)
+
+
+class StorePatch(Input):
+    name: str | None = Field(default=None, max_length=120)
+    city: str | None = Field(default=None, max_length=60)
+    region: str | None = Field(default=None, max_length=40, description="move it to this region (its code)")
 
 
 class StoreOut(BaseModel):
@@ -174,3 +180,28 @@ def finish_task(task_id: int, principal: ReaderDep, session: SessionDep) -> Task
     """Idempotent: finishing it again keeps the first time; 404 for someone else's task."""
     task = clienteling_service.complete_task(session, _user_id(principal), task_id)
     return _masked(session, principal, [task], TaskOut)[0]
+
+
+@router.patch(
+    "/stores/{code}", response_model=StoreOut, summary="Rename a store or move it to another region"
+)
+def update_store(code: str, body: StorePatch, principal: ReaderDep, session: SessionDep) -> StoreOut:
+    """Its staff and customers stay with it (a moved store's managers now belong to the new region)."""
+    _require_admin(principal)
+    store = org.get_store_by_code_or_raise(session, code)
+    org.update_store(session, store, **body.model_dump(exclude_unset=True))
+    auth_service.audit(
+        session, principal, "org.store.update", "store", store.id, body.model_dump(exclude_unset=True)
+    )
+    return StoreOut.model_validate(store, from_attributes=True)
+
+
+@router.delete("/stores/{code}", status_code=204, summary="Remove a store nothing points at")
+def delete_store(code: str, principal: ReaderDep, session: SessionDep) -> Response:
+    """409 naming what still points at it (customers, staff, keys, QR codes): move those first."""
+    _require_admin(principal)
+    store = org.get_store_by_code_or_raise(session, code)
+    store_id, store_code = store.id, store.code
+    org.delete_store(session, store)
+    auth_service.audit(session, principal, "org.store.delete", "store", store_id, {"code": store_code})
+    return Response(status_code=204)

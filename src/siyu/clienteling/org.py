@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select
+from sqlalchemy import update as sa_update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from siyu.auth.models import Role
+from siyu.auth.models import ApiKey, Role, User
 from siyu.clienteling.models import Region, Store
 from siyu.errors import BadRequest, Conflict, NotFound
+from siyu.profiles.models import Profile
 
 # The roles whose scope is one store or one region: a user of theirs must name it.
 STORE_ROLES = frozenset({Role.store_manager, Role.sales_associate})
@@ -95,6 +98,51 @@ def create_store(session: Session, *, code: str, name: str, region: str, city: s
     session.add(store)
     session.flush()
     return store
+
+
+def update_store(
+    session: Session,
+    store: Store,
+    *,
+    name: str | None = None,
+    city: str | None = None,
+    region: str | None = None,
+) -> Store:
+    """Rename a store, change its city or move it to another region (its staff and customers move with it)."""
+    if name is not None:
+        store.name = _name(name, "name")
+    if city is not None:
+        store.city = city.strip()[:60]
+    if region is not None:
+        store.region_id = get_region_by_code_or_raise(session, region).id
+        # A store manager's or associate's region is their store's: it moves too.
+        session.execute(sa_update(User).where(User.store_id == store.id).values(region_id=store.region_id))
+        session.execute(
+            sa_update(ApiKey).where(ApiKey.store_id == store.id).values(region_id=store.region_id)
+        )
+    session.flush()
+    return store
+
+
+def delete_store(session: Session, store: Store) -> None:
+    """Remove a store nobody points at; Conflict naming what still does (customers, staff, keys, QR codes)."""
+    using = {
+        "customers": session.execute(select(func.count()).where(Profile.store_id == store.id)).scalar_one(),
+        "staff": session.execute(select(func.count()).where(User.store_id == store.id)).scalar_one(),
+        "API keys": session.execute(
+            select(func.count()).where(ApiKey.store_id == store.id, ApiKey.revoked_at.is_(None))
+        ).scalar_one(),
+    }
+    held = [f"{n:,} {what}" for what, n in using.items() if n]
+    if held:
+        raise Conflict(f"store {store.code!r} still has {', '.join(held)}: move them first")
+    try:
+        with session.begin_nested():
+            session.delete(store)
+            session.flush()
+    except IntegrityError:
+        # Anything else that names the store (a QR code, a 「联系我」 code, a message's attribution) keeps it.
+        raise Conflict(f"store {store.code!r} is still named by QR codes or other records: keep it") from None
 
 
 @dataclass(frozen=True, slots=True)
