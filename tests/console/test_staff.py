@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from siyu.auth import service as auth_service
 from siyu.auth.models import ApiKey, AuditLog, Role, User
+from siyu.identity.models import Identifier
 from tests import factories
 from tests.console.conftest import PASSWORD, login
 
@@ -81,3 +82,28 @@ def test_only_admins_see_the_page(client: TestClient, session: Session) -> None:
         client.post("/staff/keys", data={"csrf_token": token, "name": "x", "role": "admin"}).status_code
         == 403
     )
+
+
+def test_admin_exports_and_erases_a_customer_from_the_360(client: TestClient, session: Session) -> None:
+    from tests.console.conftest import event, send
+
+    admin = factories.user(session, Role.admin, password=PASSWORD)
+    write_key = factories.api_key(session, Role.source)
+    send(
+        client,
+        write_key,
+        event("identify", userId="M-ERASE", traits={"name": "林南希", "phone": "13812345678"}),
+    )
+    pid = session.execute(select(Identifier.profile_id).where(Identifier.value == "M-ERASE")).scalar_one()
+    token = login(client, admin.username)
+    page = client.get(f"/customers/{pid}").text
+    assert "Export her data" in page and 'id="erase"' in page
+    data = client.post(f"/customers/{pid}/export", data={"csrf_token": token})
+    assert data.status_code == 200 and data.json()["profiles"][0]["name"] == "林南希"
+    refused = client.post(f"/customers/{pid}/erase", data={"csrf_token": token, "confirm": "x"})
+    assert refused.status_code == 400 and "Type the customer number" in refused.text
+    done = client.post(
+        f"/customers/{pid}/erase", data={"csrf_token": token, "confirm": str(pid)}, follow_redirects=True
+    )
+    assert "personal data is erased" in done.text and 'id="erased"' in done.text
+    assert "林南希" not in done.text and 'id="erase"' not in done.text

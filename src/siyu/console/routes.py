@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
 
 from siyu.auth import service as auth_service
+from siyu.auth.models import Role
 from siyu.console import views
 from siyu.console.rendering import is_htmx, render
 from siyu.console.security import (
@@ -42,6 +43,7 @@ from siyu.ingest import stats
 from siyu.ingest.admin_api import FAILED_BATCH_ROLES
 from siyu.profiles import api as profiles_api
 from siyu.profiles import service as profiles_service
+from siyu.profiles.schemas import EraseIn
 
 STATIC_DIR = Path(__file__).parent / "static"
 router = APIRouter(include_in_schema=False)
@@ -214,6 +216,8 @@ def _customer(
         "profile": out,
         "identities_editable": principal.can_edit_identity() and len(out.identities) > 1,
         "can_reveal": principal.can_reveal() and not reveal and views.has_hidden_contact(out),
+        "can_export": principal.role in profiles_api.PRIVACY_ROLES,
+        "can_erase": principal.role is Role.admin and out.erased_at is None,
         "traits": views.trait_items(out.traits),
         "merges": views.merge_rows(out.id, out.merges),
         "timeline": views.timeline_page(session, principal, out.id, None),
@@ -232,6 +236,29 @@ def customer(request: Request, session: ReadSession, viewer: ReaderDep, profile_
 def reveal(request: Request, session: WriteSession, viewer: WriterDep, profile_id: int) -> Response:
     """The customer 360 with phones and emails in full; the reveal is written to the audit log."""
     return _customer(request, session, viewer, profile_id, reveal=True)
+
+
+@router.post("/customers/{profile_id:int}/export")
+def export_data(session: WriteSession, viewer: WriterDep, profile_id: int) -> Response:
+    """Her data as a JSON download (PIPL: a copy on request); admin and hq, written to the audit log."""
+    return profiles_api.export_profile(profile_id, viewer.principal, session)
+
+
+@router.post("/customers/{profile_id:int}/erase")
+def erase_data(
+    request: Request,
+    session: WriteSession,
+    viewer: WriterDep,
+    profile_id: int,
+    confirm: Annotated[str, Form()] = "",
+) -> Response:
+    """Erase her personal data for good (admin; the form repeats the profile id); audited."""
+    if not confirm.strip().isdigit():
+        raise PageError(400, f"Type the customer number ({profile_id}) to confirm the erasure.")
+    done = profiles_api.erase_profile(profile_id, EraseIn(confirm=int(confirm)), viewer.principal, session)
+    emptied = done.erased.get("events", 0)
+    flash(request, f"Customer #{profile_id}'s personal data is erased ({emptied} events emptied).")
+    return see_other(f"/customers/{profile_id}")
 
 
 @router.get("/customers/{profile_id:int}/timeline", response_class=HTMLResponse)

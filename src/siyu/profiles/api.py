@@ -6,12 +6,13 @@ import base64
 import datetime as dt
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu.auth import service as auth_service
-from siyu.auth.models import ApiKey, User
+from siyu.auth.models import ApiKey, Role, User
 from siyu.auth.principal import NAME_MASKED_ROLES, Principal
 from siyu.clienteling.models import Store
 from siyu.deps import ReaderDep, SessionDep
@@ -21,11 +22,14 @@ from siyu.ingest.normalize import normalize_identifier
 from siyu.journeys import service as journeys_service
 from siyu.lifecycle import service as lifecycle_service
 from siyu.messaging import service as messaging_service
+from siyu.profiles import privacy
 from siyu.profiles import service as profiles_service
 from siyu.profiles.masking import mask_identifier, mask_name, mask_record
 from siyu.profiles.models import Profile
 from siyu.profiles.schemas import (
     Counters,
+    EraseIn,
+    EraseOut,
     IdentityOut,
     JourneyRefOut,
     LifecycleOut,
@@ -132,6 +136,7 @@ def build_profile_out(
             for m in profiles_service.merge_history(session, profile.id)
         ],
         revealed=reveal,
+        erased_at=profile.erased_at,
         tags=[
             TagOut.model_validate(t, from_attributes=True) for t in profiles_service.tags(session, profile.id)
         ],
@@ -299,3 +304,39 @@ def remove_tag(principal: ReaderDep, session: SessionDep, profile_id: int, name:
         raise NotFound(f"profile {profile.id} has no tag {name!r}")
     segments_service.refresh_for(session, [profile.id])
     return Response(status_code=204)
+
+
+PRIVACY_ROLES = frozenset({Role.admin, Role.hq})
+
+
+@router.get("/{profile_id}/export", summary="Everything held about her (PIPL: a copy on request)")
+def export_profile(profile_id: int, principal: ReaderDep, session: SessionDep) -> Response:
+    """Unmasked JSON of her profile, identifiers, events, consents, messages, journeys, points; admin and hq, audited."""
+    if principal.role not in PRIVACY_ROLES:
+        raise Forbidden("exporting a person's data is for admin and hq")
+    profile = profiles_service.get_or_raise(session, principal, profile_id)
+    data = privacy.export(session, profile)
+    counts = {k: len(v) for k, v in data.items() if isinstance(v, list)}
+    auth_service.audit(session, principal, "profile.export", "profile", profile.id, counts)
+    return Response(
+        orjson.dumps(data, option=orjson.OPT_INDENT_2),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="profile-{profile.id}.json"'},
+    )
+
+
+@router.post(
+    "/{profile_id}/erase",
+    response_model=EraseOut,
+    summary="Erase her personal data (PIPL), keeping counts and the ledger",
+)
+def erase_profile(profile_id: int, body: EraseIn, principal: ReaderDep, session: SessionDep) -> EraseOut:
+    """Admin only; `confirm` must repeat the profile id. 409 when already erased. Audited with the counts."""
+    if principal.role is not Role.admin:
+        raise Forbidden("erasing a person's data is for admins")
+    profile = profiles_service.get_or_raise(session, principal, profile_id)
+    if body.confirm != profile.id:
+        raise BadRequest(f"confirm: repeat the profile id ({profile.id}) to erase her data for good")
+    erased = privacy.erase(session, profile)
+    auth_service.audit(session, principal, "profile.erase", "profile", profile.id, erased)
+    return EraseOut(profile_id=profile.id, erased=erased)

@@ -38,6 +38,8 @@ class Profile(Base):
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     first_order_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
     last_order_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Set when her personal data was erased (PIPL): the row stays so counts and the ledger still add up.
+    erased_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class Consent(Base):

@@ -58,6 +58,9 @@ class ProfileOut(BaseModel):
     identities: list[IdentityOut]
     merges: list[MergeOut]
     revealed: bool
+    erased_at: dt.datetime | None = Field(
+        default=None, description="When her personal data was erased (PIPL)"
+    )
     tags: list[TagOut] = Field(default_factory=list)
     lifecycle: LifecycleOut | None = Field(
         default=None, description="null: Anonymous (visitors get no stage row)"
@@ -125,6 +128,15 @@ class UnmergeOut(BaseModel):
     new_profile_id: int
     identifier_ids: list[int]
     events_moved: int
+
+
+class EraseIn(Input):
+    confirm: int = Field(description="The profile id again: erasure cannot be undone")
+
+
+class EraseOut(BaseModel):
+    profile_id: int
+    erased: dict[str, int] = Field(description="Rows emptied or removed, per kind")
 
 
 class TagIn(Input):

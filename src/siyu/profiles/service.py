@@ -192,7 +192,7 @@ def list_readable(
     Scoped roles see theirs most recently seen first; brand-wide roles (the whole brand) the newest first,
     which the primary key answers at once where ordering a million profiles by last seen would not.
     """
-    statement = readable_statement(principal)
+    statement = readable_statement(principal).where(Profile.erased_at.is_(None))
     if principal.role in BRAND_WIDE_ROLES:
         statement = statement.order_by(Profile.id.desc())
     else:

@@ -54,7 +54,8 @@ class _Compiler:
         # Whole seconds: SQLite compares times as text, and a fraction would make the literal's format differ.
         self.as_of = as_of.astimezone(dt.UTC).replace(microsecond=0)
         self.scope = scope
-        p = t.profiles.filter(t.profiles.merged_into_id.isnull())
+        # Merged-away profiles are part of another; erased ones are no one any more (PIPL).
+        p = t.profiles.filter(t.profiles.merged_into_id.isnull(), t.profiles.erased_at.isnull())
         if scope is not None:
             p = p.filter(p.id.isin(scope.profile_id))
         self.p = p

@@ -48,6 +48,7 @@ def schemas(dialect: str) -> dict[str, dict[str, dt.DataType | str]]:
             "last_seen_at": ts,
             "first_order_at": ts,
             "last_order_at": ts,
+            "erased_at": ts,
         },
         "events": {
             "id": "int64",
