@@ -249,3 +249,32 @@ def test_staff_and_keys_are_listed_disabled_reset_and_revoked(tmp_path: Path) ->
         assert auth_service.get_api_key_by_secret(session, pos) is None
         assert auth_service.authenticate(session, "li.si", "12345678") is None
     engine.dispose()
+
+
+def test_a_person_s_data_is_exported_and_erased_from_the_command_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pipl.db'}"
+    assert run("db", "upgrade", db_url=url).returncode == 0
+    engine = create_db_engine(url)
+    with Session(engine) as session:
+        from siyu.config import Settings
+        from siyu.ingest.service import ingest_batch
+
+        event = {
+            "type": "identify",
+            "userId": "M1",
+            "messageId": "m1",
+            "traits": {"name": "林南希", "phone": "13812345678"},
+        }
+        pid = ingest_batch(session, [event], source_key_id=None, settings=Settings()).profile_ids[0]
+        session.commit()
+    engine.dispose()
+    out = tmp_path / "nancy.json"
+    exported = run("profiles", "export", str(pid), "--out", str(out), db_url=url)
+    assert exported.returncode == 0, exported.stderr
+    assert "+8613812345678" in out.read_text(encoding="utf-8")
+    unsure = run("profiles", "erase", str(pid), db_url=url)
+    assert unsure.returncode == 1 and "--yes" in unsure.stderr
+    erased = run("profiles", "erase", str(pid), "--yes", db_url=url)
+    assert erased.returncode == 0 and "2 identifiers" in erased.stderr, erased.stderr
+    again = run("profiles", "erase", str(pid), "--yes", db_url=url)
+    assert again.returncode == 1 and "was erased on" in again.stderr

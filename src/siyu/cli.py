@@ -37,6 +37,7 @@ keys_app = typer.Typer(
 )
 users_app = typer.Typer(help="Console users", no_args_is_help=True)
 org_app = typer.Typer(help="Regions and stores", no_args_is_help=True)
+profiles_app = typer.Typer(help="A person's data (PIPL): export and erasure", no_args_is_help=True)
 channels_app = typer.Typer(
     help="WeChat channel accounts: Official Accounts, WeCom, Mini Programs", no_args_is_help=True
 )
@@ -55,6 +56,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="apikeys")
 app.add_typer(users_app, name="users")
 app.add_typer(org_app, name="org")
+app.add_typer(profiles_app, name="profiles")
 console = Console(stderr=True)
 
 
@@ -351,6 +353,64 @@ def users_reset_password(
     console.print(f"new password set for {escape(username)}; their sessions have ended")
     if generate:
         print(password)
+
+
+def _cli_principal() -> Any:
+    """The command line acts as an admin (whoever runs it holds the database), named in the audit log."""
+    from siyu.auth.principal import Principal
+
+    return Principal(kind="cli", id=0, name=os.environ.get("USER", "cli"), role=Role.admin)
+
+
+@profiles_app.command("export")
+def profiles_export(
+    profile_id: Annotated[int, typer.Argument(help="The customer's profile id")],
+    out: Annotated[Path | None, typer.Option(help="Write to this file (default: profile-ID.json)")] = None,
+) -> None:
+    """Everything held about one person, unmasked, as JSON (a PIPL access request); audited."""
+    import orjson
+
+    from siyu.profiles import privacy
+    from siyu.profiles import service as profiles_service
+
+    target = out or Path(f"profile-{profile_id}.json")
+    try:
+        with unit_of_work() as session:
+            principal = _cli_principal()
+            profile = profiles_service.get_or_raise(session, principal, profile_id)
+            data = privacy.export(session, profile)
+            counts = {k: len(v) for k, v in data.items() if isinstance(v, list)}
+            auth_service.audit(session, principal, "profile.export", "profile", profile.id, counts)
+            target.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    except SiyuError as exc:
+        _fail(exc.message)
+    console.print(
+        f"wrote {escape(str(target))}: {counts['events']} events, {counts['identifiers']} identifiers"
+    )
+
+
+@profiles_app.command("erase")
+def profiles_erase(
+    profile_id: Annotated[int, typer.Argument(help="The customer's profile id")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: erasure cannot be undone")] = False,
+) -> None:
+    """Erase one person's personal data for good, keeping counts and the ledger (PIPL); audited."""
+    from siyu.profiles import privacy
+    from siyu.profiles import service as profiles_service
+
+    if not yes:
+        _fail(
+            f"erasing profile {profile_id} cannot be undone: run again with --yes (export it first if asked)"
+        )
+    try:
+        with unit_of_work() as session:
+            principal = _cli_principal()
+            profile = profiles_service.get_or_raise(session, principal, profile_id)
+            erased = privacy.erase(session, profile)
+            auth_service.audit(session, principal, "profile.erase", "profile", profile.id, erased)
+    except SiyuError as exc:
+        _fail(exc.message)
+    console.print(f"erased profile {profile_id}: " + ", ".join(f"{n} {k}" for k, n in erased.items()))
 
 
 @org_app.command("add-region")
