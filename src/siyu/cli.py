@@ -8,7 +8,6 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, cast
 
@@ -193,7 +192,7 @@ def apikeys_list() -> None:
 
     with unit_of_work() as session:
         keys = auth_service.list_api_keys(session)
-        scopes = _scope_names(session)
+        scopes = _org().scope_namer(session)
         users = {u.id: u.username for u in auth_service.list_users(session)}
         table = Table("id", "name", "role", "scope", "prefix", "last used", "revoked")
         for k in keys:
@@ -222,21 +221,10 @@ def apikeys_revoke(key_id: Annotated[int, typer.Argument(help="The key's id (siy
     console.print(f"revoked key #{key_id} '{escape(name)}'")
 
 
-def _scope_names(session: Any) -> Callable[[int | None, int | None], str]:
-    """A function naming a region or store id by its code, for tables."""
-    from siyu.clienteling import org
+def _org() -> Any:
+    from siyu.clienteling import org  # imported when needed: the CLI starts fast
 
-    regions = {r.id: r.code for r in org.list_regions(session)}
-    stores = {st.id: st.code for st in org.list_stores(session)}
-
-    def name(region_id: int | None, store_id: int | None) -> str:
-        if store_id is not None:
-            return f"store {stores.get(store_id, store_id)}"
-        if region_id is not None:
-            return f"region {regions.get(region_id, region_id)}"
-        return "brand"
-
-    return name
+    return org
 
 
 def _as_options(message: str) -> str:
@@ -300,7 +288,7 @@ def users_list() -> None:
     from rich.table import Table
 
     with unit_of_work() as session:
-        scopes = _scope_names(session)
+        scopes = _org().scope_namer(session)
         table = Table("id", "username", "name", "role", "scope", "wecom userid", "active")
         for u in auth_service.list_users(session):
             table.add_row(

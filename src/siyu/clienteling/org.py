@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +48,21 @@ def list_regions(session: Session) -> Sequence[Region]:
 def list_stores(session: Session) -> Sequence[Store]:
     """Every store, by code."""
     return session.execute(select(Store).order_by(Store.code)).scalars().all()
+
+
+def scope_namer(session: Session) -> Callable[[int | None, int | None], str]:
+    """A function naming a (region id, store id) scope by its codes: "store SH01", "region EAST", "whole brand"."""
+    regions = {r.id: r.code for r in list_regions(session)}
+    stores = {s.id: s.code for s in list_stores(session)}
+
+    def name(region_id: int | None, store_id: int | None) -> str:
+        if store_id is not None:
+            return f"store {stores.get(store_id, store_id)}"
+        if region_id is not None:
+            return f"region {regions.get(region_id, region_id)}"
+        return "whole brand"
+
+    return name
 
 
 def get_region_by_code_or_raise(session: Session, code: str) -> Region:

@@ -41,17 +41,9 @@ def _page(
 ) -> Response:
     stores = org.list_stores(session)
     regions = org.list_regions(session)
-    store_codes = {s.id: s.code for s in stores}
-    region_codes = {r.id: r.code for r in regions}
+    scope = org.scope_namer(session)
     users = auth_service.list_users(session)
     usernames = {u.id: u.username for u in users}
-
-    def scope(region_id: int | None, store_id: int | None) -> str:
-        if store_id is not None:
-            return f"store {store_codes.get(store_id, store_id)}"
-        if region_id is not None:
-            return f"region {region_codes.get(region_id, region_id)}"
-        return "whole brand"
 
     context: dict[str, Any] = {
         "users": [(u, scope(u.region_id, u.store_id)) for u in users],

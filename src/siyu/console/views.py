@@ -128,15 +128,20 @@ class DeadLetterRow:
     truncated: bool
 
 
+def _masked_body(raw: str, mask_names: bool) -> tuple[str, str, bool]:
+    """A stored body masked for display: (indented text, one-line preview, whether the preview is cut)."""
+    text = mask_raw_payload(raw, reveal=False, mask_names=mask_names, indent=2)
+    flat = " ".join(text.split())
+    truncated = len(flat) > PAYLOAD_PREVIEW
+    return text, (flat[: PAYLOAD_PREVIEW - 1] + "…" if truncated else flat), truncated
+
+
 def dead_letter_rows(principal: Principal, letters: Sequence[DeadLetter]) -> list[DeadLetterRow]:
     """Dead letters with their payload masked as the 360 masks traits, and a one-line preview."""
     mask_names = principal.role in NAME_MASKED_ROLES
     rows = []
     for letter in letters:
-        text = mask_raw_payload(letter.payload, reveal=False, mask_names=mask_names, indent=2)
-        flat = " ".join(text.split())
-        truncated = len(flat) > PAYLOAD_PREVIEW
-        preview = flat[: PAYLOAD_PREVIEW - 1] + "…" if truncated else flat
+        text, preview, truncated = _masked_body(letter.payload, mask_names)
         reason = mask_text(letter.reason, reveal=False, mask_names=mask_names)
         rows.append(DeadLetterRow(letter, reason, preview, text, truncated))
     return rows
@@ -155,9 +160,7 @@ def failed_batch_rows(principal: Principal, batches: Sequence[QueuedBatch]) -> l
     mask_names = principal.role in NAME_MASKED_ROLES
     rows = []
     for batch in batches:
-        text = mask_raw_payload(batch.events, reveal=False, mask_names=mask_names, indent=2)
-        flat = " ".join(text.split())
-        preview = flat[: PAYLOAD_PREVIEW - 1] + "…" if len(flat) > PAYLOAD_PREVIEW else flat
+        text, preview, _ = _masked_body(batch.events, mask_names)
         error = mask_text(batch.last_error or "", reveal=False, mask_names=mask_names)
         rows.append(FailedBatchRow(batch, error, preview, text))
     return rows
