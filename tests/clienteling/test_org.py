@@ -166,3 +166,15 @@ def test_a_store_moves_region_with_its_staff_and_is_removed_only_when_empty(
     assert session.execute(select(Store.id).where(Store.id == empty_id)).first() is None
     marketer = factories.auth(factories.api_key(session, Role.marketer))
     assert client.delete("/api/v1/org/stores/SH01", headers=marketer).status_code == 403
+
+
+def test_a_region_is_renamed_and_removed_only_when_empty(client: TestClient, session: Session) -> None:
+    admin = factories.auth(factories.api_key(session, Role.admin))
+    shop = factories.store(session, "SH01", region_code="EAST")
+    r = client.patch("/api/v1/org/regions/east", json={"name": "East China"}, headers=admin)
+    assert r.status_code == 200 and r.json() == {"id": shop.region_id, "code": "EAST", "name": "East China"}
+    busy = client.delete("/api/v1/org/regions/EAST", headers=admin)
+    assert busy.status_code == 409 and "still has 1 stores" in busy.json()["detail"]
+    client.post("/api/v1/org/regions", json={"code": "TMP", "name": "Temporary"}, headers=admin)
+    assert client.delete("/api/v1/org/regions/tmp", headers=admin).status_code == 204
+    assert [r["code"] for r in client.get("/api/v1/org/regions", headers=admin).json()] == ["EAST"]

@@ -37,6 +37,10 @@ class RegionOut(RegionIn):
     id: int
 
 
+class RegionPatch(Input):
+    name: str = Field(max_length=120)
+
+
 class StoreIn(Input):
     code: str = Field(max_length=40)
     name: str = Field(max_length=120)
@@ -204,4 +208,23 @@ def delete_store(code: str, principal: ReaderDep, session: SessionDep) -> Respon
     store_id, store_code = store.id, store.code
     org.delete_store(session, store)
     auth_service.audit(session, principal, "org.store.delete", "store", store_id, {"code": store_code})
+    return Response(status_code=204)
+
+
+@router.patch("/regions/{code}", response_model=RegionOut, summary="Rename a region")
+def update_region(code: str, body: RegionPatch, principal: ReaderDep, session: SessionDep) -> RegionOut:
+    _require_admin(principal)
+    region = org.update_region(session, org.get_region_by_code_or_raise(session, code), name=body.name)
+    auth_service.audit(session, principal, "org.region.update", "region", region.id, {"name": region.name})
+    return RegionOut.model_validate(region, from_attributes=True)
+
+
+@router.delete("/regions/{code}", status_code=204, summary="Remove a region with no store and no one in it")
+def delete_region(code: str, principal: ReaderDep, session: SessionDep) -> Response:
+    """409 naming what is left in it (stores, staff, keys)."""
+    _require_admin(principal)
+    region = org.get_region_by_code_or_raise(session, code)
+    region_id, region_code = region.id, region.code
+    org.delete_region(session, region)
+    auth_service.audit(session, principal, "org.region.delete", "region", region_id, {"code": region_code})
     return Response(status_code=204)

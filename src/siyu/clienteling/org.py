@@ -115,6 +115,27 @@ def create_store(session: Session, *, code: str, name: str, region: str, city: s
     return store
 
 
+def update_region(session: Session, region: Region, *, name: str) -> Region:
+    """Rename a region (its code stays: users, keys and rules name it by code)."""
+    region.name = _name(name, "name")
+    session.flush()
+    return region
+
+
+def delete_region(session: Session, region: Region) -> None:
+    """Remove a region with no store and no one scoped to it; Conflict naming what is left."""
+    stores = session.execute(select(func.count()).where(Store.region_id == region.id)).scalar_one()
+    people = session.execute(select(func.count()).where(User.region_id == region.id)).scalar_one()
+    keys = session.execute(
+        select(func.count()).where(ApiKey.region_id == region.id, ApiKey.revoked_at.is_(None))
+    ).scalar_one()
+    held = [f"{n:,} {what}" for what, n in (("stores", stores), ("staff", people), ("API keys", keys)) if n]
+    if held:
+        raise Conflict(f"region {region.code!r} still has {', '.join(held)}: move them first")
+    session.delete(region)
+    session.flush()
+
+
 def update_store(
     session: Session,
     store: Store,
