@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from siyu.auth.models import AuditLog, Role
 from siyu.identity.models import Identifier
+from siyu.ingest.models import DeadLetter
 from siyu.loyalty import service as loyalty
 from siyu.profiles.models import Consent, Tag
 from siyu.profiles.service import add_tag
@@ -61,6 +62,10 @@ def test_export_is_everything_unmasked_for_admin_and_hq_only(api: Api, session: 
 
 def test_erasure_removes_what_identifies_her_and_keeps_the_ledger(api: Api, session: Session) -> None:
     pid = nancy(api)
+    # A refused event of hers (a bad email) is a dead letter holding her phone as she typed it.
+    bad = event("identify", userId="M-NANCY", traits={"phone": "13812345678", "email": "not-an-email"})
+    api.send(bad, event(userId="M-OTHER"))
+    assert session.execute(select(DeadLetter)).scalars().all() != []
     member, _ = loyalty.enrol(session, pid)
     loyalty.earn(session, member.id, 120, key="seed")
     add_tag(session, pid, "vip", actor="test")
@@ -98,6 +103,7 @@ def test_erasure_removes_what_identifies_her_and_keeps_the_ledger(api: Api, sess
     ).json()
     assert pid not in preview["sample"]
     assert api.client.post(url, json={"confirm": pid}, headers=admin).status_code == 409
+    assert session.execute(select(DeadLetter)).scalars().all() == []
     log = session.execute(select(AuditLog).where(AuditLog.action == "profile.erase")).scalar_one()
     assert log.subject_id == pid and "13812345678" not in str(log.detail)
     assert session.execute(select(Identifier).where(Identifier.value == "o-nancy")).first() is None

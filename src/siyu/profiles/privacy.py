@@ -3,8 +3,8 @@
 Erasure anonymises in place rather than deleting rows: the loyalty ledger stays append-only and balanced, a
 brand's counts and revenue keep adding up, and every foreign key stays valid. What identifies her goes: her
 name and traits, her identifiers' values (so a later event with her phone starts a new, unrelated profile),
-her events' payloads, her messages' content and address, her consents, tags, segment memberships, sessions
-and the text of alerts and tasks about her. Her journeys end. The audit log keeps that it was done, by whom,
+her events' payloads, her messages' content and address, her consents, tags, segment memberships, sessions,
+the text of alerts and tasks about her, and the refused events (dead letters) that name her by an identifier. Her journeys end. The audit log keeps that it was done, by whom,
 and the counts (never the data).
 """
 
@@ -22,7 +22,7 @@ from siyu.clienteling.models import Alert, Task
 from siyu.db import utcnow
 from siyu.errors import Conflict
 from siyu.identity.models import Identifier, IdentityMerge, MergeReview
-from siyu.ingest.models import Event
+from siyu.ingest.models import DeadLetter, Event
 from siyu.journeys.models import Enrolment, EnrolmentStatus
 from siyu.lifecycle.models import LifecycleChange
 from siyu.loyalty.models import Member, Posting, Voucher
@@ -96,6 +96,13 @@ def erase(session: Session, profile: Profile) -> dict[str, int]:
         done[name] = int(result.rowcount or 0)
 
     idents = list(session.execute(select(Identifier.id).where(Identifier.profile_id.in_(ids))).scalars())
+    values: list[str] = []
+    for v in session.execute(select(Identifier.value).where(Identifier.profile_id.in_(ids))).scalars():
+        values += [v, v[3:]] if v.startswith("+86") else [v]  # bodies hold phones as typed, often without +86
+    values = [v for v in values if len(v) >= 6]  # a short value ("1") would match half the table's bodies
+    if values:
+        # Refused events are not linked to a profile: the ones that name her by an identifier go too.
+        run("dead_letters", delete(DeadLetter).where(or_(*(DeadLetter.payload.contains(v) for v in values))))
     openids = list(
         session.execute(
             select(Identifier.value).where(
