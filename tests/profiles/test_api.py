@@ -172,7 +172,11 @@ class TestSearch:
                 context={"externalIds": [{"id": "o-nancy", "type": "wechat_openid"}]},
             ),
             event("identify", userId="TOS-2", traits={"name": "李丽"}),
+            event("identify", userId="TOS-3", traits={"name": "Nancy Wang"}),
         )
+        for q in ("Nancy", "Wang", "nancy wang"):
+            names = [p["name"] for p in get(client, "/api/v1/profiles", api.admin_key, q=q).json()]
+            assert names == ["Nancy Wang"], q
         nancy = api.lookup("member_id", "TOS-1")["id"]
         number = loyalty.enrol(api.session, nancy)[0].member_number
         for q in ("13800000001", "+8613800000001", "林", "南希", "TOS-1", "o-nancy", number, number.lower()):

@@ -151,7 +151,7 @@ def lookup(session: Session, principal: Principal, id_type: str, value: str) -> 
 def search(
     session: Session, principal: Principal, query: str, *, limit: int = 20, offset: int = 0
 ) -> Sequence[Profile]:
-    """Readable profiles by name (start; anywhere for 2+ Chinese characters), identifier or member number.
+    """Readable profiles by name (a word's start; anywhere for 2+ Chinese characters), identifier or member number.
 
     Most recently seen first; `offset` pages through the rest.
     """
@@ -163,11 +163,16 @@ def search(
     by_member_number = select(Member.profile_id).where(Member.member_number == query.upper())
     # Chinese given names are how associates know customers (小明 in 王小明): two or more Chinese characters
     # also match inside a name. It reads every name, so only queries that cannot be anything else do it.
-    in_name = (
-        Profile.name.contains(query, autoescape=True)
-        if len(query) >= 2 and all("\u4e00" <= ch <= "\u9fff" for ch in query)
-        else Profile.name.startswith(query, autoescape=True)
-    )
+    # Latin names: a word's start ("Wang" in "Nancy Wang"), any case, for three letters or more.
+    if len(query) >= 2 and all("\u4e00" <= ch <= "\u9fff" for ch in query):
+        in_name = Profile.name.contains(query, autoescape=True)
+    elif len(query) >= 3 and query.replace(" ", "").isalpha() and query.isascii():
+        in_name = or_(
+            Profile.name.istartswith(query, autoescape=True),
+            Profile.name.icontains(" " + query, autoescape=True),
+        )
+    else:
+        in_name = Profile.name.startswith(query, autoescape=True)
     conditions = [Profile.id.in_(by_identifier), Profile.id.in_(by_member_number), in_name]
     if query.isdigit() and len(query) < 16:
         conditions.append(Profile.id == int(query))
