@@ -55,3 +55,28 @@ def test_store_manager_cannot_open_it(client: TestClient, session: Session) -> N
     shop = factories.store(session)
     login(client, factories.user(session, Role.store_manager, store_id=shop.id).username)
     assert client.get("/stores").status_code == 403
+
+
+def test_hq_moves_a_store_and_removes_an_empty_one(client: TestClient, session: Session) -> None:
+    shop = factories.store(session, code="SH01", region_code="EAST")
+    west = factories.store(session, code="CD01", region_code="WEST")
+    factories.user(session, Role.store_manager, store_id=shop.id, region_id=shop.region_id)
+    factories.store(session, code="TMP1", region_code="TEMP")
+    token = logged_in(client, session, Role.hq)
+    page = client.get("/stores").text
+    assert 'action="/stores/SH01/edit"' in page
+    assert 'action="/stores/TMP1/delete"' in page and 'action="/stores/SH01/delete"' not in page
+    r = client.post(
+        "/stores/SH01/edit",
+        data={"csrf_token": token, "name": "Nanjing Road", "city": "Shanghai", "region": "WEST"},
+        follow_redirects=True,
+    )
+    assert "Store SH01 saved." in r.text
+    session.expire_all()
+    moved = session.get(Store, shop.id)
+    assert moved is not None and (moved.name, moved.region_id) == ("Nanjing Road", west.region_id)
+    busy = client.post("/stores/SH01/delete", data={"csrf_token": token})
+    assert busy.status_code == 409 and "still has 1 staff" in busy.text
+    r = client.post("/stores/TMP1/delete", data={"csrf_token": token}, follow_redirects=True)
+    assert "Store TMP1 removed." in r.text
+    assert session.execute(select(Store.id).where(Store.code == "TMP1")).first() is None

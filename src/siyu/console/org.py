@@ -114,3 +114,36 @@ def add_store(
     auth_service.audit(session, viewer.principal, "org.store.create", "store", store.id, {"code": store.code})
     flash(request, f"Store {store.code} added.")
     return see_other("/stores")
+
+
+@router.post("/stores/{code}/edit")
+def edit_store(
+    request: Request,
+    session: WriteSession,
+    viewer: OperationsWriterDep,
+    code: str,
+    name: Annotated[str, Form()],
+    region: Annotated[str, Form()],
+    city: Annotated[str, Form()] = "",
+) -> Response:
+    """Rename a store, change its city or move it to another region (admin, hq); its staff follow."""
+    _require_admin(viewer.role)
+    store = org.get_store_by_code_or_raise(session, code)
+    org.update_store(session, store, name=name, city=city, region=region)
+    auth_service.audit(
+        session, viewer.principal, "org.store.update", "store", store.id, {"name": name, "region": region}
+    )
+    flash(request, f"Store {store.code} saved.")
+    return see_other("/stores")
+
+
+@router.post("/stores/{code}/delete")
+def remove_store(request: Request, session: WriteSession, viewer: OperationsWriterDep, code: str) -> Response:
+    """Remove a store nothing points at (admin, hq); otherwise the page says what still does."""
+    _require_admin(viewer.role)
+    store = org.get_store_by_code_or_raise(session, code)
+    store_id, store_code = store.id, store.code
+    org.delete_store(session, store)
+    auth_service.audit(session, viewer.principal, "org.store.delete", "store", store_id, {"code": store_code})
+    flash(request, f"Store {store_code} removed.")
+    return see_other("/stores")
