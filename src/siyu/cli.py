@@ -277,7 +277,7 @@ def users_create(
             user_id = user.id
     except SiyuError as exc:
         _fail(exc.message)
-    console.print(f"created user #{user_id} {username} ({role})")
+    console.print(f"created user #{user_id} {escape(username)} ({role})")
     if generate:
         print(password)
 
@@ -414,7 +414,7 @@ def org_add_region(
             org.create_region(session, code=code, name=name)
     except SiyuError as exc:
         _fail(exc.message)
-    console.print(f"added region {code}")
+    console.print(f"added region {escape(code)}")
 
 
 @org_app.command("add-store")
@@ -432,7 +432,7 @@ def org_add_store(
             org.create_store(session, code=code, name=name, region=region, city=city)
     except SiyuError as exc:
         _fail(exc.message)
-    console.print(f"added store {code}")
+    console.print(f"added store {escape(code)}")
 
 
 @org_app.command("import-stores")
@@ -488,9 +488,9 @@ def _add_channel(**fields: Any) -> None:
             label = f"{account.kind} account #{account.id} {account.name!r} ({account.app_id})"
     except SiyuError as exc:
         _fail(exc.message)
-    console.print(f"configured {label}; its secrets are stored encrypted")
+    console.print(f"configured {escape(label)}; its secrets are stored encrypted")
     if path:
-        console.print(f"callback URL: https://<your siyu host>{path}")
+        console.print(f"callback URL: https://<your siyu host>{escape(path)}")
 
 
 SecretOpt = Annotated[str | None, typer.Option(help="Asked for without echo when omitted")]
@@ -704,8 +704,9 @@ def import_file(
     )
     if result.error_report is not None:
         for failure in result.failures[:5]:
-            console.print(f"  row {failure.row}, column {failure.column}: {failure.reason}")
-        console.print(f"[yellow]refused rows are listed in {result.error_report}[/yellow]")
+            # Cells are the file's text: escaped, so "[b]" in a name is printed, not read as markup.
+            console.print(f"  row {failure.row}, column {escape(failure.column)}: {escape(failure.reason)}")
+        console.print(f"[yellow]refused rows are listed in {escape(str(result.error_report))}[/yellow]")
 
 
 @app.command()
