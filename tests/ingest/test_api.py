@@ -265,6 +265,8 @@ class TestBadInput:
             auth=(api.write_key, ""),
         )
         assert r.json()["accepted"] == 1, r.text
+        # sentAt is only a hint: one that is not a time is ignored, and the event is kept.
+        assert api.send(event(userId="M3", sentAt=12345))["accepted"] == 1
 
     def test_all_invalid_is_400(self, api: Api) -> None:
         body = api.send({"type": "track", "userId": "M"}, expect=400)

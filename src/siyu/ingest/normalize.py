@@ -312,8 +312,11 @@ def _timestamp(raw: dict[str, Any], received_at: dt.datetime) -> dt.datetime:
     parsed = _datetime(value, "timestamp")
     sent = raw.get("sentAt")
     if sent is not None:
-        sent_at = _datetime(sent, "sentAt")
-        if abs(sent_at - received_at) > CLOCK_SKEW:
+        try:
+            sent_at = _datetime(sent, "sentAt")
+        except EventError:
+            sent_at = None  # only a hint for the correction: a bad one is ignored, not a reason to refuse
+        if sent_at is not None and abs(sent_at - received_at) > CLOCK_SKEW:
             parsed = received_at - (sent_at - parsed)
     if parsed > received_at + MAX_FUTURE:
         raise EventError(
