@@ -136,6 +136,12 @@ class Settings(BaseSettings):
     lifecycle_prediction_days: int = Field(
         default=90, description="Expected purchases and CLV are predicted over this many days"
     )
+    log_retention_days: int = Field(
+        default=180,
+        ge=1,
+        description="Dead letters and outbound WeChat call logs (which hold phones and openids) are deleted after "
+        "this many days (PIPL: kept no longer than needed)",
+    )
     lifecycle_schedule_seconds: float = Field(
         default=300.0, description="How often the worker re-stages everyone (time alone lapses customers)"
     )

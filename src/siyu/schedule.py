@@ -36,6 +36,7 @@ class Scheduler:
         from siyu.lifecycle.tasks import run_scheduled as lifecycle_job
         from siyu.loyalty.tasks import run_scheduled as loyalty_job
         from siyu.messaging.tasks import run_scheduled as messaging_job
+        from siyu.profiles.tasks import run_scheduled as retention_job
         from siyu.segments.tasks import run_scheduled as segments_job
 
         s = self.settings
@@ -45,6 +46,7 @@ class Scheduler:
             ("segments", s.segments_schedule_seconds, segments_job),
             ("journeys", s.journeys_schedule_seconds, journeys_job),
             ("messaging", s.wecom_confirm_poll_seconds, messaging_job),
+            ("retention", 3600.0, retention_job),
         ]
 
     def run_due(self, factory: sessionmaker[Session]) -> dict[str, object]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -107,3 +109,30 @@ def test_erasure_removes_what_identifies_her_and_keeps_the_ledger(api: Api, sess
     log = session.execute(select(AuditLog).where(AuditLog.action == "profile.erase")).scalar_one()
     assert log.subject_id == pid and "13812345678" not in str(log.detail)
     assert session.execute(select(Identifier).where(Identifier.value == "o-nancy")).first() is None
+
+
+def test_logs_that_hold_personal_data_are_purged_after_the_retention_period(session: Session) -> None:
+    from siyu import db
+    from siyu.channels.models import ChannelCall
+    from siyu.db import utcnow
+    from siyu.profiles import tasks
+    from tests.channels.wechat import oa_account
+
+    now = utcnow()
+    account = oa_account(session)
+    old, recent = now - dt.timedelta(days=200), now - dt.timedelta(days=10)
+    session.add_all(
+        [
+            DeadLetter(received_at=old, reason="x", payload='{"phone": "13812345678"}'),
+            DeadLetter(received_at=recent, reason="y", payload="{}"),
+            ChannelCall(account_id=account.id, api="user/info", request={"openid": "o-old"}, created_at=old),
+            ChannelCall(
+                account_id=account.id, api="user/info", request={"openid": "o-new"}, created_at=recent
+            ),
+        ]
+    )
+    session.flush()
+    assert tasks.run_scheduled(db.get_sessionmaker()) == {"dead_letters": 1, "channel_calls": 1}
+    session.expire_all()
+    assert [d.reason for d in session.execute(select(DeadLetter)).scalars()] == ["y"]
+    assert [c.request["openid"] for c in session.execute(select(ChannelCall)).scalars()] == ["o-new"]

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import String, cast, delete, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from siyu.channels.models import MpSession
+from siyu.channels.models import ChannelCall, MpSession
 from siyu.clienteling.models import Alert, Task
 from siyu.db import utcnow
 from siyu.errors import Conflict
@@ -156,4 +156,19 @@ def erase(session: Session, profile: Profile) -> dict[str, int]:
     )
     session.flush()
     session.expire_all()
+    return done
+
+
+def purge_old_logs(session: Session, *, now: dt.datetime, days: int, batch: int = 10_000) -> dict[str, int]:
+    """Delete dead letters and outbound call logs older than `days`, at most `batch` of each a call. Counts."""
+    cutoff = now - dt.timedelta(days=days)
+    done: dict[str, int] = {}
+    for name, model, column in (
+        ("dead_letters", DeadLetter, DeadLetter.received_at),
+        ("channel_calls", ChannelCall, ChannelCall.created_at),
+    ):
+        # Oldest first through the primary key: old rows are the low ids, so the scan stops early.
+        oldest = select(model.id).where(column < cutoff).order_by(model.id).limit(batch).scalar_subquery()
+        result: Any = session.execute(delete(model).where(model.id.in_(oldest)))
+        done[name] = int(result.rowcount or 0)
     return done
