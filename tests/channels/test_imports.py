@@ -117,6 +117,29 @@ def test_tmall_gbk_export(session: Session, tmp_path: Path) -> None:
     ]
 
 
+def test_rows_with_an_unknown_status_or_an_impossible_time_are_refused_not_counted(
+    session: Session, tmp_path: Path
+) -> None:
+    rows = [
+        ["T1", "nancy_tb", "", "899.00", "0", "2026-11-01 10:00:00", "交易成功"],
+        ["T2", "lizzy_tb", "", "100.00", "0", "2026-11-01 10:00:00", "退款成功"],
+        ["T3", "x_tb", "", "59", "0", "0001-01-01 00:00:00", "交易成功"],
+        ["T4", "y_tb", "", "59", "0", "2099-01-01 00:00:00", "交易成功"],
+        ["T5", "z_tb", "", "59", "0", "1900-01-01", "交易成功"],
+    ]
+    path = write_csv(tmp_path / "tmall.csv", TMALL_HEADER, rows)
+    result = run_import(path, kind="orders", source="tmall", mapping=mappings.load("orders", "tmall"))
+    assert (result.rows_imported, result.rows_failed) == (1, 4)
+    refused = {f.row: (f.column, f.reason) for f in result.failures}
+    assert (
+        refused[3][0] == "订单状态 (G)" and "'退款成功' is not in the mapping's status_map" in refused[3][1]
+    )
+    assert refused[4] == ("订单付款时间 (F)", "'0001-01-01 00:00:00' is before 2000-01-01: check the date")
+    assert refused[5] == ("订单付款时间 (F)", "'2099-01-01 00:00:00' is in the future: check the date")
+    assert refused[6][1].startswith("'1900-01-01' is before 2000-01-01")
+    assert events(session) == 1
+
+
 def test_pos_excel_with_refund_and_store(session: Session, tmp_path: Path) -> None:
     store = factories.store(session, code="SH01")
     book = Workbook()

@@ -48,7 +48,7 @@ def stored(session: Session, openid: str) -> list[Event]:
         session.execute(
             select(Event)
             .where(Event.profile_id == profile_id, Event.event.not_in(SYSTEM_EVENTS))
-            .order_by(Event.timestamp, Event.id)
+            .order_by(Event.id)  # in the order pushed: the samples' CreateTimes are years apart
         ).scalars()
     )
 

@@ -230,6 +230,24 @@ class TestBadInput:
                 {"type": "track", "event": "X", "userId": "M", "timestamp": "2099-01-01T00:00:00Z"},
                 "timestamp: '2099-01-01T00:00:00Z' is in the future",
             ),
+            (
+                {"type": "track", "event": "X", "userId": "M", "timestamp": "0001-01-01T00:00:00+08:00"},
+                "timestamp: '0001-01-01T00:00:00+08:00' is out of range",
+            ),
+            (
+                {"type": "track", "event": "X", "userId": "M", "timestamp": "1970-01-01T00:00:00Z"},
+                "timestamp: '1970-01-01T00:00:00Z' is before 2000-01-01",
+            ),
+            (
+                {
+                    "type": "track",
+                    "event": "X",
+                    "userId": "M",
+                    "timestamp": "0001-01-01T00:00:00Z",
+                    "sentAt": "9999-12-31T00:00:00Z",
+                },
+                "timestamp: '0001-01-01T00:00:00Z' is too far from sentAt",
+            ),
             ({"type": "alias", "userId": "M"}, "previousId and userId"),
             ("just a string", "event must be a JSON object"),
         ],
@@ -267,6 +285,8 @@ class TestBadInput:
         assert r.json()["accepted"] == 1, r.text
         # sentAt is only a hint: one that is not a time is ignored, and the event is kept.
         assert api.send(event(userId="M3", sentAt=12345))["accepted"] == 1
+        # Nor is a sentAt of year 1 (an unset clock) a reason to move a good timestamp out of range.
+        assert api.send(event(userId="M4", sentAt="0001-01-01T00:00:00Z"))["accepted"] == 1
 
     def test_all_invalid_is_400(self, api: Api) -> None:
         body = api.send({"type": "track", "userId": "M"}, expect=400)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from siyu.profiles.masking import mask_phone, mask_raw_payload, mask_text
+from siyu.profiles.masking import mask_payload, mask_phone, mask_raw_payload, mask_text
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,34 @@ def test_raw_json_payload_masks_fields_and_phones_under_any_key() -> None:
 
 def test_mask_phone_ignores_separators() -> None:
     assert mask_phone("+86 139-0000-1234") == mask_phone("+8613900001234") == "+86139****1234"
+
+
+def test_a_persons_name_under_any_person_key_is_masked_a_products_name_is_not() -> None:
+    payload = {
+        "recipient": "李雷",
+        "invitee_name": "韩梅梅",
+        "buyerName": "Nancy Wang",
+        "contact": {"name": "王小明", "phone": "13812345678"},
+        "products": [{"sku": "QP-1", "name": "苏绣旗袍"}],
+        "store_name": "静安店",
+    }
+    out = mask_payload(payload, reveal=False, mask_names=True)
+    assert out == {
+        "recipient": "李*",
+        "invitee_name": "韩**",
+        "buyerName": "N*********",
+        "contact": {"name": "王**", "phone": "138****5678"},
+        "products": [{"sku": "QP-1", "name": "苏绣旗袍"}],
+        "store_name": "静安店",
+    }
+    # A track call's own "name" is the product's (Segment's Product Viewed), not a person's.
+    assert mask_payload({"name": "苏绣旗袍"}, reveal=False, mask_names=True, thing=True) == {
+        "name": "苏绣旗袍"
+    }
+
+
+def test_an_address_in_a_body_that_is_not_json_is_masked_to_the_district() -> None:
+    body = '{"properties": {"shipping_address": "上海市静安区南京西路1266号", "total": 1'
+    assert mask_text(body, reveal=False, mask_names=False) == (
+        '{"properties": {"shipping_address": "上海市静安区****", "total": 1'
+    )

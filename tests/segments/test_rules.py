@@ -37,6 +37,8 @@ def error(rule: Any) -> rules.RuleError:
         ({"event": "X", "between": ["2026-02-01", "2026-01-01"]}, "$.between", "before"),
         ({"event": "X", "between": ["yesterday", None]}, "$.between[0]", "yesterday"),
         ({"event": "X", "occurrence": "first"}, "$", "needs a window"),
+        ({"event": "X", "within_days": 1e10}, "$.within_days", "at most 36500"),
+        ({"profile": "last_seen_at", "older_than_days": 0}, "$.older_than_days", "> 0"),
         ({"profile": "last_order_at", "op": "gt", "value": 1}, "$.op", "is a time"),
         ({"profile": "shoe_size", "op": "gt", "value": 1}, "$.profile", "shoe_size"),
         ({"score": "p_alive", "op": "lt", "value": "high"}, "$.value", "numbers"),

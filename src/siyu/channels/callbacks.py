@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from siyu.config import Settings
 from siyu.errors import BadRequest, Forbidden
+from siyu.ingest.normalize import EARLIEST, MAX_FUTURE
 from siyu.ingest.service import BatchResult, check_batch, enqueue_batch, record_dead_letter
 
 
@@ -35,11 +36,18 @@ def query_value(query: dict[str, str], name: str) -> str:
 
 
 def iso(create_time: Any, fallback: dt.datetime) -> str:
-    """CreateTime (unix seconds) as ISO 8601, the send time of the event."""
+    """CreateTime (unix seconds) as ISO 8601, the send time of the event; fallback if it is not plausible.
+
+    The push itself is fresh (its signed timestamp was checked), so a CreateTime that is no time or far
+    from it (the documented samples' 123456789, a test tool's 0) says nothing: the push's arrival does.
+    """
     try:
-        return dt.datetime.fromtimestamp(int(create_time), dt.UTC).isoformat()
-    except (TypeError, ValueError, OverflowError):
+        sent = dt.datetime.fromtimestamp(int(create_time), dt.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
         return fallback.isoformat()
+    if not EARLIEST <= sent <= fallback + MAX_FUTURE:
+        return fallback.isoformat()
+    return sent.isoformat()
 
 
 def enqueue(

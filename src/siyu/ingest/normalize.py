@@ -298,6 +298,8 @@ def _opt_id(raw: dict[str, Any], key: str) -> str | None:
 CLOCK_SKEW = dt.timedelta(minutes=5)
 # An event cannot have happened later than this after it arrived (a mistyped year, a wrong clock).
 MAX_FUTURE = dt.timedelta(days=1)
+# No brand's customer history starts before this: an earlier date is a typo or an unset field (0001-01-01).
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 def _timestamp(raw: dict[str, Any], received_at: dt.datetime) -> dt.datetime:
@@ -316,12 +318,20 @@ def _timestamp(raw: dict[str, Any], received_at: dt.datetime) -> dt.datetime:
             sent_at = _datetime(sent, "sentAt")
         except EventError:
             sent_at = None  # only a hint for the correction: a bad one is ignored, not a reason to refuse
-        if sent_at is not None and abs(sent_at - received_at) > CLOCK_SKEW:
-            parsed = received_at - (sent_at - parsed)
+        if sent_at is not None and sent_at >= EARLIEST and abs(sent_at - received_at) > CLOCK_SKEW:
+            try:
+                parsed = received_at - (sent_at - parsed)
+            except OverflowError:
+                raise EventError(
+                    f"timestamp: {value!r} is too far from sentAt {sent!r} to be corrected"
+                ) from None
     if parsed > received_at + MAX_FUTURE:
         raise EventError(
-            f"timestamp: {value!r} is in the future (it arrived {received_at.isoformat(timespec='seconds')})"
+            f"timestamp: {value!r} is in the future (the server received it at "
+            f"{received_at.isoformat(timespec='seconds')})"
         )
+    if parsed < EARLIEST:
+        raise EventError(f"timestamp: {value!r} is before {EARLIEST.date().isoformat()}")
     return parsed
 
 
@@ -334,7 +344,10 @@ def _datetime(value: Any, key: str) -> dt.datetime:
         raise EventError(f"{key}: {value!r} is not an ISO-8601 date-time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+08:00 is before the first representable instant
+        raise EventError(f"{key}: {value!r} is out of range") from None
 
 
 def _normalize_email(value: Any, where: str) -> str:

@@ -39,7 +39,7 @@ from siyu.messaging.models import (
     Purpose,
     Reach,
 )
-from siyu.profiles.masking import NAME_KEYS, mask_content, mask_name, mask_payload
+from siyu.profiles.masking import is_name_key, mask_content, mask_name, mask_payload
 from siyu.profiles.models import Consent, Profile
 
 ACCOUNT_KIND = {
@@ -612,7 +612,7 @@ def preview(
     ctx = render.contexts(session, [profile_id], used)[profile_id]
     names = tuple(str(ctx[k]) for k in ("name", "first_name") if ctx.get(k))
     if "traits" in ctx:
-        names += tuple(str(v) for k, v in ctx["traits"].items() if k in NAME_KEYS and isinstance(v, str))
+        names += tuple(str(v) for k, v in ctx["traits"].items() if is_name_key(k) and isinstance(v, str))
         ctx["traits"] = mask_payload(ctx["traits"], reveal=False, mask_names=mask_names)
     if mask_names:
         ctx.update({k: mask_name(str(ctx[k])) for k in ("name", "first_name") if ctx.get(k)})

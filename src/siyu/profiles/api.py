@@ -244,8 +244,8 @@ def timeline(
     # by key, and for roles that see no names, her own names wherever they appear.
     names = profiles_service.names_of(session, [profile.id])[profile.id] if mask_names else ()
 
-    def mask(value: Any) -> Any:
-        return mask_record(value, reveal=False, mask_names=mask_names, names=names)
+    def mask(value: Any, thing: bool = False) -> Any:
+        return mask_record(value, reveal=False, mask_names=mask_names, names=names, thing=thing)
 
     items = [
         TimelineEvent(
@@ -256,7 +256,8 @@ def timeline(
             received_at=e.received_at,
             amount_fen=e.amount_fen,
             message_id=mask(e.message_id),
-            properties=mask(e.properties),
+            # A track, page or screen call's "name" is the product's or the page's (Segment's spec).
+            properties=mask(e.properties, thing=e.type in ("track", "page", "screen")),
             context=mask(e.context),
             traits=mask(e.traits) if e.traits else None,
         )

@@ -37,6 +37,39 @@ NAME_KEYS = frozenset(
         "consignee",
         "contact_name",
         "real_name",
+        "nickName",  # wx.getUserInfo
+        "recipient",
+        "receiver",
+        "invitee",
+        "inviter",
+        "contact",
+        "full_name",
+    }
+)
+# A person's name under a key of its own: receiver_name, buyerName, inviteeName, wechat_nickname, …
+_PERSON_NAME = (
+    r"(?:receiver|recipient|buyer|customer|member|contact|invitee|inviter|referrer|friend|sender|consignee"
+    r"|shipping|billing|real|full|nick|user|first|last|given|family|wechat|wx)_?(?:nick)?name"
+)
+_PERSON_NAME_KEY = re.compile(_PERSON_NAME, re.IGNORECASE)
+# Containers whose "name" is a thing's: a product, a page, the app, a campaign (Segment's spec).
+THING_KEYS = frozenset(
+    {
+        "products",
+        "product",
+        "items",
+        "app",
+        "device",
+        "library",
+        "os",
+        "campaign",
+        "page",
+        "screen",
+        "promotion",
+        "network",
+        "store",
+        "coupon",
+        "groupTraits",
     }
 )
 # Street-level addresses (a city alone is not personal data; where she lives is).
@@ -50,13 +83,19 @@ def is_phone_key(key: str) -> bool:
     return key in PHONE_KEYS or key.lower().endswith(("phone", "mobile"))
 
 
+def is_name_key(key: str) -> bool:
+    """Whether a field of this name holds a person's name (also receiver_name, inviteeName, …)."""
+    return key in NAME_KEYS or _PERSON_NAME_KEY.fullmatch(key) is not None
+
+
 # A mainland mobile number anywhere in free text, with or without +86 / 86 and separators.
 PHONE_IN_TEXT = re.compile(r"(?<![\w.])(?:\+?86[ -]?)?1[3-9]\d(?:[ -]?\d){8}(?!\w)")
 EMAIL_IN_TEXT = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # "key": "value" pairs of personal fields in text that is not valid JSON (a truncated body).
 _KEYED = r'"({keys})"\s*:\s*"((?:[^"\\]|\\.)*)"'
 PHONE_PAIR = re.compile(_KEYED.format(keys="|".join(sorted(PHONE_KEYS))))
-NAME_PAIR = re.compile(_KEYED.format(keys="|".join(sorted(NAME_KEYS))))
+NAME_PAIR = re.compile(_KEYED.format(keys="|".join([*sorted(NAME_KEYS), _PERSON_NAME])), re.IGNORECASE)
+ADDRESS_PAIR = re.compile(_KEYED.format(keys="|".join(sorted(ADDRESS_KEYS))))
 
 
 def mask_phone(value: str) -> str:
@@ -95,8 +134,11 @@ def mask_identifier(id_type: str, value: str, *, reveal: bool) -> str:
     return mask_text(value, reveal=False, mask_names=False)
 
 
-def mask_payload(value: Any, *, reveal: bool, mask_names: bool) -> Any:
-    """A copy of a JSON payload (traits, properties, context) with personal fields masked."""
+def mask_payload(value: Any, *, reveal: bool, mask_names: bool, thing: bool = False) -> Any:
+    """A copy of a JSON payload (traits, properties, context) with personal fields masked.
+
+    thing: value describes a thing (a product, a page), so its bare "name" is not a person's.
+    """
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
@@ -106,7 +148,7 @@ def mask_payload(value: Any, *, reveal: bool, mask_names: bool) -> Any:
                 out[k] = mask_email(v)
             elif isinstance(v, str) and not reveal and k in ADDRESS_KEYS:
                 out[k] = mask_address(v)
-            elif isinstance(v, str) and mask_names and k in NAME_KEYS:
+            elif isinstance(v, str) and mask_names and is_name_key(k) and not (thing and k == "name"):
                 out[k] = mask_name(v)
             elif k == "externalIds" and isinstance(v, list):
                 out[k] = [
@@ -116,10 +158,10 @@ def mask_payload(value: Any, *, reveal: bool, mask_names: bool) -> Any:
                     for item in v
                 ]
             else:
-                out[k] = mask_payload(v, reveal=reveal, mask_names=mask_names)
+                out[k] = mask_payload(v, reveal=reveal, mask_names=mask_names, thing=k in THING_KEYS)
         return out
     if isinstance(value, list):
-        return [mask_payload(v, reveal=reveal, mask_names=mask_names) for v in value]
+        return [mask_payload(v, reveal=reveal, mask_names=mask_names, thing=thing) for v in value]
     return value
 
 
@@ -130,6 +172,7 @@ def mask_text(text: str, *, reveal: bool, mask_names: bool) -> str:
     if reveal:
         return text
     text = PHONE_PAIR.sub(lambda m: f'"{m[1]}": "{mask_phone(m[2])}"', text)
+    text = ADDRESS_PAIR.sub(lambda m: f'"{m[1]}": "{mask_address(m[2])}"', text)
     text = PHONE_IN_TEXT.sub(lambda m: mask_phone(m[0]), text)
     return EMAIL_IN_TEXT.sub(lambda m: mask_email(m[0]), text)
 
@@ -168,9 +211,11 @@ def mask_content(value: Any, *, mask_names: bool, names: tuple[str, ...] = (), r
     return text
 
 
-def mask_record(value: Any, *, reveal: bool, mask_names: bool, names: tuple[str, ...] = ()) -> Any:
+def mask_record(
+    value: Any, *, reveal: bool, mask_names: bool, names: tuple[str, ...] = (), thing: bool = False
+) -> Any:
     """A stored JSON record (traits, an event's properties) masked by key, then by shape in free text."""
-    masked = mask_payload(value, reveal=reveal, mask_names=mask_names)
+    masked = mask_payload(value, reveal=reveal, mask_names=mask_names, thing=thing)
     if reveal and not mask_names:
         return masked
     return mask_content(masked, mask_names=mask_names, names=names, reveal=reveal)

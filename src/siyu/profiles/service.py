@@ -25,7 +25,7 @@ from siyu.ingest.models import Event
 from siyu.ingest.normalize import normalize_identifier
 from siyu.ingest.reactors import StoredEvent
 from siyu.loyalty.models import Member
-from siyu.profiles.masking import NAME_KEYS
+from siyu.profiles.masking import is_name_key
 from siyu.profiles.models import Consent, Profile, Tag, TagSource
 from siyu.profiles.traits import OrgDirectory, ProfileState
 
@@ -226,7 +226,7 @@ def names_of(session: Session, profile_ids: Iterable[int]) -> dict[int, tuple[st
         select(Profile.id, Profile.name, Profile.traits).where(Profile.id.in_(ids))
     ):
         found = [name] if name else []
-        found += [v for k, v in (traits or {}).items() if k in NAME_KEYS and isinstance(v, str)]
+        found += [v for k, v in (traits or {}).items() if is_name_key(k) and isinstance(v, str)]
         out[pid] = tuple(found)
     return out
 

@@ -44,6 +44,10 @@ SCORE_FIELDS = (
 MAX_DEPTH = 12
 
 
+# A century: longer than any customer history, short enough to subtract from today (1e10 days overflows).
+MAX_WINDOW_DAYS = 36_500
+
+
 class RuleError(LocatedError):
     """A rule that cannot be compiled; `path` locates the node (JSONPath, `$` is the rule)."""
 
@@ -395,8 +399,10 @@ class _Parser:
         key = keys[0]
         value = raw[key]
         if key in ("within_days", "older_than_days"):
-            if not _is_number(value) or value <= 0:
-                raise RuleError(f"{path}.{key}", "expects a number of days > 0")
+            if not _is_number(value) or not 0 < value <= MAX_WINDOW_DAYS:
+                raise RuleError(
+                    f"{path}.{key}", f"expects a number of days > 0 and at most {MAX_WINDOW_DAYS}"
+                )
             return Window(days=float(value)) if key == "within_days" else Window(older_than_days=float(value))
         if not isinstance(value, list) or len(value) != 2:
             raise RuleError(

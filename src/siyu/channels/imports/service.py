@@ -33,7 +33,7 @@ from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, unit_of_work, utcnow
 from siyu.errors import BadRequest
 from siyu.ingest.models import Event
-from siyu.ingest.normalize import MAX_AMOUNT
+from siyu.ingest.normalize import EARLIEST, MAX_AMOUNT, MAX_FUTURE
 from siyu.ingest.service import ingest_batch
 
 # A first import fills a new installation's empty tables, faster than autovacuum analyses them: the planner,
@@ -214,6 +214,10 @@ class RowConverter:
             raise RowError(column, f"{text!r} is not a time (e.g. 2026-11-23 14:05:00)")
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=self.zone)
+        if parsed < EARLIEST:
+            raise RowError(column, f"{text!r} is before {EARLIEST.date().isoformat()}: check the date")
+        if parsed > utcnow() + MAX_FUTURE:
+            raise RowError(column, f"{text!r} is in the future: check the date")
         return parsed.isoformat()
 
     def _amount(self, text: str, column: str, *, required: bool) -> Decimal | None:
@@ -270,7 +274,15 @@ class RowConverter:
         if not order_id:
             raise RowError(m.order_id, "an order id is required")
         status_text = self.get(values, m.status)
-        status = m.status_map.get(status_text, "completed") if status_text else "completed"
+        status = m.status_map.get(status_text) if status_text else "completed"
+        if status is None:
+            # Counting an unknown status as a sale would count refunds and cancellations as revenue.
+            known = ", ".join(sorted(m.status_map)) or "none"
+            raise RowError(
+                m.status,
+                f"status {status_text!r} is not in the mapping's status_map (known: {known}); "
+                "map it to completed, refunded or skip with --mapping",
+            )
         if status == "skip":
             raise Skip(status_text)
         amount = self._amount(self.get(values, m.amount), m.amount, required=True)
@@ -383,6 +395,8 @@ def _rejection_column(reason: str, row: RowEvents, converter: RowConverter) -> s
         return row.id_columns[int(match.group(1))]
     if reason.startswith("userId"):
         return converter.mapping.identifiers.get("member_id", "")
+    if reason.startswith("timestamp"):
+        return converter.mapping.joined_at if converter.kind == "members" else converter.mapping.time
     return ""
 
 
