@@ -53,7 +53,10 @@ def principal_from_request(request: Request, session: Session) -> Principal | No
     secret = credential_from_request(request)
     if secret:
         key = auth_service.get_api_key_by_secret(session, secret)
-        return auth_service.principal_for_key(key) if key else None
+        if key is None:
+            return None
+        auth_service.touch_keys(session, {key.id: key.key_hash})
+        return auth_service.principal_for_key(key)
     user_id = request.scope.get("session", {}).get("user_id") if "session" in request.scope else None
     if user_id is not None:
         user = session.get(User, user_id)

@@ -6,6 +6,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from siyu.auth import service as auth_service
 from siyu.auth.models import AuditLog, Role
 from tests import factories
 from tests.console.conftest import PASSWORD, login
@@ -92,6 +93,71 @@ def test_users_are_created_disabled_and_reset(client: TestClient, session: Sessi
     assert client.get("/api/v1/me/tasks", headers=factories.auth(key)).status_code == 401
     assert client.get("/work", follow_redirects=False).status_code in (302, 303, 401)
     assert client.patch("/api/v1/users/99999", json={"active": False}, headers=admin).status_code == 404
+
+
+def test_a_session_opened_before_a_user_was_disabled_stays_over_when_enabled_again(
+    client: TestClient, session: Session
+) -> None:
+    admin = factories.auth(factories.api_key(session, Role.admin))
+    hq = factories.user(session, Role.hq, password=PASSWORD)
+    login(client, hq.username, PASSWORD)
+    assert client.get("/work").status_code == 200
+    assert client.patch(f"/api/v1/users/{hq.id}", json={"active": False}, headers=admin).status_code == 200
+    assert client.patch(f"/api/v1/users/{hq.id}", json={"active": True}, headers=admin).status_code == 200
+    assert client.get("/work", follow_redirects=False).status_code in (302, 303, 401)
+    login(client, hq.username, PASSWORD)  # her password still works: only the old session is over
+    assert client.get("/work").status_code == 200
+
+
+def test_usernames_and_wecom_userids_are_one_person_whatever_their_case(
+    client: TestClient, session: Session
+) -> None:
+    admin = factories.auth(factories.api_key(session, Role.admin))
+    factories.store(session, "SH04")
+    body = {"username": "Li.Si", "role": "sales_associate", "store": "SH04", "wecom_userid": "LiSi"}
+    made = client.post("/api/v1/users", json=body, headers=admin)
+    assert made.status_code == 201, made.text
+    same_name = client.post(
+        "/api/v1/users", json={**body, "username": "li.si", "wecom_userid": "x"}, headers=admin
+    )
+    assert same_name.status_code == 409 and "(as 'Li.Si')" in same_name.json()["detail"]
+    same_wecom = client.post(
+        "/api/v1/users", json={**body, "username": "wang.wu", "wecom_userid": "lisi"}, headers=admin
+    )
+    assert same_wecom.status_code == 409 and "already belongs to user 'Li.Si'" in same_wecom.json()["detail"]
+    login(client, "li.si", made.json()["password"])  # she logs in whatever case she types
+    assert client.get("/work").status_code == 200
+
+
+def test_the_last_active_admin_cannot_be_disabled(client: TestClient, session: Session) -> None:
+    first = factories.user(session, Role.admin)
+    token = factories.auth(factories.api_key(session, Role.admin))  # a key of no user: the demo's, a script's
+    r = client.patch(f"/api/v1/users/{first.id}", json={"active": False}, headers=token)
+    assert r.status_code == 409 and "last active admin" in r.json()["detail"]
+    second = factories.user(session, Role.admin)
+    assert client.patch(f"/api/v1/users/{first.id}", json={"active": False}, headers=token).status_code == 200
+    assert (
+        client.patch(f"/api/v1/users/{second.id}", json={"active": False}, headers=token).status_code == 409
+    )
+
+
+def test_a_key_records_when_it_was_last_used(client: TestClient, session: Session) -> None:
+    key, secret = auth_service.create_api_key(session, name="reader", role=Role.hq)
+    writer, write_key = auth_service.create_api_key(session, name="site", role=Role.source)
+    session.commit()
+    assert key.last_used_at is None
+    assert client.get("/api/v1/profiles?q=x", headers=factories.auth(secret)).status_code == 200
+    sent = client.post("/v1/track", json={"event": "X", "userId": "M1"}, auth=(write_key, ""))
+    assert sent.status_code == 200, sent.text
+    session.expire_all()
+    assert key.last_used_at is not None and writer.last_used_at is not None
+    listed = {
+        k["id"]: k
+        for k in client.get(
+            "/api/v1/apikeys", headers=factories.auth(factories.api_key(session, Role.admin))
+        ).json()
+    }
+    assert listed[key.id]["last_used_at"] is not None
 
 
 def test_an_admin_cannot_lock_themselves_out(client: TestClient, session: Session) -> None:

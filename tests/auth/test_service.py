@@ -40,6 +40,8 @@ def test_user_rules(session: Session) -> None:
     auth_service.create_user(session, username="nancy", password="12345678", role=Role.hq)
     with pytest.raises(Conflict, match="taken"):
         auth_service.create_user(session, username="nancy", password="12345678", role=Role.hq)
+    with pytest.raises(BadRequest, match="source is for write keys"):
+        auth_service.create_user(session, username="site", password="12345678", role=Role.source)
 
 
 def test_api_keys_endpoint_is_admin_only(client, session: Session) -> None:  # type: ignore[no-untyped-def]

@@ -139,6 +139,13 @@ class TestGuards:
         marketer = factories.api_key(session, factories.Role.marketer)
         r = client.post(f"/api/v1/identity/reviews/{review['id']}/approve", headers=factories.auth(marketer))
         assert r.status_code == 403
+        # Store staff do not even see the queue: it names customers of every store.
+        shop = factories.store(session, "SH01")
+        manager = factories.api_key(
+            session, factories.Role.store_manager, store_id=shop.id, region_id=shop.region_id
+        )
+        r = client.get("/api/v1/identity/reviews", headers=factories.auth(manager))
+        assert r.status_code == 403
 
     def test_shared_device_stops_linking(self, api: Api, session: Session) -> None:
         get_settings().shared_device_threshold = 3

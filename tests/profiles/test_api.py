@@ -90,6 +90,36 @@ class TestMasking:
         p = get(client, f"/api/v1/profiles/{pid}", marketer).json()
         assert p["name"] == "王**"
         assert get(client, f"/api/v1/profiles/{pid}", marketer, reveal="true").status_code == 403
+        # Nor can she find who has a phone or a name: the answer would unmask it. Her own keys still work.
+        for q in ("13812345678", "+8613812345678", "王小明", "小明"):
+            assert get(client, "/api/v1/profiles", marketer, q=q).json() == [], q
+        assert [p["id"] for p in get(client, "/api/v1/profiles", marketer, q="M1").json()] == [pid]
+        assert [p["id"] for p in get(client, "/api/v1/profiles", api.admin_key, q="小明").json()] == [pid]
+
+    def test_a_track_calls_product_name_is_not_masked_a_recipients_is(
+        self, api: Api, client: TestClient, session: Session
+    ) -> None:
+        api.send(
+            event(
+                userId="M1",
+                event="Product Viewed",
+                properties={
+                    "name": "苏绣旗袍",
+                    "products": [{"sku": "Q1", "name": "真丝旗袍"}],
+                    "recipient": "李雷",
+                },
+            )
+        )
+        pid = api.lookup("member_id", "M1")["id"]
+        item = get(
+            client, f"/api/v1/profiles/{pid}/timeline", factories.api_key(session, Role.marketer)
+        ).json()
+        props = item["items"][0]["properties"]
+        assert (props["name"], props["products"][0]["name"], props["recipient"]) == (
+            "苏绣旗袍",
+            "真丝旗袍",
+            "李*",
+        )
 
     def test_timeline_masks_payloads(self, api: Api, client: TestClient) -> None:
         api.send(event(userId="M1", context={"traits": {"phone": "13812345678"}}))

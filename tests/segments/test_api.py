@@ -148,3 +148,33 @@ def test_store_roles_cannot_use_brand_wide_segments(api: Api, session: Session) 
     key = factories.api_key(session, Role.sales_associate)
     r = api.client.get("/api/v1/segments", headers=factories.auth(key))
     assert r.status_code == 403
+
+
+def test_a_marketer_may_not_segment_on_the_value_of_personal_data(api: Api, session: Session) -> None:
+    """Her phones and names are masked: a preview of "phone is X" would tell her who has it."""
+    marketer = factories.auth(factories.api_key(session, Role.marketer))
+
+    def preview(rule: dict[str, Any]) -> Any:
+        return api.client.post("/api/v1/segments/preview", json={"rule": rule}, headers=marketer)
+
+    r = preview({"all": [{"tag": "vip"}, {"trait": "phone", "op": "eq", "value": "+8613812345678"}]})
+    assert r.status_code == 422 and r.json()["path"] == "$.all[1].trait", r.text
+    assert "personal data" in r.json()["detail"]
+    r = preview(
+        {"event": "Order Completed", "where": [{"property": "shipping_name", "op": "eq", "value": "王"}]}
+    )
+    assert r.status_code == 422 and r.json()["path"] == "$.where[0].property"
+    created = api.client.post(
+        "/api/v1/segments",
+        json={"name": "x", "rule": {"trait": "name", "op": "contains", "value": "王"}},
+        headers=marketer,
+    )
+    assert created.status_code == 422
+    # Whether she has a phone says nothing about whom it is; an admin may ask anything.
+    assert preview({"trait": "phone", "op": "exists"}).status_code == 200
+    post(
+        api,
+        "/api/v1/segments/preview",
+        {"rule": {"trait": "phone", "op": "eq", "value": "+8613812345678"}},
+        200,
+    )

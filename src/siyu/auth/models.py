@@ -40,6 +40,8 @@ class User(Base):
     store_id: Mapped[int | None] = mapped_column(ForeignKey("stores.id"), default=None)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Console sessions opened before this are over (set when the user is disabled): see session_stamp.
+    sessions_ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class ApiKey(Base):

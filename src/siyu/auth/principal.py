@@ -12,6 +12,8 @@ REVEAL_ROLES = frozenset({Role.admin, Role.hq, Role.store_manager, Role.sales_as
 NAME_MASKED_ROLES = frozenset({Role.marketer})
 # Roles that may change the identity graph (unmerge, review decisions).
 IDENTITY_ADMIN_ROLES = frozenset({Role.admin, Role.hq})
+# Roles that see brand-wide operations: ingestion health and the merge review queue.
+HQ_ROLES = frozenset({Role.admin, Role.hq, Role.marketer})
 
 
 @dataclass(frozen=True, slots=True)

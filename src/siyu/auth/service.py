@@ -6,12 +6,13 @@ import datetime as dt
 import functools
 import hashlib
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -114,6 +115,36 @@ def get_api_key_by_secret(session: Session, secret: str) -> ApiKey | None:
     return key
 
 
+# How often a key's last_used_at is written: a per-request write would cost ingest and the ledger a row
+# lock per call, and "used in the last minute" is all an admin deciding what to revoke needs.
+TOUCH_EVERY = 60.0
+_touched: dict[str, float] = {}  # key_hash -> monotonic time of this process's last write
+
+
+def touch_keys(session: Session, used: dict[int, str]) -> None:
+    """Record that these keys ({id: key_hash}) were used now, at most once a minute per key and process."""
+    now = time.monotonic()
+    due = [
+        key_id
+        for key_id, key_hash in used.items()
+        if now - _touched.get(key_hash, -TOUCH_EVERY) >= TOUCH_EVERY
+    ]
+    if not due:
+        return
+    for key_hash in (used[i] for i in due):
+        _touched[key_hash] = now
+    at = utcnow()
+    session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id.in_(due),
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < at - dt.timedelta(seconds=TOUCH_EVERY)),
+        )
+        .values(last_used_at=at)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def principals_read(session: Session, secrets: Iterable[str]) -> bulk.Read[dict[str, Principal]]:
     """The principal of each secret that is a live API key, as a read to run with others (bulk.read_all)."""
     hashes = {hash_key(secret): secret for secret in secrets if secret}
@@ -192,12 +223,22 @@ def create_user(
     username = username.strip()
     if not username:
         raise BadRequest("username: must not be empty")
+    if role is Role.source:
+        raise BadRequest("role: source is for write keys (siyu apikeys create --role source), not for people")
     if len(password) < 8:
         raise BadRequest("password: must be at least 8 characters")
-    if session.execute(select(User.id).where(User.username == username)).first() is not None:
-        raise Conflict(f"username {username!r} is taken")
+    # Case-insensitive: "Wang" beside "wang" is the same person to everyone who reads the staff list.
+    taken = session.execute(
+        select(User.username).where(func.lower(User.username) == username.lower())
+    ).scalar()
+    if taken is not None:
+        raise Conflict(f"username {username!r} is taken" + (f" (as {taken!r})" if taken != username else ""))
     if wecom_userid:
-        holder = session.execute(select(User.username).where(User.wecom_userid == wecom_userid)).scalar()
+        wecom_userid = wecom_userid.strip()
+        # WeCom UserIDs are case-insensitive (WeCom's member API): ZhangSan and zhangsan are one person.
+        holder = session.execute(
+            select(User.username).where(func.lower(User.wecom_userid) == wecom_userid.lower())
+        ).scalar()
         if holder is not None:
             raise Conflict(f"wecom_userid {wecom_userid!r} already belongs to user {holder!r}")
     user = User(
@@ -220,11 +261,22 @@ def list_users(session: Session) -> Sequence[User]:
 
 
 def get_user_by_username_or_raise(session: Session, username: str) -> User:
-    """The console user with this username, or NotFound."""
-    user = session.execute(select(User).where(User.username == username.strip())).scalar_one_or_none()
+    """The console user with this username (any case), or NotFound."""
+    user = _by_username(session, username)
     if user is None:
         raise NotFound(f"no console user {username!r}")
     return user
+
+
+def _by_username(session: Session, username: str) -> User | None:
+    """The user named so: the exact spelling first (older installations may hold two that differ by case)."""
+    username = username.strip()
+    return session.execute(
+        select(User)
+        .where(func.lower(User.username) == username.lower())
+        .order_by((User.username == username).desc(), User.id)
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def get_user_or_raise(session: Session, user_id: int) -> User:
@@ -255,8 +307,20 @@ def update_user(
     if display_name is not None:
         user.display_name = display_name.strip() or user.username
     if active is not None:
+        if not active and user.is_active and user.role is Role.admin:
+            others = session.execute(
+                select(func.count())
+                .select_from(User)
+                .where(User.role == Role.admin, User.is_active, User.id != user.id)
+            ).scalar_one()
+            if not others:
+                raise Conflict(
+                    f"{user.username} is the last active admin: create or enable another admin first"
+                )
         user.is_active = active
         if not active:
+            # Sessions opened before (even if the user is enabled again later) are over.
+            user.sessions_ended_at = utcnow()
             for key in session.execute(
                 select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
             ).scalars():
@@ -266,8 +330,11 @@ def update_user(
 
 
 def session_stamp(user: User) -> str:
-    """What a console session remembers of the password it was opened with: a new password ends it."""
-    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+    """What a console session remembers of its user: a new password, or being disabled, ends it."""
+    stamped = user.password_hash
+    if user.sessions_ended_at is not None:  # only then: sessions of users never disabled survive an upgrade
+        stamped += "|" + user.sessions_ended_at.isoformat()
+    return hashlib.sha256(stamped.encode()).hexdigest()[:16]
 
 
 def create_user_for(
@@ -299,7 +366,7 @@ def create_user_for(
 
 def authenticate(session: Session, username: str, password: str) -> User | None:
     """The active user with these credentials, or None (the same for a wrong name or password)."""
-    user = session.execute(select(User).where(User.username == username.strip())).scalar_one_or_none()
+    user = _by_username(session, username)
     if user is None or not user.is_active:
         # Hash anyway so a wrong username takes as long as a wrong password.
         _hasher.hash(password)

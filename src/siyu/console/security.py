@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from siyu.auth import service as auth_service
 from siyu.auth.models import Role, User
-from siyu.auth.principal import Principal
+from siyu.auth.principal import HQ_ROLES, Principal
 from siyu.db import get_read_sessionmaker, get_sessionmaker
 from siyu.deps import principal_from_request
 from siyu.errors import SiyuError
@@ -28,9 +28,6 @@ CSRF_KEY = "csrf"
 FLASH_KEY = "flash"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-
-# Roles that see brand-wide operations: ingestion health and the merge review queue.
-HQ_ROLES = frozenset({Role.admin, Role.hq, Role.marketer})
 
 
 class LoginRequired(Exception):

@@ -7,7 +7,9 @@ import datetime as dt
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from siyu.auth.principal import HQ_ROLES
 from siyu.deps import ReaderDep, SessionDep
+from siyu.errors import Forbidden
 from siyu.identity import service as identity_service
 from siyu.identity.models import MergeReview, ReviewStatus
 
@@ -32,6 +34,9 @@ class ReviewOut(BaseModel):
 def list_reviews(
     principal: ReaderDep, session: SessionDep, status: ReviewStatus | None = ReviewStatus.open
 ) -> list[MergeReview]:
+    # The queue names profiles of every store: brand-wide roles see it (as the console's Reviews page).
+    if principal.role not in HQ_ROLES:
+        raise Forbidden(f"the {principal.role} role cannot see merge reviews")
     return list(identity_service.list_reviews(session, status))
 
 

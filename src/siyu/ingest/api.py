@@ -34,7 +34,7 @@ def _error(status: int, message: str, **extra: Any) -> JSONBytesResponse:
     )
 
 
-def _authenticate(request: Request) -> int | JSONBytesResponse | None:
+def _authenticate(request: Request) -> tuple[int, str] | JSONBytesResponse:
     secret = credential_from_request(request)
     if not secret:
         return _error(401, "missing write key: send it as the HTTP Basic username or a Bearer token")
@@ -45,17 +45,19 @@ def _authenticate(request: Request) -> int | JSONBytesResponse | None:
             return _error(401, "unknown or revoked write key")
         if key.role not in WRITE_ROLES:
             return _error(403, f"a {key.role} key cannot send events: use a source write key")
-        return key.id
+        return key.id, key.key_hash
 
 
-def _run(raw_events: list[Any], key_id: int, batch_context: dict[str, Any] | None) -> BatchResult:
+def _run(raw_events: list[Any], key: tuple[int, str], batch_context: dict[str, Any] | None) -> BatchResult:
     """Validate outside any transaction, then queue the batch in one short one and wake the processor."""
     settings = get_settings()
+    key_id, key_hash = key
     checked = check_batch(
         raw_events, source_key_id=key_id, batch_context=batch_context, received_at=utcnow(), settings=settings
     )
     with unit_of_work() as session:
         result = enqueue_batch(session, checked, batch_context=batch_context)
+        auth_service.touch_keys(session, {key_id: key_hash})
     if result.accepted:
         processor.wake()
     return result
@@ -110,8 +112,7 @@ async def _handle(request: Request, forced_type: str | None) -> JSONBytesRespons
     auth = await run_in_threadpool(_authenticate, request)
     if isinstance(auth, JSONBytesResponse):
         return auth
-    key_id = auth
-    assert key_id is not None
+    key_id = auth[0]
     limit = settings.max_batch_bytes if forced_type is None else settings.max_event_bytes
     what = "batch" if forced_type is None else "event"
     try:
@@ -145,19 +146,21 @@ async def _handle(request: Request, forced_type: str | None) -> JSONBytesRespons
                 return _error(400, f"type: this endpoint takes {forced_type} calls, got {payload['type']!r}")
         events = [payload]
 
-    result = await run_in_threadpool(_run, events, key_id, batch_context)
+    result = await run_in_threadpool(_run, events, auth, batch_context)
     INGEST_EVENTS.labels("queued").inc(result.accepted)
     INGEST_EVENTS.labels("duplicate").inc(result.duplicates)
     INGEST_EVENTS.labels("rejected").inc(len(result.errors))
     INGEST_BATCH_SECONDS.observe(time.perf_counter() - started)
     body_out: dict[str, Any] = {
-        "success": not result.errors,
+        # As Segment answers: the request was taken. A refused event is named in `errors`, not here.
+        "success": True,
         "accepted": result.accepted,
         "duplicates": result.duplicates,
         "errors": [{"index": e.index, "messageId": e.message_id, "reason": e.reason} for e in result.errors],
     }
     if result.errors and result.accepted == 0 and result.duplicates == 0:
         body_out["error"] = result.errors[0].reason
+        body_out["success"] = False
         return JSONBytesResponse(body_out, status_code=400)
     return JSONBytesResponse(body_out)
 

@@ -82,6 +82,10 @@ def handle(session: Session, calls: list[PostingCall]) -> list[Answer]:
         auth_service.principals_read(session, {call.secret for call in calls}),
         profiles_service.live_ids_read(session, (call.profile_id for call in calls)),
     )
+    auth_service.touch_keys(
+        session,
+        {p.id: auth_service.hash_key(secret) for secret, p in principals.items() if p.kind == "api_key"},
+    )
     callers: dict[Principal, list[int]] = {}
     for index, call in enumerate(calls):
         principal = principals.get(call.secret)

@@ -214,6 +214,9 @@ def lookup(
     value: str,
     reveal: bool = False,
 ) -> ProfileOut:
+    if principal.role in NAME_MASKED_ROLES and type in ("phone", "email"):
+        # She sees phones and emails masked: a lookup by one would tell her whose it is.
+        raise Forbidden(f"the {principal.role} role cannot look customers up by {type}")
     profile = profiles_service.lookup(session, principal, type, value)
     if profile is None:
         raise NotFound(f"no profile holds {type}={value}")

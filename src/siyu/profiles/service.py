@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from siyu import bulk
 from siyu.auth.models import Role
-from siyu.auth.principal import Principal
+from siyu.auth.principal import NAME_MASKED_ROLES, Principal
 from siyu.clienteling.models import Store
 from siyu.db import is_postgres, utcnow
 from siyu.errors import BadRequest, NotFound
-from siyu.identity.models import Identifier, IdentityMerge
+from siyu.identity.models import Identifier, IdentifierType, IdentityMerge
 from siyu.ingest.models import Event
 from siyu.ingest.normalize import normalize_identifier
 from siyu.ingest.reactors import StoredEvent
@@ -174,6 +174,10 @@ def search(
     else:
         in_name = Profile.name.startswith(query, autoescape=True)
     conditions = [Profile.id.in_(by_identifier), Profile.id.in_(by_member_number), in_name]
+    if principal.role in NAME_MASKED_ROLES:
+        # She sees names, phones and emails masked: finding a customer by one would unmask it (decision 0018).
+        personal = (IdentifierType.phone.value, IdentifierType.email.value)
+        conditions = [Profile.id.in_(by_identifier.where(Identifier.type.not_in(personal))), conditions[1]]
     if query.isdigit() and len(query) < 16:
         conditions.append(Profile.id == int(query))
     statement = (

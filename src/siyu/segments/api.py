@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from siyu.auth.models import Role
-from siyu.auth.principal import Principal
+from siyu.auth.principal import NAME_MASKED_ROLES, Principal
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import Forbidden
-from siyu.segments import service, wechat_tags
+from siyu.segments import rules, service, wechat_tags
 from siyu.segments.models import Segment
 from siyu.segments.schemas import (
     ChangeOut,
@@ -38,6 +38,12 @@ def require_segments(principal: Principal) -> None:
         raise Forbidden(f"a {principal.role} cannot use brand-wide segments")
 
 
+def check_rule_for(principal: Principal, rule: Any) -> None:
+    """422 at the node when a role that sees personal data masked asks for its value (see rules)."""
+    if principal.role in NAME_MASKED_ROLES:
+        rules.check_not_personal(rule)
+
+
 def out(segment: Segment) -> SegmentOut:
     return SegmentOut.model_validate(segment, from_attributes=True)
 
@@ -52,6 +58,7 @@ def list_segments(principal: ReaderDep, session: SessionDep) -> list[SegmentOut]
 def create_segment(body: SegmentIn, principal: ReaderDep, session: SessionDep) -> SegmentOut:
     """201; 422 with `path` pointing at the offending node of a bad rule; 409 for a taken name."""
     require_segments(principal)
+    check_rule_for(principal, body.rule)
     segment = service.create(
         session,
         name=body.name,
@@ -66,6 +73,7 @@ def create_segment(body: SegmentIn, principal: ReaderDep, session: SessionDep) -
 @router.post("/preview", response_model=PreviewOut, summary="Size and a sample of a rule, not saved")
 def preview(body: PreviewIn, principal: ReaderDep, session: SessionDep) -> PreviewOut:
     require_segments(principal)
+    check_rule_for(principal, body.rule)
     result = service.preview(session, body.rule, sample=body.sample)
     return PreviewOut(size=result.size, sample=result.sample)
 
@@ -82,6 +90,8 @@ def update_segment(
 ) -> SegmentOut:
     require_segments(principal)
     segment = service.get_or_raise(session, segment_id)
+    if body.rule is not None:
+        check_rule_for(principal, body.rule)
     service.update(session, segment, rule=body.rule, name=body.name, description=body.description)
     return out(segment)
 

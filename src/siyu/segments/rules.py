@@ -201,6 +201,45 @@ def parse(rule: Any, timezone: str = "Asia/Shanghai") -> Node:
     return _Parser(timezone).node(rule, "$", 0)
 
 
+def check_not_personal(rule: Any, path: str = "$") -> None:
+    """RuleError at the first condition on a value of personal data (a phone, an email, a name).
+
+    For roles that see those masked: a rule "phone is +86138…" previewed would tell them who has it.
+    Whether she has one (exists, missing) says nothing about whom, so it stays allowed.
+    """
+    if isinstance(rule, list):
+        for i, item in enumerate(rule):
+            check_not_personal(item, f"{path}[{i}]")
+        return
+    if not isinstance(rule, dict):
+        return
+    for key in ("all", "any"):
+        if key in rule:
+            check_not_personal(rule[key], f"{path}.{key}")
+    if "not" in rule:
+        check_not_personal(rule["not"], f"{path}.not")
+    checks: list[tuple[Any, dict[str, Any], str]] = []
+    if "trait" in rule:
+        checks.append((rule["trait"], rule, f"{path}.trait"))
+    for i, item in enumerate(rule.get("where") or []):
+        if isinstance(item, dict):
+            checks.append((item.get("property"), item, f"{path}.where[{i}].property"))
+    for name, compare, at in checks:
+        if isinstance(name, str) and _is_personal(name) and compare.get("op") not in ("exists", "missing"):
+            raise RuleError(
+                at,
+                f"{name!r} is personal data your role sees masked: a rule may ask whether it exists, "
+                "not what it is",
+            )
+
+
+def _is_personal(key: str) -> bool:
+    from siyu.profiles.masking import ADDRESS_KEYS, EMAIL_KEYS, is_name_key, is_phone_key
+
+    last = key.rsplit(".", 1)[-1]
+    return is_phone_key(last) or is_name_key(last) or last in EMAIL_KEYS or last in ADDRESS_KEYS
+
+
 def walk(node: Node) -> list[Node]:
     """Every node of the tree, depth first."""
     out: list[Node] = [node]
