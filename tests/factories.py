@@ -60,7 +60,8 @@ def auth(secret: str) -> dict[str, str]:
 def work_for(session: Session, user: User) -> tuple[Profile, list[Alert], list[Task]]:
     """A customer with two alerts and three tasks (due in 3 days, undated, due in an hour) for user."""
     now = dt.datetime.now(dt.UTC)
-    customer = Profile(name="王小明")
+    # An associate's alerts are about her own customers (the other roles read every customer or a store's).
+    customer = Profile(name="王小明", owner_user_id=user.id if user.role is Role.sales_associate else None)
     session.add(customer)
     session.flush()
     alerts = [

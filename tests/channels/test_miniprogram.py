@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.auth.models import Role
@@ -17,6 +17,7 @@ from siyu.channels.outbound.miniprogram import MiniProgramClient
 from siyu.config import get_settings
 from siyu.identity.models import Identifier
 from siyu.ingest import processor
+from siyu.ingest.models import Event
 from siyu.profiles import service as profiles_service
 from tests import factories
 from tests.channels.wechat import MP_APP_ID
@@ -98,6 +99,17 @@ def test_phone_authorisation_records_consent(
         select(ChannelCall).where(ChannelCall.api == "/wxa/business/getuserphonenumber")
     ).scalar_one()
     assert "13123456789" not in str(logged.response)
+    # She changes her number a moment later (the same second, the same watermark): a second event, kept.
+    fake.phone_codes["p2"] = "13987654321"
+    r = client.post("/mp/v1/phone", json={"session": token, "code": "p2"}, auth=(key, ""))
+    assert r.status_code == 200, r.text
+    processor.drain()
+    assert (
+        session.execute(
+            select(func.count()).select_from(Event).where(Event.event == "Phone Number Authorized")
+        ).scalar_one()
+        == 2
+    )
 
 
 @pytest.mark.parametrize(("errcode", "status"), [(45011, 429), (40226, 403), (-1, 503)])

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from siyu.auth.models import Role
 from tests import factories
+from tests.console.conftest import PASSWORD, login
 
 
 def test_a_user_reads_and_finishes_their_own(client: TestClient, session: Session) -> None:
@@ -69,3 +70,24 @@ def test_titles_are_masked_like_the_360(client: TestClient, session: Session) ->
         assert mine["detail"] == {"note": "she asked for 138****5678"}
         alert = client.post(f"/api/v1/me/alerts/{alerts[0].id}/read", headers=key).json()
         assert alert["title"] == expected
+
+
+def test_an_alert_about_a_customer_out_of_reach_is_flagged_not_linked(
+    client: TestClient, session: Session
+) -> None:
+    """Her advisor was removed or she moved store: the alert stays, without her name or a dead link."""
+    li = factories.user(session, Role.sales_associate, password=PASSWORD)
+    customer, _, _ = factories.work_for(session, li)
+    customer.owner_user_id = None
+    session.flush()
+    key = factories.auth(factories.api_key(session, Role.sales_associate, user=li))
+    assert {a["profile_readable"] for a in client.get("/api/v1/me/alerts", headers=key).json()} == {False}
+    login(client, li.username, PASSWORD)
+    page = client.get("/work").text
+    assert "not in your book now" in page and "王小明" not in page and f"/customers/{customer.id}" not in page
+
+    customer.owner_user_id = li.id  # her own customer again
+    session.flush()
+    assert {a["profile_readable"] for a in client.get("/api/v1/me/alerts", headers=key).json()} == {True}
+    page = client.get("/work").text
+    assert "王小明" in page and f'href="/customers/{customer.id}"' in page

@@ -88,6 +88,28 @@ def test_upgrade_is_immediate_and_on_the_timeline(api: Api, session: Session) ->
     assert [(c["from"], c["to"]) for c in changes] == [("Jade", "Gold"), ("Gold", "Platinum")]
 
 
+def test_points_posted_through_the_api_upgrade_at_once(api: Api, session: Session) -> None:
+    api.send(event(userId="T2", event="Membership Joined"))
+    pid = api.lookup("member_id", "T2")["id"]
+
+    def post(points: int, key: str) -> Any:
+        r = api.client.post(
+            f"/api/v1/loyalty/members/{pid}/postings",
+            json={"kind": "earn", "points": points, "reason": "store event"},
+            headers={**factories.auth(api.admin_key), "Idempotency-Key": key},
+        )
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    post(600, "k1")
+    assert member_of(api, session, "T2").tier == "Jade"
+    post(600, "k2")  # 1,200 in 12 months: Gold's 1,000
+    assert member_of(api, session, "T2").tier == "Gold"
+    processor.drain()
+    change = session.execute(select(Event.properties).where(Event.event == "Tier Changed")).scalar_one()
+    assert (change["from"], change["to"]) == ("Jade", "Gold")
+
+
 def sent_on(monkeypatch: pytest.MonkeyPatch, api: Api, when: str, *events: dict[str, Any]) -> None:
     """Send events as they arrive on that day: a timestamp more than a day ahead of arrival is refused."""
     with monkeypatch.context() as m:

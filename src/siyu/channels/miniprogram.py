@@ -158,7 +158,8 @@ def authorize_phone(
     event = {
         "type": "track",
         "event": "Phone Number Authorized",
-        "messageId": f"wx-mp-phone:{account.app_id}:{mp_session.openid}:{stamp}",
+        # Each getPhoneNumber code is used once: two authorisations in one second are still two events.
+        "messageId": f"wx-mp-phone:{account.app_id}:{hashlib.sha256(code.encode()).hexdigest()[:32]}",
         "timestamp": callbacks.iso(stamp, now),
         "properties": {"purpose": "phone_number", "source": f"miniprogram:{account.app_id}"},
         "context": {

@@ -101,6 +101,9 @@ me = APIRouter(prefix="/api/v1/me", tags=["my work"])
 class AlertOut(BaseModel):
     id: int
     profile_id: int
+    profile_readable: bool = Field(
+        default=True, description="Whether the caller may open the customer now (she may have moved on)"
+    )
     kind: str
     title: str
     detail: dict[str, Any]
@@ -111,6 +114,9 @@ class AlertOut(BaseModel):
 class TaskOut(BaseModel):
     id: int
     profile_id: int
+    profile_readable: bool = Field(
+        default=True, description="Whether the caller may open the customer now (she may have moved on)"
+    )
     title: str
     detail: dict[str, Any]
     source: str
@@ -128,12 +134,16 @@ def _masked(
     """Alerts or tasks as the caller may read them: titles and details are rendered text, masked (PIPL)."""
     mask_names = principal.role in NAME_MASKED_ROLES
     names = profiles_service.names_of(session, {i.profile_id for i in items}) if mask_names else {}
+    # A merged customer is opened at the profile she is part of now; one moved out of reach is flagged.
+    readable = profiles_service.readable_ids(session, principal, {i.profile_id for i in items})
     rows = []
     for item in items:
         own = names.get(item.profile_id, ())
         rows.append(
             out.model_validate(item, from_attributes=True).model_copy(
                 update={
+                    "profile_id": readable.get(item.profile_id, item.profile_id),
+                    "profile_readable": item.profile_id in readable,
                     "title": mask_content(item.title, mask_names=mask_names, names=own),
                     "detail": mask_content(item.detail or {}, mask_names=mask_names, names=own),
                 }

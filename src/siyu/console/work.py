@@ -28,12 +28,14 @@ def _user_id(viewer: Viewer) -> int:
     return user_id
 
 
-def _names(session: Session, viewer: Viewer, profile_ids: set[int]) -> dict[int, str]:
-    if not profile_ids:
+def _names(session: Session, viewer: Viewer, readable: dict[int, int]) -> dict[int, str]:
+    """The names of the customers the viewer may open; the others are only their number."""
+    if not readable:
         return {}
-    rows = session.execute(select(Profile.id, Profile.name).where(Profile.id.in_(profile_ids))).all()
+    rows = session.execute(select(Profile.id, Profile.name).where(Profile.id.in_(set(readable.values())))).all()
     masked = viewer.role in NAME_MASKED_ROLES
-    return {pid: (mask_name(name) if masked else name) if name else f"Customer #{pid}" for pid, name in rows}
+    live = {pid: (mask_name(name) if masked else name) if name else "" for pid, name in rows}
+    return {pid: live.get(target) or f"Customer #{target}" for pid, target in readable.items()}
 
 
 def _titles(session: Session, viewer: Viewer, items: Sequence[Alert | Task]) -> dict[int, str]:
@@ -51,12 +53,18 @@ def work_page(request: Request, session: ReadSession, viewer: ReaderDep, done: b
     user_id = _user_id(viewer)
     alerts = service.list_alerts(session, user_id, limit=50)
     tasks = service.list_tasks(session, user_id, open_only=not done)
-    names = _names(session, viewer, {a.profile_id for a in alerts} | {t.profile_id for t in tasks})
+    # An alert can name a customer the viewer no longer sees (moved to another store, her advisor removed):
+    # it stays in the list, without her name or a link to a 360 that would answer "not found".
+    readable = profiles.readable_ids(
+        session, viewer.principal, {a.profile_id for a in alerts} | {t.profile_id for t in tasks}
+    )
+    names = _names(session, viewer, readable)
     unread, open_tasks = service.open_counts(session, user_id)
     context = {
         "alerts": alerts,
         "tasks": tasks,
         "names": names,
+        "readable": readable,
         "alert_titles": _titles(session, viewer, alerts),
         "task_titles": _titles(session, viewer, tasks),
         "unread": unread,

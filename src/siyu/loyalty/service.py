@@ -26,6 +26,7 @@ from siyu import bulk
 from siyu.config import Settings, get_settings
 from siyu.db import is_postgres, utcnow
 from siyu.errors import BadRequest, Conflict, NotFound, SiyuError
+from siyu.loyalty import tiers
 from siyu.loyalty.models import Lot, LotDraw, Member, MemberStatus, Posting, PostingKind, Tier
 from siyu.profiles.models import Profile
 from siyu.profiles.service import live_id
@@ -718,6 +719,13 @@ def post_many(
         except SiyuError as exc:
             results[index] = exc
     group.write(session)
+    # Tier upgrades are immediate (domain §4), for points posted through the API as for orders' points.
+    earned = {
+        r.posting.member_id
+        for r in results
+        if isinstance(r, PostingResult) and not r.replayed and r.posting.kind is PostingKind.earn
+    }
+    tiers.upgrade_after_earning(session, earned, now)
     # A key reused within the group names a posting whose id was drawn only by the write.
     return [KeyReused(r.key, r.first) if isinstance(r, KeyReused) else r for r in results if r is not None]
 

@@ -102,6 +102,25 @@ def get_or_raise(session: Session, principal: Principal, profile_id: int) -> Pro
     return profile
 
 
+def readable_ids(session: Session, principal: Principal, profile_ids: Iterable[int]) -> dict[int, int]:
+    """For each of profile_ids that principal may read, the live profile it is now part of."""
+    asked = set(profile_ids)
+    if not asked:
+        return {}
+    live = {
+        pid: merged_into if merged_into is not None else pid
+        for pid, merged_into in session.execute(
+            select(Profile.id, Profile.merged_into_id).where(Profile.id.in_(asked))
+        )
+    }
+    readable = set(
+        session.execute(
+            readable_statement(principal).with_only_columns(Profile.id).where(Profile.id.in_(set(live.values())))
+        ).scalars()
+    )
+    return {pid: target for pid, target in live.items() if target in readable}
+
+
 def live_ids_read(session: Session, profile_ids: Iterable[int]) -> bulk.Read[dict[int, int]]:
     """For each of profile_ids that exists, the id of the profile it is now part of (live_id in bulk)."""
     asked = sorted(set(profile_ids))
