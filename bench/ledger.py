@@ -7,7 +7,8 @@ For each database (PostgreSQL by default; SQLite too with --db sqlite or both) t
    with a fixed SIYU_SECRET_KEY and waits for /healthz;
 2. creates an admin key and a source write key with `siyu apikeys create`, sends one Segment
    `identify` per member (userId BM<n>) to /v1/batch, waits for the ingest processor to store them,
-   reads the profile ids from the `identifiers` table and enrols every profile with
+   reads the profile ids from the `identifiers` table, creates three tiers (Jade, Gold at 5,000 and
+   Platinum at 50,000 qualifying points: every earn checks for an upgrade) and enrols every profile with
    POST /api/v1/loyalty/members (none of this is timed);
 3. sends warm-up postings (not timed), runs ANALYZE on PostgreSQL (as autovacuum would have on a
    production server; this machine runs with it off), then the timed postings from `--clients` keep-alive
@@ -290,6 +291,13 @@ def admin_headers(key: str) -> dict[str, str]:
     }
 
 
+TIERS = (
+    {"name": "Jade", "rank": 0},
+    {"name": "Gold", "rank": 1, "threshold_points": 5_000, "multiplier": 1.5},
+    {"name": "Platinum", "rank": 2, "threshold_points": 50_000, "multiplier": 2},
+)
+
+
 def create_members(
     db: Any, server: Any, workdir: Path, admin: dict[str, str], count: int, concurrency: int, deadline: float
 ) -> list[int]:
@@ -323,6 +331,14 @@ def create_members(
     if len(set(profiles)) != count:
         raise BenchError(f"{count} member ids resolved to {len(set(profiles))} profiles")
     console.print(f"  {count} profiles stored in {time.perf_counter() - started:.1f} s")
+
+    # A programme has tiers: every earn then checks whether the member reached a higher one (immediate upgrade).
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    for tier in TIERS:
+        status, data, _ = call(conn, "POST", "/api/v1/loyalty/tiers", orjson.dumps(tier), admin)
+        if status != 201:
+            raise BenchError(f"creating tier {tier['name']}: HTTP {status}, expected 201: {data[:400]!r}")
+    conn.close()
 
     started = time.perf_counter()
 

@@ -90,7 +90,7 @@ def test_channels_add_and_list(tmp_path: Path) -> None:
         "--name",
         "tos-wecom",
         "--corp-id",
-        "ww1",
+        "ww1a2b3c4d5e6f7a8b",
         "--token",
         "abc",
         "--aes-key",

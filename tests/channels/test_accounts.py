@@ -94,9 +94,15 @@ def test_duplicates(client: TestClient, session: Session) -> None:
     wecom = {
         "kind": "wecom",
         "name": "tos-wecom",
-        "app_id": "ww1",
+        "app_id": "ww1a2b3c4d5e6f7a8b",
         "secret": "x",
         "token": "abc",
         "aes_key": WECOM_AES_KEY,
     }
     assert client.post("/api/v1/channels", json=wecom, headers=factories.auth(key)).status_code == 201
+    r = client.post(
+        "/api/v1/channels",
+        json={**wecom, "name": "typo", "app_id": "ww1a2b 3c4d5e6f"},
+        headers=factories.auth(key),
+    )
+    assert r.status_code == 400 and "'ww1a2b 3c4d5e6f' is not an app id or a corp id" in r.json()["detail"]

@@ -243,6 +243,36 @@ def test_members(session: Session, tmp_path: Path) -> None:
     ).rows_imported == 1
 
 
+def test_member_birthdays_genders_and_advisors_are_checked(session: Session, tmp_path: Path) -> None:
+    factories.user(session, factories.Role.sales_associate, wecom_userid="zhangsan")
+    path = write_csv(
+        tmp_path / "members.csv",
+        ["member_id", "birthday", "gender", "associate"],
+        [
+            ["M1", "1990/2/28", "女", "zhangsan"],
+            ["M2", "03-08", "2", ""],
+            ["M3", "1990-02-30", "female", ""],
+            ["M4", "", "x", ""],
+            ["M5", "", "", "lisi"],
+        ],
+    )
+    result = run_import(path, kind="members", source="generic", mapping=mappings.load("members", "generic"))
+    assert (result.rows_imported, result.rows_failed) == (2, 3)
+    refused = {f.row: (f.column, f.reason) for f in result.failures}
+    assert refused[4] == (
+        "birthday (B)",
+        "'1990-02-30' is not a date (e.g. 1990-02-28, or 02-28 without the year)",
+    )
+    assert refused[5][0] == "gender (C)" and "use male, female or unknown" in refused[5][1]
+    assert (
+        refused[6][0] == "associate (D)" and "'lisi' is the WeCom UserID of no active user" in refused[6][1]
+    )
+    m1 = profile_of(session, "member_id", "M1")
+    assert (m1.traits["birthday"], m1.traits["gender"]) == ("1990-02-28", "female")
+    assert m1.owner_user_id is not None
+    assert profile_of(session, "member_id", "M2").traits["birthday"] == "03-08"
+
+
 def test_missing_columns_write_nothing(session: Session, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "wrong.csv", ["id", "who"], [["1", "x"]])
     with pytest.raises(BadRequest, match="has no column '订单编号', '买家实际支付金额', '订单付款时间'"):
@@ -290,6 +320,68 @@ def test_unreadable_files(tmp_path: Path) -> None:
     pdf.write_bytes(b"%PDF")
     with pytest.raises(BadRequest, match=r"use a \.csv or \.xlsx"):
         run_import(pdf, kind="orders", source="pos", mapping=mappings.load("orders", "pos"))
+
+
+def test_a_row_repeating_an_order_or_a_sku_is_a_duplicate_if_identical_and_refused_if_not(
+    session: Session, tmp_path: Path
+) -> None:
+    from siyu.catalogue.models import Product
+
+    rows = [
+        ["T1", "nancy_tb", "", "899.00", "0", "2026-11-01 10:00:00", "交易成功"],
+        ["T1", "nancy_tb", "", "899.00", "0", "2026-11-01 10:00:00", "交易成功"],  # the same row again
+        [
+            "T1",
+            "nancy_tb",
+            "",
+            "999.00",
+            "0",
+            "2026-11-01 10:00:00",
+            "交易成功",
+        ],  # the same order, other total
+        ["T2", "lizzy_tb", "", "oops", "0", "2026-11-01 10:00:00", "交易成功"],  # refused...
+        [
+            "T2",
+            "lizzy_tb",
+            "",
+            "120.00",
+            "0",
+            "2026-11-01 10:00:00",
+            "交易成功",
+        ],  # ...so this one is the order
+    ]
+    path = write_csv(tmp_path / "tmall.csv", TMALL_HEADER, rows)
+    result = run_import(
+        path, kind="orders", source="tmall", mapping=mappings.load("orders", "tmall"), chunk_rows=2
+    )
+    assert (result.rows_imported, result.rows_duplicate, result.rows_failed) == (2, 1, 2)
+    refused = {f.row: (f.column, f.reason) for f in result.failures}
+    assert refused[4] == (
+        "订单编号 (A)",
+        "order 'T1' is also at row 2 of this file, with other values: row 2 is kept",
+    )
+    assert profile_of(session, "tmall_buyer_id", "nancy_tb").revenue_fen == 89900
+    assert profile_of(session, "tmall_buyer_id", "lizzy_tb").revenue_fen == 12000
+
+    header = ["商家编码", "宝贝标题", "类目", "价格"]
+    catalogue = write_csv(
+        tmp_path / "catalogue.csv",
+        header,
+        [
+            ["QP-1", "旗袍", "旗袍", "100"],
+            ["QP-1", "旗袍", "旗袍", "100"],
+            ["QP-1", "旗袍 new", "旗袍", "200"],
+        ],
+    )
+    products = run_import(
+        catalogue, kind="products", source="tmall", mapping=mappings.load("products", "tmall")
+    )
+    assert (products.rows_imported, products.rows_duplicate, products.rows_failed) == (1, 1, 1)
+    assert (
+        products.failures[0].reason
+        == "SKU 'QP-1' is also at row 2 of this file, with other values: row 2 is kept"
+    )
+    assert session.execute(select(Product.price_fen)).scalar_one() == 10000
 
 
 def test_products(session: Session, tmp_path: Path) -> None:

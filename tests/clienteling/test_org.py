@@ -134,6 +134,10 @@ def test_api_admin_adds_everyone_reads(client: TestClient, session: Session) -> 
         client.post("/api/v1/org/regions", json={"code": "W", "name": "x"}, headers=marketer).status_code
         == 403
     )
+    r = client.post(
+        "/api/v1/org/stores", json={"code": "SH 02", "name": "x", "region": "EAST"}, headers=admin
+    )
+    assert r.status_code == 400 and "'SH 02' has a space" in r.json()["detail"]
     assert [s["code"] for s in client.get("/api/v1/org/stores", headers=marketer).json()] == ["SH01"]
     actions = session.execute(select(AuditLog.action).order_by(AuditLog.id)).scalars().all()
     assert actions == ["org.region.create", "org.store.create"]

@@ -159,7 +159,8 @@ def test_admin_adds_an_account_whose_secrets_are_never_shown(client: TestClient,
     assert "/wechat/oa/new-oa/callback" in page and "subscription" in page
     assert "s3cret-value" not in page and "Token123" not in page
     bad = client.post(
-        "/channels/accounts", data={**form, "name": "other", "app_id": "wx2", "aes_key": "short"}
+        "/channels/accounts",
+        data={**form, "name": "other", "app_id": "wx0000000000000002", "aes_key": "short"},
     )
     assert bad.status_code == 400 and "aes_key" in bad.text
 

@@ -248,6 +248,14 @@ class TestBadInput:
                 },
                 "timestamp: '0001-01-01T00:00:00Z' is too far from sentAt",
             ),
+            (
+                {"type": "track", "event": "X", "userId": "M", "messageId": " "},
+                "messageId: must be a non-empty string, got an empty one",
+            ),
+            (
+                {"type": "identify", "userId": "M", "traits": {"home_store": ["SH01", "BJ01"]}},
+                "traits.home_store: must be a store code (a string), got an array",
+            ),
             ({"type": "alias", "userId": "M"}, "previousId and userId"),
             ("just a string", "event must be a JSON object"),
         ],

@@ -77,6 +77,7 @@ def test_enrol_a_list_by_identifier_and_take_someone_out(brand: Brand) -> None:
         "entered": 1,
         "not_found": [{"type": "phone", "value": "+8613000000000"}],
         "not_found_profile_ids": [],
+        "invalid": [],
     }
     assert client.post(f"/api/v1/journeys/{j.id}/enrol", json=body, headers=admin).json()["entered"] == 0
     assert client.delete(f"/api/v1/journeys/{j.id}/enrolments/{amy}", headers=admin).status_code == 204
@@ -92,12 +93,28 @@ def test_enrol_by_a_phone_as_a_person_types_it(brand: Brand) -> None:
     j = brand.journey(linear({"type": "wait", "duration": "1d"}))
     body = {"identifiers": [{"type": "phone", "value": "139 1234 5678"}], "key": "list-2"}
     r = client.post(f"/api/v1/journeys/{j.id}/enrol", json=body, headers=admin)
-    assert r.json() == {"entered": 1, "not_found": [], "not_found_profile_ids": []}
+    assert r.json() == {"entered": 1, "not_found": [], "not_found_profile_ids": [], "invalid": []}
     rows = client.get(f"/api/v1/journeys/{j.id}/enrolments", params={"profile_id": bea}, headers=admin).json()
     assert [e["status"] for e in rows] == ["active"]
-    bad = {"identifiers": [{"type": "phone", "value": "12"}], "key": "list-3"}
+    # A phone that is no number is reported with its place in the list; the rest of the list enrols.
+    cai = brand.follower("cai", traits={"phone": "+8613900000001"})
+    bad = {
+        "identifiers": [{"type": "phone", "value": "12"}, {"type": "phone", "value": "13900000001"}],
+        "key": "l3",
+    }
     r = client.post(f"/api/v1/journeys/{j.id}/enrol", json=bad, headers=admin)
-    assert r.status_code == 400 and r.json()["detail"].startswith("identifiers[0].value:")
+    assert r.status_code == 200 and r.json()["entered"] == 1
+    [invalid] = r.json()["invalid"]
+    assert invalid["index"] == 0 and "'12'" in invalid["reason"]
+    assert [
+        e["status"]
+        for e in client.get(
+            f"/api/v1/journeys/{j.id}/enrolments", params={"profile_id": cai}, headers=admin
+        ).json()
+    ] == ["active"]
+    # A profile id no database holds is a 422 naming it, not a server error.
+    r = client.post(f"/api/v1/journeys/{j.id}/enrol", json={"profile_ids": [10**20]}, headers=admin)
+    assert r.status_code == 422 and "profile_ids" in r.text
 
 
 def test_enrol_refuses_what_cannot_enter(brand: Brand) -> None:
@@ -107,7 +124,7 @@ def test_enrol_refuses_what_cannot_enter(brand: Brand) -> None:
     j = brand.journey(linear({"type": "wait", "duration": "1d"}))
     url = f"/api/v1/journeys/{j.id}/enrol"
     r = client.post(url, json={"profile_ids": [cai, 987654], "key": "ids"}, headers=admin)
-    assert r.json() == {"entered": 1, "not_found": [], "not_found_profile_ids": [987654]}
+    assert r.json() == {"entered": 1, "not_found": [], "not_found_profile_ids": [987654], "invalid": []}
     # A profile merged into another is enrolled as the one it is now part of.
     merged = Profile(name="old cai", merged_into_id=cai)
     brand.session.add(merged)
@@ -287,6 +304,24 @@ def test_library_lists_what_each_journey_needs_and_creates_drafts(brand: Brand) 
             for p in problems
         ), problems
     assert client.post("/api/v1/journeys/library/nope", json={}, headers=admin).status_code == 404
+
+
+def test_library_inputs_are_checked_before_anything_is_made(brand: Brand) -> None:
+    client, admin = brand.api.client, factories.auth(brand.api.admin_key)
+
+    def make(key: str, body: dict[str, object]) -> Any:
+        return client.post(f"/api/v1/journeys/library/{key}", json=body, headers=admin)
+
+    r = make("birthday-alert", {})
+    assert r.status_code == 400 and r.json()["detail"].startswith("accounts.wecom: "), r.text
+    r = make("birthday-alert", {"accounts": {"wecom": brand.oa.id}})
+    assert r.status_code == 400 and "is of kind oa" in r.json()["detail"]
+    assert make("birthday-alert", {"accounts": {"wecom": 999_999}}).status_code == 404
+    r = make(
+        "lapsed-win-back", {"accounts": {"oa": brand.oa.id, "wecom": brand.wecom.id}, "segment_id": 999_999}
+    )
+    assert r.status_code == 404 and "segment_id: no segment #999999" in r.json()["detail"]
+    assert make("birthday-alert", {"accounts": {"wecom": brand.wecom.id}}).status_code == 201
 
 
 def test_date_entries_enrol_on_the_day_once_local_time_has_come(

@@ -54,6 +54,10 @@ def create_account(
         raise BadRequest("name: lowercase letters, digits, '-' and '_', up to 64, e.g. 'taste-of-su-oa'")
     if not app_id.strip():
         raise BadRequest("app_id: required (the app id, or WeCom's corp id)")
+    if not re.fullmatch(r"w[wx][A-Za-z0-9]{8,30}", app_id):
+        # WeChat's app ids (wx + 16 hex) and WeCom's corp ids (ww or wx + 16): a typo or a pasted space
+        # would only surface as every callback failing to decrypt.
+        raise BadRequest(f"app_id: {app_id!r} is not an app id or a corp id (wx… or ww…, letters and digits)")
     if not secret:
         raise BadRequest("secret: required")
     if kind == ChannelKind.oa and oa_type is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,9 @@ def _code(value: str, field: str) -> str:
     code = value.strip()
     if not code or len(code) > 40:
         raise BadRequest(f"{field}: a code of 1 to 40 characters is required")
+    if re.search(r"[\s,;|/]", code):
+        # Codes travel in QR scenes, CLI arguments and import cells, where these characters split or vanish.
+        raise BadRequest(f"{field}: {code!r} has a space or one of , ; | /: use letters, digits, - or _")
     return code
 
 

@@ -32,7 +32,9 @@ def _names(session: Session, viewer: Viewer, readable: dict[int, int]) -> dict[i
     """The names of the customers the viewer may open; the others are only their number."""
     if not readable:
         return {}
-    rows = session.execute(select(Profile.id, Profile.name).where(Profile.id.in_(set(readable.values())))).all()
+    rows = session.execute(
+        select(Profile.id, Profile.name).where(Profile.id.in_(set(readable.values())))
+    ).all()
     masked = viewer.role in NAME_MASKED_ROLES
     live = {pid: (mask_name(name) if masked else name) if name else "" for pid, name in rows}
     return {pid: live.get(target) or f"Customer #{target}" for pid, target in readable.items()}

@@ -142,6 +142,13 @@ class Normalizer:
             raise EventError(f"context.traits: must be an object, got {_json_type(ctx_traits)}")
         if ctx_traits and etype != "group":
             traits = {**ctx_traits, **(traits or {})}
+        for trait_key, what in (("home_store", "a store code"), ("advisor", "a WeCom UserID")):
+            # They decide who may see her: a list or a number would be stored and quietly ignored.
+            trait_value = (traits or {}).get(trait_key)
+            if trait_value is not None and not isinstance(trait_value, str):
+                raise EventError(
+                    f"traits.{trait_key}: must be {what} (a string), got {_json_type(trait_value)}"
+                )
 
         timestamp = _timestamp(raw, received_at)
 
@@ -198,8 +205,10 @@ class Normalizer:
             message_id = (
                 "sha256:" + hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
             )
-        elif not isinstance(message_id, str | int) or isinstance(message_id, bool) or message_id == "":
+        elif not isinstance(message_id, str | int) or isinstance(message_id, bool):
             raise EventError(f"messageId: must be a non-empty string, got {_json_type(message_id)}")
+        elif isinstance(message_id, str) and not message_id.strip():
+            raise EventError("messageId: must be a non-empty string, got an empty one (leave it out instead)")
         message_id = str(message_id)
         if len(message_id) > MAX_ID_LENGTH:
             raise EventError(f"messageId: longer than {MAX_ID_LENGTH} characters")
@@ -254,8 +263,10 @@ class Normalizer:
             value = item.get("id")
             if isinstance(value, int) and not isinstance(value, bool):
                 value = str(value)
-            if not isinstance(value, str) or not value.strip():
+            if not isinstance(value, str):
                 raise EventError(f"{where}.id: must be a non-empty string, got {_json_type(value)}")
+            if not value.strip():
+                raise EventError(f"{where}.id: must be a non-empty string, got an empty one")
             if id_type == IdentifierType.phone:
                 value = self.normalize_phone(value, f"{where}.id")
             elif id_type == IdentifierType.email:

@@ -18,6 +18,7 @@ from siyu.journeys.schemas import (
     EnrolmentOut,
     EnrolOut,
     IdentifierIn,
+    InvalidIdentifier,
     JourneyIn,
     JourneyOut,
     JourneyPatch,
@@ -173,17 +174,20 @@ def enrol(journey_id: int, body: EnrolIn, principal: ReaderDep, session: Session
     pids = {live[p] for p in body.profile_ids if p in live and live[p] in readable}
     lost = sorted({p for p in body.profile_ids if p not in live or live[p] not in readable})
     missing: list[IdentifierIn] = []
+    invalid: list[InvalidIdentifier] = []
     for i, ident in enumerate(body.identifiers):
         try:
             profile = profiles.lookup(session, principal, ident.type, ident.value)
         except BadRequest as exc:
-            raise BadRequest(f"identifiers[{i}].{exc.message}") from None
+            # One mistyped phone in a list of thousands is reported, not a reason to enrol nobody.
+            invalid.append(InvalidIdentifier(index=i, reason=exc.message))
+            continue
         if profile is None:
             missing.append(ident)
         else:
             pids.add(profile.id)
     entered = service.enrol(session, journey, [(pid, f"manual:{body.key}", {}) for pid in sorted(pids)])
-    return EnrolOut(entered=entered, not_found=missing, not_found_profile_ids=lost)
+    return EnrolOut(entered=entered, not_found=missing, not_found_profile_ids=lost, invalid=invalid)
 
 
 @router.delete("/{journey_id}/enrolments/{profile_id}", status_code=204, summary="Take a customer out")

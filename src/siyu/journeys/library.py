@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from siyu.errors import NotFound
+from siyu.errors import BadRequest, NotFound
 from siyu.journeys import service
 from siyu.journeys.models import Journey
 from siyu.messaging import service as messaging
@@ -298,6 +298,7 @@ def instantiate(session: Session, key: str, body: InstantiateIn, *, actor: str =
     entry = _BY_KEY.get(key)
     if entry is None:
         raise NotFound(f"no library journey {key!r} (one of {', '.join(_BY_KEY)})")
+    _check_inputs(session, body)
     for name, spec in entry.templates.items():
         if messaging.get_template_by_name(session, name) is not None:
             continue
@@ -305,7 +306,11 @@ def instantiate(session: Session, key: str, body: InstantiateIn, *, actor: str =
         kind = messaging.ACCOUNT_KIND.get(channel)
         account_id = body.accounts.get(str(kind)) if kind is not None else None
         if kind is not None and account_id is None:
-            continue  # reported by validate: "no message template named …"
+            # A journey whose messages have no account to go out on would only fail at publication.
+            raise BadRequest(
+                f"accounts.{kind}: “{entry.name}” sends {channel} messages (template {name!r}): give the id "
+                f"of a {kind} account (GET /api/v1/channels), or create the template first"
+            )
         messaging.create_template(
             session,
             name=name,
@@ -325,3 +330,23 @@ def instantiate(session: Session, key: str, body: InstantiateIn, *, actor: str =
         definition=definition,
         actor=actor,
     )
+
+
+def _check_inputs(session: Session, body: InstantiateIn) -> None:
+    """BadRequest or NotFound naming an account or a segment that cannot be used (before anything is made)."""
+    from siyu.channels.models import ChannelAccount, ChannelKind
+    from siyu.segments.models import Segment
+
+    kinds = {str(k) for k in ChannelKind}
+    for kind, account_id in body.accounts.items():
+        if kind not in kinds:
+            raise BadRequest(f"accounts: unknown kind {kind!r} (one of {', '.join(sorted(kinds))})")
+        account = session.get(ChannelAccount, account_id)
+        if account is None:
+            raise NotFound(f"accounts.{kind}: no channel account #{account_id}")
+        if str(account.kind) != kind:
+            raise BadRequest(
+                f"accounts.{kind}: account #{account_id} ({account.name}) is of kind {account.kind}"
+            )
+    if body.segment_id is not None and session.get(Segment, body.segment_id) is None:
+        raise NotFound(f"segment_id: no segment #{body.segment_id}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -70,17 +70,27 @@ class IdentifierIn(Input):
 
 
 class EnrolIn(Input):
-    profile_ids: list[int] = Field(default_factory=list, max_length=10_000)
+    profile_ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(
+        default_factory=list, max_length=10_000
+    )
     identifiers: list[IdentifierIn] = Field(default_factory=list, max_length=10_000)
     key: str = Field(
         default="manual", max_length=120, description="Names this entry: the same key twice enrols once"
     )
 
 
+class InvalidIdentifier(BaseModel):
+    index: int = Field(description="Its place in `identifiers`")
+    reason: str
+
+
 class EnrolOut(BaseModel):
     entered: int
     not_found: list[IdentifierIn]
     not_found_profile_ids: list[int] = Field(default_factory=list)
+    invalid: list[InvalidIdentifier] = Field(
+        default_factory=list, description="Identifiers that are not one (a phone that is no number): left out"
+    )
 
 
 class EnrolmentOut(BaseModel):

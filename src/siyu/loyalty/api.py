@@ -174,26 +174,26 @@ def posting_op(principal: Principal, member_id: int, body: PostingIn, key: str) 
     )
 
 
-def _programme(principal: Principal) -> None:
+def _programme(principal: Principal, what: str) -> None:
     if principal.role not in PROGRAMME_ROLES:
-        raise Forbidden("earning rules are managed by admin and hq")
+        raise Forbidden(f"{what}: managed by admin and hq")
 
 
 @router.post("/rules", response_model=RuleOut, status_code=201, summary="Create an earning rule or campaign")
 def create_rule(body: RuleIn, principal: ReaderDep, session: SessionDep) -> RuleOut:
-    _programme(principal)
+    _programme(principal, "earning rules")
     return RuleOut.model_validate(rules.create(session, **body.model_dump()), from_attributes=True)
 
 
 @router.get("/rules", response_model=list[RuleOut], summary="Earning rules and campaigns")
 def list_rules(principal: ReaderDep, session: SessionDep) -> list[RuleOut]:
-    _programme(principal)
+    _programme(principal, "earning rules")
     return [RuleOut.model_validate(r, from_attributes=True) for r in rules.list_rules(session)]
 
 
 @router.patch("/rules/{rule_id}", response_model=RuleOut, summary="Switch a rule on or off")
 def patch_rule(rule_id: int, body: RulePatch, principal: ReaderDep, session: SessionDep) -> RuleOut:
-    _programme(principal)
+    _programme(principal, "earning rules")
     return RuleOut.model_validate(rules.set_active(session, rule_id, body.active), from_attributes=True)
 
 
@@ -204,7 +204,7 @@ def patch_rule(rule_id: int, body: RulePatch, principal: ReaderDep, session: Ses
     summary="Create a voucher template",
 )
 def create_template(body: VoucherTemplateIn, principal: ReaderDep, session: SessionDep) -> VoucherTemplateOut:
-    _programme(principal)
+    _programme(principal, "voucher templates")
     template = vouchers.create_template(session, **body.model_dump())
     return VoucherTemplateOut.model_validate(template, from_attributes=True)
 
@@ -230,7 +230,7 @@ def issue_voucher(
     response: Response,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> VoucherOut:
-    _programme(principal)
+    _programme(principal, "issuing vouchers by hand")
     member = _member(session, principal, profile_id)
     voucher, replayed = vouchers.issue(
         session, body.template_id, member.id, key=require_key(idempotency_key, key_scope(principal))
@@ -299,7 +299,7 @@ def redeem_voucher(
     "/blind-boxes", response_model=BlindBoxOut, status_code=201, summary="Create a blind box and its prizes"
 )
 def create_blind_box(body: BlindBoxIn, principal: ReaderDep, session: SessionDep) -> BlindBoxOut:
-    _programme(principal)
+    _programme(principal, "blind boxes")
     box = BlindBox(name=body.name, points_cost=body.points_cost, active=True)
     prizes = [BlindBoxPrize(**p.model_dump(), awarded=0) for p in body.prizes]
     return BlindBoxOut.model_validate(blind_boxes.create(session, box, prizes), from_attributes=True)
@@ -351,7 +351,7 @@ def draw_blind_box(
 
 @router.post("/tiers", response_model=TierOut, status_code=201, summary="Define a tier")
 def create_tier(body: TierIn, principal: ReaderDep, session: SessionDep) -> TierOut:
-    _programme(principal)
+    _programme(principal, "tiers")
     return TierOut.model_validate(tiers.create(session, **body.model_dump()), from_attributes=True)
 
 
@@ -370,7 +370,7 @@ def set_referral_program(
     body: ReferralProgramIn, principal: ReaderDep, session: SessionDep
 ) -> ReferralProgramOut:
     """The new programme replaces the active one (kept, inactive, for the record)."""
-    _programme(principal)
+    _programme(principal, "the referral programme")
     if body.cap_per_30_days <= 0:
         raise BadRequest("cap_per_30_days: must be more than 0")
     if body.referrer_points < 0 or body.friend_points < 0:

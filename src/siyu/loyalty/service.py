@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, Table, bindparam, func, or_, select
+from sqlalchemy import Select, Table, bindparam, func, literal_column, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -613,6 +613,7 @@ class _Locked:
     balance: int
     debt: int
     changed: bool = False
+    tier: str | None = None
 
 
 @dataclass(slots=True)
@@ -641,7 +642,7 @@ def _lock_many(session: Session, member_ids: set[int]) -> dict[int, _Locked]:
 def _lock_members(postgres: bool) -> Select[*tuple[Any, ...]]:
     m = _MEMBERS.c
     statement = (
-        select(m.id, m.member_number, m.status, m.balance, m.debt)
+        select(m.id, m.member_number, m.status, m.balance, m.debt, m.tier)
         .where(bulk.among(m.id, "ids", postgres=postgres))
         .order_by(m.id)  # in id order, as every multi-member transaction (lock_all)
     )
@@ -674,6 +675,29 @@ def _open_lots(postgres: bool) -> Select[*tuple[Any, ...]]:
         select(lots.c.id, lots.c.member_id, lots.c.remaining, lots.c.expires_at)
         .where(or_(~lots.c.spendable, func.coalesce(lots.c.before, 0) < bindparam("need")))
         .order_by(lots.c.member_id, lots.c.expires_at, lots.c.id)
+    )
+
+
+@functools.cache
+def _tier_thresholds() -> Select[*tuple[Any, ...]]:
+    t = cast(Table, Tier.__table__).c
+    return select(t.name, t.rank, t.threshold_points)
+
+
+@functools.cache
+def _qualifying_points(postgres: bool) -> Select[*tuple[Any, ...]]:
+    """Each member's qualifying points (tiers.qualifying) before the group: earned less reversed, 12 months."""
+    c = _POSTINGS.c
+    return (
+        select(c.member_id, func.sum(c.points).label("points"))
+        .where(
+            bulk.among(c.member_id, "ids", postgres=postgres),
+            # Literals: bulk.fetch_all binds named parameters only, not an expanding IN list.
+            c.kind.in_([literal_column(f"'{k.value}'") for k in (PostingKind.earn, PostingKind.reverse)]),
+            c.created_at > bindparam("since", type_=c.created_at.type),
+            c.created_at <= bindparam("now", type_=c.created_at.type),
+        )
+        .group_by(c.member_id)
     )
 
 
@@ -720,12 +744,8 @@ def post_many(
             results[index] = exc
     group.write(session)
     # Tier upgrades are immediate (domain §4), for points posted through the API as for orders' points.
-    earned = {
-        r.posting.member_id
-        for r in results
-        if isinstance(r, PostingResult) and not r.replayed and r.posting.kind is PostingKind.earn
-    }
-    tiers.upgrade_after_earning(session, earned, now)
+    for member_id in group.upgrades():
+        tiers.upgrade(session, session.get_one(Member, member_id), now=now)
     # A key reused within the group names a posting whose id was drawn only by the write.
     return [KeyReused(r.key, r.first) if isinstance(r, KeyReused) else r for r in results if r is not None]
 
@@ -758,14 +778,34 @@ class _Group:
                 _open_lots(postgres), {"ids": among(_LOTS.c.member_id, drawing), "now": now, "need": need}
             ),
         ]
+        # Who earns may reach a higher tier: the tiers and their qualifying points, in the same round trip.
+        earning = sorted({op.member_id for op in ops if op.kind is PostingKind.earn})
+        if earning:
+            queries.append(bulk.Query(_tier_thresholds(), {}))
+            queries.append(
+                bulk.Query(
+                    _qualifying_points(postgres),
+                    {"ids": among(_POSTINGS.c.member_id, earning), "since": now - tiers.WINDOW, "now": now},
+                )
+            )
         if reserved.query is not None:
             queries.append(reserved.query)
-        locked, firsts, lots, *ids = bulk.fetch_all(session, queries) if ops else ([], [], [])
-        self.ids = reserved.take(ids[0] if ids else None)
+        fetched = bulk.fetch_all(session, queries) if ops else [[], [], []]
+        locked, firsts, lots = fetched[:3]
+        thresholds, qualifying = fetched[3:5] if earning else ([], [])
+        self.ids = reserved.take(fetched[-1] if reserved.query is not None else None)
         self.accounts = {
-            row.id: _Locked(row.id, row.member_number, MemberStatus(row.status), row.balance, row.debt)
+            row.id: _Locked(
+                row.id, row.member_number, MemberStatus(row.status), row.balance, row.debt, tier=row.tier
+            )
             for row in locked
         }
+        # (rank, points) of the tiers a member reaches by points, and each earner's points over 12 months.
+        self.rank = {row.name: row.rank for row in thresholds}
+        self.by_points = [(row.rank, row.threshold_points) for row in thresholds if row.threshold_points]
+        self.qualifying: dict[int, int] = dict.fromkeys(earning, 0)
+        self.qualifying.update({row.member_id: int(row.points) for row in qualifying})
+        self.earned: set[int] = set()
         # Transient copies: a replay is only read (for its answer and the conflict check).
         self.firsts: dict[str, Posting] = {row.idempotency_key: Posting(**row._asdict()) for row in firsts}
         self.spendable: dict[int, list[_OpenLot]] = {member_id: [] for member_id in drawing}
@@ -802,6 +842,9 @@ class _Group:
         order_id = None if op.kind is PostingKind.adjust else op.order_id
         posting = self._posting(account, op.kind, change, op.key, op.reason, op.actor, order_id)
         self.firsts[op.key] = posting  # a repeat of the key later in the group is a replay of this one
+        if op.kind is PostingKind.earn:
+            self.qualifying[account.id] += change
+            self.earned.add(account.id)
         lots = self.spendable.get(account.id)
         if change > 0:
             lot = _OpenLot((self.expires_at, 1, len(self.new_lots)), change, posting=posting)
@@ -834,6 +877,18 @@ class _Group:
         )
         self.postings.append(posting)
         return posting
+
+    def upgrades(self) -> list[int]:
+        """The members whose points earned in the group reach a tier above theirs (upgraded after the write)."""
+        return [
+            member_id
+            for member_id in sorted(self.earned)
+            if any(
+                rank > self.rank.get(self.accounts[member_id].tier or "", -1)
+                and self.qualifying[member_id] >= need
+                for rank, need in self.by_points
+            )
+        ]
 
     def write(self, session: Session) -> None:
         """Write what the group posted: a statement per table."""

@@ -120,38 +120,6 @@ def upgrade(
     return True
 
 
-def upgrade_after_earning(session: Session, member_ids: set[int], now: dt.datetime) -> int:
-    """Upgrade the members among member_ids whose points earned now reach a higher tier; how many changed.
-
-    For postings made through the API (the events' earnings upgrade in reactions): points alone can raise a
-    tier here, so one grouped sum finds the few members to upgrade, whatever the size of the group.
-    """
-    if not member_ids:
-        return 0
-    tiers = list_tiers(session)
-    by_points = [t for t in tiers if t.rank > 0 and t.threshold_points is not None]
-    if not by_points:
-        return 0
-    rank = {t.name: t.rank for t in tiers}
-    rows = session.execute(
-        select(Member.id, Member.tier, func.coalesce(func.sum(Posting.points), 0))
-        .join(Posting, Posting.member_id == Member.id)
-        .where(
-            Member.id.in_(sorted(member_ids)),
-            Posting.kind.in_([PostingKind.earn, PostingKind.reverse]),
-            Posting.created_at > now - WINDOW,
-            Posting.created_at <= now,
-        )
-        .group_by(Member.id, Member.tier)
-    ).all()
-    changed = 0
-    for member_id, tier, points in rows:
-        if any(t.rank > rank.get(tier, -1) and points >= (t.threshold_points or 0) for t in by_points):
-            member = session.get_one(Member, member_id)
-            changed += upgrade(session, member, now=now)
-    return changed
-
-
 def review_due(session: Session, *, now: dt.datetime | None = None, limit: int = 500) -> int:
     """At each member's anniversary, lower by one tier a member who no longer qualifies; returns reviews done.
 

@@ -115,7 +115,9 @@ def readable_ids(session: Session, principal: Principal, profile_ids: Iterable[i
     }
     readable = set(
         session.execute(
-            readable_statement(principal).with_only_columns(Profile.id).where(Profile.id.in_(set(live.values())))
+            readable_statement(principal)
+            .with_only_columns(Profile.id)
+            .where(Profile.id.in_(set(live.values())))
         ).scalars()
     )
     return {pid: target for pid, target in live.items() if target in readable}

@@ -24,6 +24,7 @@ import orjson
 from sqlalchemy import select, text
 
 from siyu import bulk
+from siyu.auth.models import User
 from siyu.catalogue.service import upsert_products
 from siyu.channels.imports import readers
 from siyu.channels.imports.mappings import Mapping
@@ -92,6 +93,10 @@ class Skip(Exception):
     """A row that is not an order to import (cancelled, unpaid): counted, not refused."""
 
 
+class Repeat(Exception):
+    """A row that repeats an earlier row of the same file exactly: counted as a duplicate."""
+
+
 # A spreadsheet runs a cell that starts like a formula (=HYPERLINK(…), +, -, @): a refused value opened in
 # Excel must stay text. The leading apostrophe is Excel's own "this is text" mark.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -117,6 +122,7 @@ class RowEvents:
     number: int
     events: list[dict[str, Any]]
     id_columns: list[str]
+    key: str | None = None  # the order id: remembered once the row is imported (RowConverter.seen)
 
 
 @dataclass(slots=True)
@@ -151,6 +157,8 @@ class RowConverter:
         self.kind, self.source, self.mapping, self.filename = kind, source, mapping, filename
         # The brand's store codes, when the import checks a member's home store against them.
         self.stores: frozenset[str] | None = None
+        # The WeCom UserIDs of active staff, when the import checks a member's advisor against them.
+        self.advisors: frozenset[str] | None = None
         self.index = {name: i for i, name in enumerate(header) if name}
         self.header = header
         self.zone = ZoneInfo(mapping.timezone)
@@ -160,6 +168,9 @@ class RowConverter:
                 f"file: {filename} has no column {', '.join(repr(c) for c in missing)} "
                 f"(columns: {', '.join(h for h in header if h)}); adjust the mapping with --mapping"
             )
+        # The first row of each order id or SKU in this file and a digest of its cells: a later row with the
+        # same key is an exact repeat (a duplicate) or a conflict, reported instead of silently kept or lost.
+        self.seen: dict[str, tuple[int, int]] = {}
         self.id_columns = {t: c for t, c in mapping.identifiers.items() if c in self.index}
         if not self.id_columns and kind != "products":
             wanted = ", ".join(f"{c!r} ({t})" for t, c in mapping.identifiers.items())
@@ -171,6 +182,23 @@ class RowConverter:
             return [c for c in (m.sku, m.name) if c]
         return [c for c in (m.order_id, m.amount, m.time) if c] if self.kind == "orders" else []
 
+    def first_of(self, what: str, key: str, values: list[Any], column: str) -> int:
+        """The row's digest if no row imported before has key; Repeat for an exact repeat; RowError otherwise.
+
+        The caller remembers (self.seen) the rows it imports: a refused row keeps nothing from a later one.
+        """
+        digest = hash(tuple(readers.cell_text(v) for v in values))
+        earlier = self.seen.get(key)
+        if earlier is None:
+            return digest
+        first, first_digest = earlier
+        if first_digest == digest:
+            raise Repeat(key)
+        raise RowError(
+            column,
+            f"{what} {key!r} is also at row {first} of this file, with other values: row {first} is kept",
+        )
+
     def product(self, number: int, values: list[Any]) -> dict[str, Any]:
         """The catalogue row of a products row; RowError otherwise."""
         m = self.mapping
@@ -179,11 +207,13 @@ class RowConverter:
             raise RowError(m.sku, "a SKU is required")
         if len(sku) > 100:
             raise RowError(m.sku, "a SKU is at most 100 characters")
+        digest = self.first_of("SKU", sku, values, m.sku)
         name = self.get(values, m.name)
         if not name:
             raise RowError(m.name, "a name is required")
         price = self._amount(self.get(values, m.price), m.price, required=False) or Decimal(0)
         attributes = {k: v for k, c in m.traits.items() if (v := self.get(values, c))}
+        self.seen[sku] = (number, digest)
         return {
             "sku": sku,
             "name": name[:255],
@@ -273,6 +303,7 @@ class RowConverter:
         order_id = self.get(values, m.order_id)
         if not order_id:
             raise RowError(m.order_id, "an order id is required")
+        digest = self.first_of("order", order_id, values, m.order_id)
         status_text = self.get(values, m.status)
         status = m.status_map.get(status_text) if status_text else "completed"
         if status is None:
@@ -331,7 +362,8 @@ class RowConverter:
                     },
                 }
             )
-        return RowEvents(number, events, id_columns)
+        self.seen[order_id] = (number, digest)
+        return RowEvents(number, events, id_columns, order_id)
 
     def _member(
         self, number: int, values: list[Any], base: dict[str, Any], id_columns: list[str]
@@ -346,6 +378,18 @@ class RowConverter:
             value = self.get(values, column)
             if value:
                 traits[trait] = value
+        if "birthday" in traits:
+            traits["birthday"] = _birthday(traits["birthday"], m.traits.get("birthday", ""))
+        if "gender" in traits:
+            traits["gender"] = _gender(traits["gender"], m.traits.get("gender", ""))
+        advisor = traits.get("advisor")
+        if advisor is not None and self.advisors is not None and advisor not in self.advisors:
+            # An advisor decides who serves her and who sees her: an unknown one would leave her with nobody.
+            raise RowError(
+                m.associate,
+                f"associate {advisor!r} is the WeCom UserID of no active user: add them "
+                "(siyu users create --wecom-userid) and import again",
+            )
         store = traits.get("home_store")
         if store is not None and self.stores is not None and store.strip().upper() not in self.stores:
             # A home store decides who may see the member: an unknown code would leave her with none.
@@ -378,6 +422,53 @@ class RowConverter:
         if "timestamp" in event:
             joined_event["timestamp"] = event["timestamp"]
         return RowEvents(number, [event, joined_event], id_columns)
+
+
+_GENDERS = {
+    "male": "male",
+    "m": "male",
+    "man": "male",
+    "男": "male",
+    "1": "male",  # WeChat's and WeCom's code
+    "female": "female",
+    "f": "female",
+    "woman": "female",
+    "女": "female",
+    "2": "female",
+    "unknown": "unknown",
+    "未知": "unknown",
+    "0": "unknown",
+}
+_BIRTHDAY_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%Y.%m.%d")
+
+
+def _birthday(text: str, column: str) -> str:
+    """A birthday as the journeys read it (2026-01-31, or 01-31 when the year is not given); RowError else."""
+    value = text.strip()
+    for fmt in _BIRTHDAY_FORMATS:
+        try:
+            day = dt.datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+        if not 1900 <= day.year <= dt.date.today().year:
+            raise RowError(column, f"{text!r}: a birthday between 1900 and this year")
+        return day.isoformat()
+    try:
+        dt.datetime.strptime(f"2000-{value.replace('/', '-')}", "%Y-%m-%d")  # a leap year: 02-29 is a day
+    except ValueError:
+        raise RowError(
+            column, f"{text!r} is not a date (e.g. 1990-02-28, or 02-28 without the year)"
+        ) from None
+    month, _, day_of_month = value.replace("/", "-").partition("-")
+    return f"{int(month):02d}-{int(day_of_month):02d}"
+
+
+def _gender(text: str, column: str) -> str:
+    """male, female or unknown; RowError naming the accepted spellings otherwise."""
+    value = _GENDERS.get(text.strip().lower())
+    if value is None:
+        raise RowError(column, f"{text!r} is not a gender: use male, female or unknown (男, 女, 1, 2, 0 too)")
+    return value
 
 
 def file_sha256(path: Path) -> str:
@@ -434,6 +525,9 @@ def run_import(
     with unit_of_work() as session:
         if kind == "members" and mapping.store:
             converter.stores = frozenset(c.upper() for c in session.execute(select(Store.code)).scalars())
+        if kind == "members" and mapping.associate:
+            wecom_ids = session.execute(select(User.wecom_userid).where(User.is_active)).scalars()
+            converter.advisors = frozenset(u for u in wecom_ids if u)
         record = FileImport(
             kind=kind, source=source, filename=filename[:255], file_sha256=file_sha256(path), actor=actor
         )
@@ -479,6 +573,7 @@ def _import_products(
 ) -> None:
     products: list[dict[str, Any]] = []
     failures: list[Failure] = []
+    repeats = 0
     for number, values in chunk:
         try:
             products.append(converter.product(number, values))
@@ -486,17 +581,19 @@ def _import_products(
             failures.append(
                 Failure(number, converter.label(exc.column), converter.get(values, exc.column), exc.reason)
             )
+        except Repeat:
+            repeats += 1
     with unit_of_work() as session:
         outcome = upsert_products(session, products, source=converter.source)
         record = session.get(FileImport, result.import_id)
         assert record is not None
         record.rows_read += len(chunk)
         record.rows_imported += outcome.created + outcome.updated
-        record.rows_duplicate += outcome.unchanged
+        record.rows_duplicate += outcome.unchanged + repeats
         record.rows_failed += len(failures)
     result.rows_read += len(chunk)
     result.rows_imported += outcome.created + outcome.updated
-    result.rows_duplicate += outcome.unchanged
+    result.rows_duplicate += outcome.unchanged + repeats
     result.failures.extend(failures)
 
 
@@ -511,7 +608,7 @@ def _import_chunk(
         return
     converted: list[RowEvents] = []
     failures: list[Failure] = []
-    skipped = 0
+    skipped = repeats = 0
     for number, values in chunk:
         try:
             converted.append(converter.convert(number, values))
@@ -521,6 +618,8 @@ def _import_chunk(
             )
         except Skip:
             skipped += 1
+        except Repeat:
+            repeats += 1
     events = [ev for row in converted for ev in row.events]
     owner = [row for row in converted for _ in row.events]
     with unit_of_work() as session:
@@ -543,6 +642,8 @@ def _import_chunk(
             if row.number in refused:
                 continue
             refused.add(row.number)
+            if row.key is not None and converter.seen.get(row.key, (0, 0))[0] == row.number:
+                del converter.seen[row.key]  # refused: a later row of the same order may still be imported
             column = _rejection_column(rejection.reason, row, converter)
             values = values_of[row.number]
             # The column is named, so the event field the pipeline names would only confuse.
@@ -551,8 +652,9 @@ def _import_chunk(
                 Failure(row.number, converter.label(column), converter.get(values, column), reason)
             )
         ok = [row for row in converted if row.number not in refused]
-        duplicate = sum(1 for row in ok if row.events[0]["messageId"] in existing)
-        imported = len(ok) - duplicate
+        stored = sum(1 for row in ok if row.events[0]["messageId"] in existing)
+        imported = len(ok) - stored
+        duplicate = stored + repeats
         record = session.get(FileImport, result.import_id)
         assert record is not None
         record.rows_read += len(chunk)
