@@ -10,7 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg.errors import NumericValueOutOfRange
 from sqlalchemy import select, text
+from sqlalchemy.exc import DataError
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp
 
@@ -133,6 +135,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def siyu_error(_request: Request, exc: SiyuError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONBytesResponse(exc.body(), status_code=exc.status_code, headers=headers)
+
+    # An id or a number beyond 64 bits (9223372036854775807) in a path, a query or a body reaches the
+    # database and overflows there (SQLite: OverflowError; PostgreSQL: numeric value out of range).
+    out_of_range = {"detail": "a number in the request is out of range: ids and amounts are at most 2^63 - 1"}
+
+    @app.exception_handler(OverflowError)
+    async def overflow(_request: Request, _exc: OverflowError) -> Response:
+        return JSONBytesResponse(out_of_range, status_code=422)
+
+    @app.exception_handler(DataError)
+    async def data_error(_request: Request, exc: DataError) -> Response:
+        if not isinstance(exc.orig, NumericValueOutOfRange):
+            raise exc
+        return JSONBytesResponse(out_of_range, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
