@@ -132,7 +132,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     @app.exception_handler(SiyuError)
-    async def siyu_error(_request: Request, exc: SiyuError) -> Response:
+    async def siyu_error(request: Request, exc: SiyuError) -> Response:
+        if not request.url.path.startswith(MACHINE_PREFIXES) and exc.status_code != 401:
+            # A service's refusal inside a console page (a taken username, the last admin): the console's
+            # error page with the message, not a JSON body in the browser.
+            return console_routes.error_page(request, exc.status_code, exc.message)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONBytesResponse(exc.body(), status_code=exc.status_code, headers=headers)
 

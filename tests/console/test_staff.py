@@ -57,6 +57,13 @@ def test_admin_adds_a_scoped_user_resets_and_disables(client: TestClient, sessio
     session.expire_all()
     assert auth_service.get_api_key_by_secret(session, secret_of(key.text)) is None
     assert client.post(f"/staff/users/{admin.id}/disable", data={"csrf_token": token}).status_code == 403
+    # A service's refusal is the console's error page, with its message, not JSON.
+    taken = client.post(
+        "/staff/users",
+        data={"csrf_token": token, "username": "LI.SI", "role": "sales_associate", "store": "SH01"},
+    )
+    assert taken.status_code == 409 and "text/html" in taken.headers["content-type"]
+    assert "username &#39;LI.SI&#39; is taken" in taken.text or "username 'LI.SI' is taken" in taken.text
     actions = session.execute(select(AuditLog.action)).scalars().all()
     assert {"user.create", "user.update", "apikey.create"} <= set(actions)
 
