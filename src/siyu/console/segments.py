@@ -204,7 +204,7 @@ def export(session: ReadSession, viewer: OperationsDep, segment_id: int) -> Stre
     if segment is None:
         raise PageError(404, f"No segment #{segment_id}.")
     return StreamingResponse(
-        segments.export_csv(session, segment),
+        segments.stream_csv(segment.id),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="segment-{segment.id}.csv"'},
     )

@@ -146,7 +146,7 @@ def export(segment_id: int, principal: ReaderDep, session: SessionDep) -> Stream
     segment = service.get_or_raise(session, segment_id)
     filename = f"segment-{segment.id}.csv"
     return StreamingResponse(
-        service.export_csv(session, segment),
+        service.stream_csv(segment.id),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

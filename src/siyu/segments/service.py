@@ -13,7 +13,7 @@ import csv
 import datetime as dt
 import io
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
@@ -29,7 +29,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from siyu import bulk
 from siyu.clienteling.models import Region, Store
 from siyu.config import get_settings
-from siyu.db import is_postgres, utcnow
+from siyu.db import get_read_sessionmaker, is_postgres, utcnow
 from siyu.errors import Conflict, NotFound
 from siyu.ingest import service as ingest_service
 from siyu.ingest.reactors import StoredEvent
@@ -508,6 +508,18 @@ def segments_of(session: Session, profile_id: int) -> Sequence[Segment]:
         .order_by(Segment.name)
     )
     return session.execute(statement).scalars().all()
+
+
+def stream_csv(segment_id: int) -> Iterator[str]:
+    """export_csv on a read session of its own, closed when the stream ends or is dropped.
+
+    A streamed body is read after the request's unit of work has ended: on its session it would open a
+    transaction nobody ends (on SQLite, a write lock held until the server restarts).
+    """
+    with get_read_sessionmaker()() as session:
+        segment = session.get(Segment, segment_id)
+        if segment is not None:
+            yield from export_csv(session, segment)
 
 
 def export_csv(session: Session, segment: Segment) -> Iterable[str]:
