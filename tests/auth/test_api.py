@@ -141,6 +141,32 @@ def test_the_last_active_admin_cannot_be_disabled(client: TestClient, session: S
     )
 
 
+def test_a_disabled_persons_keys_do_not_work_and_none_can_be_made(
+    client: TestClient, session: Session
+) -> None:
+    admin = factories.auth(factories.api_key(session, Role.admin))
+    shop = factories.store(session, "SH05")
+    li = factories.user(session, Role.store_manager, store_id=shop.id, region_id=shop.region_id)
+    key = factories.api_key(session, Role.store_manager, user=li)
+    assert client.get("/api/v1/profiles", headers=factories.auth(key)).status_code == 200
+    li.is_active = False  # as an older version left it: disabled, the key not revoked
+    session.flush()
+    assert client.get("/api/v1/profiles", headers=factories.auth(key)).status_code == 401
+    posted = client.post(
+        "/api/v1/loyalty/members/1/postings",
+        json={"kind": "earn", "points": 1, "reason": "x"},
+        headers={**factories.auth(key), "Idempotency-Key": "k"},
+    )
+    assert posted.status_code == 401  # the postings lane looks keys up on its own
+    r = client.post("/api/v1/apikeys", json={"name": "li", "user": li.username}, headers=admin)
+    assert r.status_code == 409 and "is disabled" in r.json()["detail"]
+    # An associate's key acts as her: a key of the role but of nobody would read no customer.
+    r = client.post(
+        "/api/v1/apikeys", json={"name": "sa", "role": "sales_associate", "store": "SH05"}, headers=admin
+    )
+    assert r.status_code == 400 and "give user" in r.json()["detail"]
+
+
 def test_a_key_records_when_it_was_last_used(client: TestClient, session: Session) -> None:
     key, secret = auth_service.create_api_key(session, name="reader", role=Role.hq)
     writer, write_key = auth_service.create_api_key(session, name="site", role=Role.source)

@@ -43,6 +43,8 @@ def create_api_key(
     """A new API key and its secret, which is shown once and never stored."""
     if not name.strip():
         raise BadRequest("name: must not be empty")
+    if user is not None and not user.is_active:
+        raise Conflict(f"user: {user.username} is disabled: enable them first (siyu users enable)")
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(
         name=name.strip(),
@@ -81,6 +83,11 @@ def create_api_key_for(
         return create_api_key(session, name=name, role=Role(person.role), user=person)
     if role is None:
         raise BadRequest("role: required (or user, for a key that acts as a console user)")
+    if role is Role.sales_associate:
+        # An associate reads her own customers: a key of the role but of nobody would read none.
+        raise BadRequest(
+            "role: a sales_associate key acts as the associate: give user (--user USERNAME) instead"
+        )
     if role is Role.source:
         if store or region:
             raise BadRequest("store, region: a source key only sends events; leave them out")
@@ -112,6 +119,11 @@ def get_api_key_by_secret(session: Session, secret: str) -> ApiKey | None:
     key = session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(secret))).scalar_one_or_none()
     if key is None or key.revoked_at is not None:
         return None
+    if (
+        key.user_id is not None
+        and not session.execute(select(User.is_active).where(User.id == key.user_id)).scalar()
+    ):
+        return None  # a key acts for its person only while they may act (disabling also revokes it)
     return key
 
 
@@ -158,8 +170,11 @@ def principals_read(session: Session, secrets: Iterable[str]) -> bulk.Read[dict[
 def _live_keys(postgres: bool) -> Select[*tuple[Any, ...]]:
     # Built once: the posting lane looks keys up for every group of requests.
     k = ApiKey
+    person_active = select(User.is_active).where(User.id == k.user_id).scalar_subquery()
     return select(k.id, k.name, k.role, k.user_id, k.region_id, k.store_id, k.key_hash).where(
-        bulk.among(k.key_hash, "hashes", postgres=postgres), k.revoked_at.is_(None)
+        bulk.among(k.key_hash, "hashes", postgres=postgres),
+        k.revoked_at.is_(None),
+        or_(k.user_id.is_(None), person_active.is_(True)),
     )
 
 
