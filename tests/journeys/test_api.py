@@ -117,6 +117,19 @@ def test_enrol_by_a_phone_as_a_person_types_it(brand: Brand) -> None:
     assert r.status_code == 422 and "profile_ids" in r.text
 
 
+def test_a_marketer_enrols_by_member_id_not_by_phone(brand: Brand) -> None:
+    """Who entered and who was not found would tell her whose a phone is: she sees phones masked."""
+    client = brand.api.client
+    marketer = factories.auth(factories.api_key(brand.session, Role.marketer))
+    brand.follower("dai", traits={"phone": "+8613900000009"})
+    j = brand.journey(linear({"type": "wait", "duration": "1d"}))
+    url = f"/api/v1/journeys/{j.id}/enrol"
+    r = client.post(url, json={"identifiers": [{"type": "phone", "value": "13900000009"}]}, headers=marketer)
+    assert r.status_code == 403 and "cannot enrol by phone" in r.json()["detail"]
+    r = client.post(url, json={"identifiers": [{"type": "member_id", "value": "dai"}]}, headers=marketer)
+    assert r.status_code == 200 and r.json()["entered"] == 1
+
+
 def test_enrol_refuses_what_cannot_enter(brand: Brand) -> None:
     """Unknown ids come back; a merged id enrols the survivor; only active manual journeys take lists."""
     client, admin = brand.api.client, factories.auth(brand.api.admin_key)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from siyu.profiles.masking import mask_payload, mask_phone, mask_raw_payload, mask_text
+from siyu.profiles.masking import mask_payload, mask_phone, mask_raw_payload, mask_record, mask_text
 
 
 @pytest.mark.parametrize(
@@ -80,3 +80,20 @@ def test_an_address_in_a_body_that_is_not_json_is_masked_to_the_district() -> No
     assert mask_text(body, reveal=False, mask_names=False) == (
         '{"properties": {"shipping_address": "上海市静安区****", "total": 1'
     )
+
+
+def test_a_phone_sent_as_a_json_number_is_masked_under_its_key_and_by_its_shape() -> None:
+    record = {
+        "mobile": 13987654321,
+        "shipping": {"receiver_phone": 13955556666},
+        "note_no": 13977778888,
+        "qty": 2,
+    }
+    out = mask_record(record, reveal=False, mask_names=True)
+    assert out == {
+        "mobile": "139****4321",
+        "shipping": {"receiver_phone": "139****6666"},
+        "note_no": "139****8888",
+        "qty": 2,
+    }
+    assert mask_record(record, reveal=True, mask_names=False) == record

@@ -170,6 +170,12 @@ def test_a_marketer_may_not_segment_on_the_value_of_personal_data(api: Api, sess
         headers=marketer,
     )
     assert created.status_code == 422
+    r = preview({"trait": "wx_account", "op": "eq", "value": "13911112222"})  # a phone under any key
+    assert r.status_code == 422 and r.json()["path"] == "$.value", r.text
+    r = preview(
+        {"event": "X", "where": [{"property": "by", "op": "in", "value": ["a", "nancy@example.com"]}]}
+    )
+    assert r.status_code == 422 and r.json()["path"] == "$.where[0].value", r.text
     # Whether she has a phone says nothing about whom it is; an admin may ask anything.
     assert preview({"trait": "phone", "op": "exists"}).status_code == 200
     post(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from siyu import bulk
 from siyu.auth.models import Role
-from siyu.auth.principal import Principal
+from siyu.auth.principal import NAME_MASKED_ROLES, Principal
 from siyu.deps import ReaderDep, SessionDep
 from siyu.errors import BadRequest, Forbidden
 from siyu.journeys import library, service
@@ -167,6 +167,13 @@ def enrol(journey_id: int, body: EnrolIn, principal: ReaderDep, session: Session
     caller may see come back in `not_found_profile_ids` and `not_found`.
     """
     require_journeys(principal)
+    personal = sorted({i.type for i in body.identifiers if i.type in ("phone", "email")})
+    if personal and principal.role in NAME_MASKED_ROLES:
+        # She sees phones and emails masked: who entered and who was not found would unmask them.
+        raise Forbidden(
+            f"the {principal.role} role cannot enrol by {' or '.join(personal)}: use member ids, "
+            "profile ids or a segment (or ask an admin or hq)"
+        )
     journey = service.get_or_raise(session, journey_id)
     service.check_manual_entry(session, journey)
     (live,) = bulk.read_all(session, profiles.live_ids_read(session, body.profile_ids))

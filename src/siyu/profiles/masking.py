@@ -98,6 +98,10 @@ NAME_PAIR = re.compile(_KEYED.format(keys="|".join([*sorted(NAME_KEYS), _PERSON_
 ADDRESS_PAIR = re.compile(_KEYED.format(keys="|".join(sorted(ADDRESS_KEYS))))
 
 
+def _is_whole_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def mask_phone(value: str) -> str:
     """+8613812345678 -> +86138****5678: enough to recognise, not enough to call."""
     value = re.sub(r"[\s-]", "", value)  # "+86 138 1234 5678" would otherwise keep a digit too many
@@ -142,7 +146,9 @@ def mask_payload(value: Any, *, reveal: bool, mask_names: bool, thing: bool = Fa
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            if isinstance(v, str) and not reveal and is_phone_key(k):
+            if _is_whole_number(v) and not reveal and is_phone_key(k):
+                out[k] = mask_phone(str(v))  # a phone sent as a JSON number is still a phone
+            elif isinstance(v, str) and not reveal and is_phone_key(k):
                 out[k] = mask_phone(v)
             elif isinstance(v, str) and not reveal and k in EMAIL_KEYS:
                 out[k] = mask_email(v)
@@ -201,6 +207,8 @@ def mask_content(value: Any, *, mask_names: bool, names: tuple[str, ...] = (), r
         }
     if isinstance(value, list):
         return [mask_content(v, mask_names=mask_names, names=names, reveal=reveal) for v in value]
+    if _is_whole_number(value) and not reveal and PHONE_IN_TEXT.fullmatch(str(value)):
+        return mask_phone(str(value))  # 13812345678 as a number, under a key we cannot know
     if not isinstance(value, str):
         return value
     text = value if reveal else mask_text(value, reveal=False, mask_names=False)

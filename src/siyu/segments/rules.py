@@ -231,6 +231,21 @@ def check_not_personal(rule: Any, path: str = "$") -> None:
                 f"{name!r} is personal data your role sees masked: a rule may ask whether it exists, "
                 "not what it is",
             )
+        # A phone or an email under any other key ("wx_account": "139…") is shown masked just the same.
+        value = compare.get("value")
+        for v in value if isinstance(value, list) else [value]:
+            if _looks_personal(v):
+                raise RuleError(
+                    at.rsplit(".", 1)[0] + ".value" if at.endswith((".trait", ".property")) else at,
+                    "a phone number or an email is personal data your role sees masked: a rule cannot look for one",
+                )
+
+
+def _looks_personal(value: Any) -> bool:
+    from siyu.profiles.masking import EMAIL_IN_TEXT, PHONE_IN_TEXT
+
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    return bool(PHONE_IN_TEXT.search(text) or EMAIL_IN_TEXT.search(text))
 
 
 def _is_personal(key: str) -> bool:
