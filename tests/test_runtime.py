@@ -1,33 +1,28 @@
-"""The server and the worker tune the garbage collector once, as configured."""
+"""Process set-up: logs that never print the locals of a failing frame (settings, customers' phones)."""
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-
 import pytest
+import structlog
 
 from siyu import runtime
-from siyu.config import Settings
 
 
-@pytest.fixture
-def fresh_gc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    before = gc.get_threshold()
-    monkeypatch.setattr(runtime, "_tuned", False)
-    yield
-    gc.set_threshold(*before)
+def test_a_logged_exception_does_not_print_local_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    runtime.configure_logging()
+    try:
 
+        def process(batch: list[str]) -> None:
+            phone = batch[0]
+            raise ValueError(f"cannot store {len(phone)} characters")
 
-def test_the_threshold_is_the_setting_and_applied_once(fresh_gc: None) -> None:
-    gc.set_threshold(700, 10, 10)
-    runtime.tune(Settings(gc_threshold=50_000))
-    assert gc.get_threshold() == (50_000, 10, 10)
-    runtime.tune(Settings(gc_threshold=70_000))  # a second app in the same process changes nothing
-    assert gc.get_threshold() == (50_000, 10, 10)
-
-
-def test_zero_leaves_python_alone(fresh_gc: None) -> None:
-    gc.set_threshold(700, 10, 10)
-    runtime.tune(Settings(gc_threshold=0))
-    assert gc.get_threshold() == (700, 10, 10)
+        try:
+            process(["+86139" + "12345678"])
+        except ValueError:
+            structlog.get_logger("test").exception("ingest.batch_failed")
+        out = capsys.readouterr()
+        text = out.out + out.err
+        assert "ingest.batch_failed" in text and "cannot store 14 characters" in text
+        assert "8613912345678" not in text
+    finally:
+        structlog.reset_defaults()

@@ -91,6 +91,7 @@ def mount_fake_wechat(app: FastAPI, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new application bound to the process-wide database engine."""
+    runtime.configure_logging()
     settings = settings or get_settings()
     callbacks, postings = callback_writer(), posting_writer()
 

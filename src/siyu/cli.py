@@ -123,6 +123,7 @@ def worker(
 
     settings = get_settings()
     runtime.tune(settings)
+    runtime.configure_logging()
     factory = get_sessionmaker()
     scheduler = Scheduler(settings)
     console.print("worker started")

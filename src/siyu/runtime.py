@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 from siyu.config import Settings
 
@@ -25,3 +26,30 @@ def tune(settings: Settings) -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(settings.gc_threshold, older, oldest)
+
+
+def configure_logging() -> None:
+    """structlog's console output, with tracebacks that never print local variables.
+
+    structlog's default renders exceptions with Rich and every frame's locals: the settings (the database
+    URL with its password, the secret key) and the customers' phones in the batch being processed.
+    """
+    import structlog
+
+    tty = sys.stdout.isatty()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.StackInfoRenderer(),
+            structlog.dev.set_exc_info,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(
+                colors=tty,  # a log file or journald gets no escape codes
+                exception_formatter=structlog.dev.RichTracebackFormatter(
+                    show_locals=False, color_system="truecolor" if tty else None
+                ),
+            ),
+        ],
+        cache_logger_on_first_use=True,
+    )
