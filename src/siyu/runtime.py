@@ -51,5 +51,5 @@ def configure_logging() -> None:
                 ),
             ),
         ],
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=False,  # tests swap sys.stdout; a cached logger would keep a closed one
     )
