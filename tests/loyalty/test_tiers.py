@@ -211,3 +211,26 @@ def test_bad_tiers(api: Api) -> None:
         "/api/v1/loyalty/tiers", json={"name": "Gold", "rank": 4, "threshold_points": 1}, headers=headers
     )
     assert r.status_code == 409
+    assert "a tier named 'Gold' exists (rank 1)" in r.json()["detail"]
+    r = api.client.post(
+        "/api/v1/loyalty/tiers", json={"name": "Dup", "rank": 2, "threshold_points": 9000}, headers=headers
+    )
+    assert r.status_code == 409 and r.json()["detail"] == "tier 'Platinum' has rank 2"
+    # A higher rank needs more than every lower one: 100 points would jump past Gold and Platinum.
+    r = api.client.post(
+        "/api/v1/loyalty/tiers", json={"name": "Lower", "rank": 3, "threshold_points": 100}, headers=headers
+    )
+    assert r.status_code == 400 and "needs more points than 'Platinum'" in r.json()["detail"]
+    # A multiplier or a rule amount that would overflow every later earning of its members.
+    r = api.client.post(
+        "/api/v1/loyalty/tiers",
+        json={"name": "Huge", "rank": 3, "threshold_points": 90_000, "multiplier": 1e308},
+        headers=headers,
+    )
+    assert r.status_code == 400 and "multiplier: more than 0 and at most 100" in r.json()["detail"]
+    r = api.client.post(
+        "/api/v1/loyalty/rules",
+        json={"name": "Mega", "event": "Product Viewed", "mode": "fixed", "amount": 1e300},
+        headers=headers,
+    )
+    assert r.status_code == 400 and "amount: at most 1,000,000 for a fixed rule" in r.json()["detail"]

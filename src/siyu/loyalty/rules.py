@@ -36,6 +36,15 @@ class Award:
     detail: dict[str, Any]
 
 
+# Far above any real programme (Membership Day doubles, a top tier triples), far below what overflows a ledger:
+# a typo of 1e308 would otherwise make every later order of its members fail to be stored.
+MAX_AMOUNT = {RuleMode.fixed: 1_000_000, RuleMode.per_yuan: 1_000, RuleMode.multiplier: 100}
+MAX_MULTIPLIER = 100
+# No one event earns more than this (a trillion points, as a posting: schemas.MAX_POINTS), however the
+# multipliers stack.
+MAX_AWARD = 10**12
+
+
 def validate(rule: EarningRule) -> None:
     """BadRequest naming the field of a rule that cannot work."""
     if not rule.name.strip():
@@ -46,6 +55,9 @@ def validate(rule: EarningRule) -> None:
         raise BadRequest(f"mode: one of {', '.join(RuleMode)}")
     if rule.amount <= 0:
         raise BadRequest("amount: must be more than 0 (points, points per CNY, or a multiplier)")
+    most = MAX_AMOUNT.get(RuleMode(rule.mode))
+    if most is not None and not rule.amount <= most:  # also NaN
+        raise BadRequest(f"amount: at most {most:,} for a {rule.mode} rule, got {rule.amount:g}")
     if rule.mode == RuleMode.fixed and rule.amount != int(rule.amount):
         raise BadRequest("amount: a fixed rule gives whole points")
     for field in ("cap_per_day", "cap_per_member", "cap_total"):
@@ -56,8 +68,8 @@ def validate(rule: EarningRule) -> None:
         raise BadRequest("ends_at: must be after starts_at")
     for field in ("tier_multipliers", "item_multipliers"):
         for key, value in (getattr(rule, field) or {}).items():
-            if not isinstance(value, int | float) or value < 0:
-                raise BadRequest(f"{field}.{key}: must be a number ≥ 0")
+            if not isinstance(value, int | float) or not 0 <= value <= MAX_MULTIPLIER:
+                raise BadRequest(f"{field}.{key}: must be a number from 0 to {MAX_MULTIPLIER}")
     for key in rule.item_multipliers or {}:
         if not key.startswith(("category:", "sku:")):
             raise BadRequest(f"item_multipliers.{key}: keys are 'category:<name>' or 'sku:<sku>'")
@@ -209,7 +221,7 @@ def evaluate(
     tier_default = book.tier_multipliers.get(member.tier, 1.0)
     if ev.event == "Order Completed" and not any(r.mode == RuleMode.per_yuan for r in earning):
         rate = settings.loyalty_points_per_yuan * tier_default * campaign
-        points = math.floor(ev.amount_fen / 100 * rate + 1e-9)
+        points = math.floor(min(ev.amount_fen / 100 * rate, MAX_AWARD) + 1e-9)
         if points > 0:
             awards.append(Award(None, points, {"campaigns": campaigns} if campaigns else {}))
     zone = ZoneInfo(settings.loyalty_timezone)
@@ -229,7 +241,7 @@ def evaluate(
         else:
             raw, detail = _order_points(rule.amount, ev, rule.item_multipliers or {})
         raw *= float((rule.tier_multipliers or {}).get(member.tier, tier_default)) * campaign
-        points = math.floor(raw + 1e-9)
+        points = math.floor(min(raw, MAX_AWARD) + 1e-9)
         if campaigns:
             detail["campaigns"] = campaigns
         if rule.cap_total is not None:

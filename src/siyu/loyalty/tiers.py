@@ -22,6 +22,8 @@ from siyu.ingest.service import enqueue_for_profiles
 from siyu.loyalty.models import Member, Posting, PostingKind, Tier
 
 WINDOW = dt.timedelta(days=365)
+# A top tier earns two or three times; a typo of 1e308 would overflow every later earning of its members.
+MAX_MULTIPLIER = 100
 
 
 def validate(tier: Tier) -> None:
@@ -34,19 +36,41 @@ def validate(tier: Tier) -> None:
         raise BadRequest(
             "threshold_points or threshold_spend_fen: a tier above the entry one needs a threshold"
         )
-    if tier.multiplier <= 0:
-        raise BadRequest("multiplier: must be more than 0")
+    if not 0 < tier.multiplier <= MAX_MULTIPLIER:  # also NaN
+        raise BadRequest(f"multiplier: more than 0 and at most {MAX_MULTIPLIER}")
 
 
 def create(session: Session, **fields: Any) -> Tier:
     """A new tier (BadRequest for bad thresholds, Conflict for a taken name or rank)."""
     tier = Tier(**fields)
     validate(tier)
-    if session.execute(select(Tier.id).where((Tier.name == tier.name) | (Tier.rank == tier.rank))).first():
-        raise Conflict(f"a tier named {tier.name!r} or of rank {tier.rank} exists")
+    existing = list_tiers(session)
+    for other in existing:
+        if other.name == tier.name:
+            raise Conflict(f"a tier named {tier.name!r} exists (rank {other.rank})")
+        if other.rank == tier.rank:
+            raise Conflict(f"tier {other.name!r} has rank {tier.rank}")
+    _check_thresholds_rise([*existing, tier])
     session.add(tier)
     session.flush()
     return tier
+
+
+def _check_thresholds_rise(tiers: Sequence[Tier]) -> None:
+    """BadRequest unless each threshold is higher than the same threshold of every lower tier."""
+    ordered = sorted(tiers, key=lambda t: t.rank)
+    for field, what in (("threshold_points", "points"), ("threshold_spend_fen", "spend")):
+        below: Tier | None = None
+        for tier in ordered:
+            value = getattr(tier, field)
+            if value is None or tier.rank == 0:
+                continue
+            if below is not None and value <= getattr(below, field):
+                raise BadRequest(
+                    f"{field}: {tier.name!r} (rank {tier.rank}) needs more {what} than {below.name!r} "
+                    f"(rank {below.rank}, {getattr(below, field):,}), got {value:,}"
+                )
+            below = tier
 
 
 def list_tiers(session: Session) -> Sequence[Tier]:
