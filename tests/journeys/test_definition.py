@@ -66,6 +66,7 @@ def test_a_complete_definition_has_no_problem_and_reads_as_written() -> None:
             "no path from here reaches an exit",
         ),
         (lambda d: d["nodes"]["wait"].update(timeout="soon"), "$.nodes.wait.timeout", "duration"),
+        (lambda d: d["nodes"]["wait"].update(timeout="999999999999d"), "$.nodes.wait.timeout", "10 years"),
         (lambda d: d["nodes"]["welcome"].update(type="teleport"), "$.nodes.welcome.type", "one of"),
         (lambda d: d["nodes"]["ab"].update(holdout=80), "$.nodes.ab.holdout", "0 to 50"),
         (lambda d: d["nodes"]["ab"]["variants"][1].update(name="A"), "$.nodes.ab.variants[1].name", "twice"),

@@ -111,6 +111,7 @@ def test_reward_catalogue_spends_points_or_issues_nothing(
         ({"name": "x", "kind": "amount_off", "value": 0}, "more than 0"),
         ({"name": "x", "kind": "free_gift"}, "gift_sku"),
         ({"name": "x", "kind": "amount_off", "value": 100, "points_cost": 0}, "points_cost"),
+        ({"name": "x", "kind": "amount_off", "value": 100, "valid_days": 9_999_999_999}, "at most 3,660"),
     ],
 )
 def test_bad_templates(client: TestClient, admin: dict[str, str], body: dict[str, Any], message: str) -> None:

@@ -49,6 +49,7 @@ WAITS = frozenset({"wait", "wait_until", "wait_event"})
 # A segment entry listens for the event the segments write on entry.
 SEGMENT_ENTERED = "Segment Entered"
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+MAX_DURATION = 10 * 366 * 86400.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -422,6 +423,10 @@ class _Parser:
         value = duration(body.get(key))
         if value is None or value <= 0:
             self.problem(f"{path}.{key}", 'a duration such as "30m", "24h", "2d" or a number of seconds')
+            return 0.0
+        if value > MAX_DURATION:
+            # A wait beyond the calendar would fail each time the engine tries to schedule it.
+            self.problem(f"{path}.{key}", f"at most {MAX_DURATION // 86400:,.0f} days (10 years)")
             return 0.0
         return value
 

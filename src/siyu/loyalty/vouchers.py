@@ -29,6 +29,11 @@ def new_code(length: int = 10) -> str:
     return "".join(secrets.choice(ALPHABET) for _ in range(length))
 
 
+# Ten years: longer than any voucher, short enough to add to today (a typo of 9999999999 days would make
+# every issue of the template fail).
+MAX_VALID_DAYS = 3660
+
+
 def validate_template(t: VoucherTemplate) -> None:
     """BadRequest naming the field of a template that cannot work."""
     if not t.name.strip():
@@ -39,8 +44,8 @@ def validate_template(t: VoucherTemplate) -> None:
         raise BadRequest("value: the percent off must be between 1 and 100")
     if t.kind == VoucherKind.free_gift and not t.gift_sku:
         raise BadRequest("gift_sku: the SKU of the free gift is required")
-    if t.valid_days <= 0:
-        raise BadRequest("valid_days: must be more than 0")
+    if not 0 < t.valid_days <= MAX_VALID_DAYS:
+        raise BadRequest(f"valid_days: more than 0 and at most {MAX_VALID_DAYS:,} (ten years)")
     if t.points_cost is not None and t.points_cost <= 0:
         raise BadRequest("points_cost: must be more than 0 when set")
     if t.stock is not None and t.stock < 0:

@@ -8,6 +8,7 @@ docs/segments.md is the reference. A rule is one node; a node is an object whose
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -378,6 +379,8 @@ class _Parser:
         values = value if isinstance(value, list) else [value]
         if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             raise RuleError(f"{path}.owner", 'expects a user id, a list of user ids, "any" or "none"')
+        for v in values:
+            _check_range(v, f"{path}.owner")
         return Owner(tuple(values), True)
 
     def _store(self, raw: dict[str, Any], path: str, depth: int) -> Node:
@@ -430,6 +433,7 @@ class _Parser:
             raise RuleError(f"{path}.{op}", f"unknown comparison {op!r} (one of {', '.join(COUNT_OPS)})")
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise RuleError(f"{path}.{op}", "a count is a whole number ≥ 0")
+        _check_range(value, f"{path}.{op}")
         return op, value
 
     def sum(self, raw: Any, path: str) -> tuple[str, str, float]:
@@ -442,6 +446,7 @@ class _Parser:
         value = raw[ops[0]]
         if not _is_number(value):
             raise RuleError(f"{path}.{ops[0]}", "a sum is compared with a number")
+        _check_range(value, f"{path}.{ops[0]}")
         return prop, ops[0], float(value)
 
     def window(self, raw: dict[str, Any], path: str) -> Window | None:
@@ -500,6 +505,8 @@ class _Parser:
         if "value" not in raw:
             raise RuleError(path, f"{op} needs a value")
         value = raw["value"]
+        for v in value if isinstance(value, list) else [value]:
+            _check_range(v, f"{path}.value")
         if op in ("in", "not_in"):
             if not isinstance(value, list) or not value or not all(_is_scalar(v) for v in value):
                 raise RuleError(f"{path}.value", f"{op} expects a non-empty list of strings or numbers")
@@ -554,6 +561,14 @@ def _codes(raw: Any, path: str) -> tuple[str, ...]:
     if not values or not all(isinstance(v, str) and v for v in values):
         raise RuleError(path, "expects a code or a list of codes")
     return tuple(values)
+
+
+def _check_range(value: Any, path: str) -> None:
+    """RuleError for a number the database cannot compare: beyond 64 bits, infinite or not a number."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        raise RuleError(path, f"{value} is beyond 64 bits (at most {2**63 - 1:,})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RuleError(path, f"{value} is not a finite number")
 
 
 def _is_number(value: Any) -> bool:
