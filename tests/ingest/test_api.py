@@ -256,6 +256,15 @@ class TestBadInput:
                 {"type": "identify", "userId": "M", "traits": {"home_store": ["SH01", "BJ01"]}},
                 "traits.home_store: must be a store code (a string), got an array",
             ),
+            (
+                {
+                    "type": "track",
+                    "event": "Order Completed",
+                    "userId": "M",
+                    "properties": {"order_id": 1.5e22},
+                },
+                "properties.order_id: 1.5e+22 is not a whole number that fits 64 bits",
+            ),
             ({"type": "alias", "userId": "M"}, "previousId and userId"),
             ("just a string", "event must be a JSON object"),
         ],

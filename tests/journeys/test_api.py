@@ -303,19 +303,22 @@ def test_library_lists_what_each_journey_needs_and_creates_drafts(brand: Brand) 
         "lapsed-win-back",
     }
     assert "wecom account" in library["lapsed-win-back"]["needs"]
+    segment = client.post("/api/v1/segments", json={"name": "lapsed", "rule": {"tag": "x"}}, headers=admin)
     for key in library:
         r = client.post(
             f"/api/v1/journeys/library/{key}",
-            json={"accounts": {"oa": brand.oa.id, "wecom": brand.wecom.id}},
+            json={
+                "accounts": {"oa": brand.oa.id, "wecom": brand.wecom.id},
+                "segment_id": segment.json()["id"],
+            },
             headers=admin,
         )
         assert r.status_code == 201, r.text
         problems = client.post(f"/api/v1/journeys/{r.json()['id']}/validate", headers=admin).json()
-        # What is left to the brand: the segment to listen to and its voucher templates.
-        assert all(
-            p["path"] in ("$.entry.segment_id", "$.nodes.voucher.template", "$.nodes.give.template")
-            for p in problems
-        ), problems
+        # What is left to the brand: its voucher templates.
+        assert all(p["path"] in ("$.nodes.voucher.template", "$.nodes.give.template") for p in problems), (
+            problems
+        )
     assert client.post("/api/v1/journeys/library/nope", json={}, headers=admin).status_code == 404
 
 
@@ -334,6 +337,8 @@ def test_library_inputs_are_checked_before_anything_is_made(brand: Brand) -> Non
         "lapsed-win-back", {"accounts": {"oa": brand.oa.id, "wecom": brand.wecom.id}, "segment_id": 999_999}
     )
     assert r.status_code == 404 and "segment_id: no segment #999999" in r.json()["detail"]
+    r = make("lapsed-win-back", {"accounts": {"oa": brand.oa.id, "wecom": brand.wecom.id}})
+    assert r.status_code == 400 and r.json()["detail"].startswith("segment_id: ")
     assert make("birthday-alert", {"accounts": {"wecom": brand.wecom.id}}).status_code == 201
 
 

@@ -192,6 +192,12 @@ class Normalizer:
         if name in ORDER_EVENTS:
             amount = _amount_fen(properties)
             raw_order = properties.get("order_id")
+            if isinstance(raw_order, float):
+                # JSON numbers beyond 64 bits arrive rounded: two orders would share one id (and its refunds).
+                raise EventError(
+                    f"properties.order_id: {raw_order!r} is not a whole number that fits 64 bits: "
+                    "send order numbers as strings"
+                )
             if (
                 isinstance(raw_order, str | int)
                 and not isinstance(raw_order, bool)

@@ -299,6 +299,11 @@ def instantiate(session: Session, key: str, body: InstantiateIn, *, actor: str =
     if entry is None:
         raise NotFound(f"no library journey {key!r} (one of {', '.join(_BY_KEY)})")
     _check_inputs(session, body)
+    if entry.definition["entry"].get("type") == "segment" and body.segment_id is None:
+        raise BadRequest(
+            f"segment_id: “{entry.name}” enrols the customers who enter a segment: give its id "
+            "(GET /api/v1/segments)"
+        )
     for name, spec in entry.templates.items():
         if messaging.get_template_by_name(session, name) is not None:
             continue
