@@ -40,6 +40,13 @@ def test_user_rules(session: Session) -> None:
     auth_service.create_user(session, username="nancy", password="12345678", role=Role.hq)
     with pytest.raises(Conflict, match="taken"):
         auth_service.create_user(session, username="nancy", password="12345678", role=Role.hq)
+    blank = [
+        auth_service.create_user(
+            session, username=f"b{i}", password="12345678", role=Role.hq, wecom_userid="  "
+        )
+        for i in range(2)
+    ]
+    assert [u.wecom_userid for u in blank] == [None, None]
     with pytest.raises(BadRequest, match="source is for write keys"):
         auth_service.create_user(session, username="site", password="12345678", role=Role.source)
 

@@ -273,6 +273,48 @@ def test_member_birthdays_genders_and_advisors_are_checked(session: Session, tmp
     assert profile_of(session, "member_id", "M2").traits["birthday"] == "03-08"
 
 
+def test_a_changed_order_an_unknown_store_and_a_member_twice_are_reported(
+    session: Session, tmp_path: Path
+) -> None:
+    factories.store(session, code="SH01")
+    header = ["order_id", "member_card", "amount", "time", "store"]
+    first = write_csv(tmp_path / "pos1.csv", header, [["IO-1", "C1", "120.00", "2026-11-01 10:00", "SH01"]])
+    assert (
+        run_import(first, kind="orders", source="pos", mapping=mappings.load("orders", "pos")).rows_imported
+        == 1
+    )
+    later = write_csv(
+        tmp_path / "pos2.csv",
+        header,
+        [
+            ["IO-1", "C1", "150.00", "2026-11-01 10:00", "SH01"],
+            ["IO-2", "C2", "80", "2026-11-02 10:00", "NOPE"],
+        ],
+    )
+    result = run_import(later, kind="orders", source="pos", mapping=mappings.load("orders", "pos"))
+    assert (result.rows_imported, result.rows_duplicate, result.rows_failed) == (0, 0, 2)
+    refused = {f.row: (f.column, f.reason) for f in result.failures}
+    assert refused[2] == (
+        "amount (C)",
+        "order 'IO-1' was imported before with 120.00: a changed amount is not applied "
+        "(a refund is its own row or refund_amount)",
+    )
+    assert refused[3][0] == "store (E)" and "store 'NOPE' does not exist" in refused[3][1]
+    assert profile_of(session, "pos_card", "C1").revenue_fen == 12000
+
+    members = write_csv(
+        tmp_path / "members.csv",
+        ["member_id", "name"],
+        [["MM1", "张三"], ["MM1", "张三"], ["MM1", "张三丰"]],
+    )
+    result = run_import(
+        members, kind="members", source="generic", mapping=mappings.load("members", "generic")
+    )
+    assert (result.rows_imported, result.rows_duplicate, result.rows_failed) == (1, 1, 1)
+    assert "member 'MM1' is also at row 2 of this file" in result.failures[0].reason
+    assert profile_of(session, "member_id", "MM1").name == "张三"
+
+
 def test_missing_columns_write_nothing(session: Session, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "wrong.csv", ["id", "who"], [["1", "x"]])
     with pytest.raises(BadRequest, match="has no column '订单编号', '买家实际支付金额', '订单付款时间'"):

@@ -248,8 +248,8 @@ def create_user(
     ).scalar()
     if taken is not None:
         raise Conflict(f"username {username!r} is taken" + (f" (as {taken!r})" if taken != username else ""))
+    wecom_userid = (wecom_userid or "").strip() or None  # blank is none, never a taken ""
     if wecom_userid:
-        wecom_userid = wecom_userid.strip()
         # WeCom UserIDs are case-insensitive (WeCom's member API): ZhangSan and zhangsan are one person.
         holder = session.execute(
             select(User.username).where(func.lower(User.wecom_userid) == wecom_userid.lower())
