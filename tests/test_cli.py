@@ -143,9 +143,14 @@ def test_busy_port_is_refused_before_any_work(tmp_path: Path) -> None:
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     port = str(holder.getsockname()[1])
+    served = f"sqlite:///{tmp_path / 'served.db'}"
+    assert run("db", "upgrade", db_url=served).returncode == 0  # serve checks the database first
     try:
-        for args in (("serve", "--port", port), ("demo", "--customers", "10", "--port", port)):
-            done = run(*args, db_url=url)
+        for args, db_url in (
+            (("serve", "--port", port), served),
+            (("demo", "--customers", "10", "--port", port), url),
+        ):
+            done = run(*args, db_url=db_url)
             said = " ".join(done.stderr.split())
             assert done.returncode == 1, done.stderr
             assert f"cannot listen on 127.0.0.1:{port}" in said and "--port" in said
@@ -278,3 +283,17 @@ def test_a_person_s_data_is_exported_and_erased_from_the_command_line(tmp_path: 
     assert erased.returncode == 0 and "2 identifiers" in erased.stderr, erased.stderr
     again = run("profiles", "erase", str(pid), "--yes", db_url=url)
     assert again.returncode == 1 and "was erased on" in again.stderr
+
+
+def test_a_command_on_a_database_that_is_not_set_up_says_so(tmp_path: Path) -> None:
+    """Run outside the project directory: no empty ./var/siyu.db made, no "no such table" traceback."""
+    path = tmp_path / "elsewhere" / "siyu.db"
+    missing = run("users", "list", db_url=f"sqlite:///{path}")
+    assert (
+        missing.returncode == 1 and "no database at" in missing.stderr and "siyu db upgrade" in missing.stderr
+    )
+    assert not path.exists() and "Traceback" not in missing.stderr
+    path.parent.mkdir()
+    path.touch()  # a file, but never migrated
+    empty = run("import", "orders", str(tmp_path / "x.csv"), "--source", "pos", db_url=f"sqlite:///{path}")
+    assert empty.returncode == 1 and "never migrated" in empty.stderr

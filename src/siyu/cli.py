@@ -64,6 +64,20 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+# Commands that make their own database (db upgrade, the demo) or need none.
+_NO_SCHEMA_CHECK = frozenset({"db", "demo"})
+
+
+@app.callback()
+def _check_database(ctx: typer.Context) -> None:
+    """siyu: private-domain CRM and customer data platform."""
+    if ctx.invoked_subcommand is None or ctx.invoked_subcommand in _NO_SCHEMA_CHECK:
+        return
+    problem = migrate.schema_problem(get_settings().database_url)
+    if problem is not None:
+        _fail(problem)
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Create or migrate the database named by SIYU_DATABASE_URL."""
