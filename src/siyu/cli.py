@@ -319,11 +319,12 @@ def users_list() -> None:
 
 
 def _update_user(username: str, **changes: Any) -> str:
+    """The user's username as stored (whatever case was typed), once changed."""
     try:
         with unit_of_work() as session:
             user = auth_service.get_user_by_username_or_raise(session, username)
             auth_service.update_user(session, user, **changes)
-            return str(user.role)
+            return user.username
     except SiyuError as exc:
         _fail(exc.message)
 
@@ -331,15 +332,15 @@ def _update_user(username: str, **changes: Any) -> str:
 @users_app.command("disable")
 def users_disable(username: Annotated[str, typer.Argument()]) -> None:
     """Disable a user: no more login, their sessions end, and keys acting as them are revoked."""
-    _update_user(username, active=False)
-    console.print(f"disabled {escape(username)}: signed out, keys acting as them revoked")
+    name = _update_user(username, active=False)
+    console.print(f"disabled {escape(name)}: signed out, keys acting as them revoked")
 
 
 @users_app.command("enable")
 def users_enable(username: Annotated[str, typer.Argument()]) -> None:
     """Let a disabled user log in again (revoked keys stay revoked: create new ones)."""
-    _update_user(username, active=True)
-    console.print(f"enabled {escape(username)}")
+    name = _update_user(username, active=True)
+    console.print(f"enabled {escape(name)}")
 
 
 @users_app.command("reset-password")
@@ -352,8 +353,8 @@ def users_reset_password(
 ) -> None:
     """Set a new password; the user's open console sessions end."""
     password = _password(password, generate, "new password: ")
-    _update_user(username, password=password)
-    console.print(f"new password set for {escape(username)}; their sessions have ended")
+    name = _update_user(username, password=password)
+    console.print(f"new password set for {escape(name)}; their sessions have ended")
     if generate:
         print(password)
 

@@ -15,7 +15,7 @@ from siyu.auth.principal import Principal
 from siyu.db import unit_of_work
 from siyu.errors import Forbidden, Unauthorized
 
-UNAUTHENTICATED = "missing or invalid API key: send it as a Bearer token"
+UNAUTHENTICATED = "missing, unknown or revoked API key: send a live key as a Bearer token"
 
 
 def get_session() -> Iterator[Session]:

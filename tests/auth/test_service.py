@@ -47,6 +47,10 @@ def test_user_rules(session: Session) -> None:
         for i in range(2)
     ]
     assert [u.wecom_userid for u in blank] == [None, None]
+    with pytest.raises(Conflict, match="taken"):  # full-width letters are the same letters
+        auth_service.create_user(session, username="ｎａｎｃｙ", password="12345678", role=Role.hq)
+    with pytest.raises(BadRequest, match="has a space"):
+        auth_service.create_user(session, username="li si", password="12345678", role=Role.hq)
     with pytest.raises(BadRequest, match="source is for write keys"):
         auth_service.create_user(session, username="site", password="12345678", role=Role.source)
 

@@ -40,6 +40,8 @@ def error(rule: Any) -> rules.RuleError:
         ({"event": "X", "within_days": 1e10}, "$.within_days", "at most 36500"),
         ({"profile": "revenue_fen", "op": "gt", "value": 10**20}, "$.value", "beyond 64 bits"),
         ({"owner": [10**20]}, "$.owner", "beyond 64 bits"),
+        ({"event": "X", "between": ["0001-01-01", None]}, "$.between[0]", "from 1900 to 2999"),
+        ({"event": "X", "between": [None, "9999-12-31"]}, "$.between[1]", "from 1900 to 2999"),
         ({"event": "X", "count": {"gte": 10**20}}, "$.count.gte", "beyond 64 bits"),
         (
             {"event": "X", "where": [{"property": "total", "op": "gt", "value": 2**63}]},

@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import re
 import secrets
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -235,9 +237,13 @@ def create_user(
     wecom_userid: str | None = None,
 ) -> User:
     """A new console user; a username already taken is a Conflict."""
-    username = username.strip()
+    username = canonical_username(username)
     if not username:
         raise BadRequest("username: must not be empty")
+    if re.search(r"\s", username) or len(username) > 80:
+        raise BadRequest(
+            f"username: {username!r} has a space: letters, digits, '.', '_', '-' or '@', up to 80"
+        )
     if role is Role.source:
         raise BadRequest("role: source is for write keys (siyu apikeys create --role source), not for people")
     if len(password) < 8:
@@ -283,9 +289,14 @@ def get_user_by_username_or_raise(session: Session, username: str) -> User:
     return user
 
 
+def canonical_username(username: str) -> str:
+    """username as stored and compared: NFKC (a full-width ADMIN is ADMIN), no surrounding space."""
+    return unicodedata.normalize("NFKC", username).strip()
+
+
 def _by_username(session: Session, username: str) -> User | None:
     """The user named so: the exact spelling first (older installations may hold two that differ by case)."""
-    username = username.strip()
+    username = canonical_username(username)
     return session.execute(
         select(User)
         .where(func.lower(User.username) == username.lower())

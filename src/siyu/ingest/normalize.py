@@ -6,6 +6,7 @@ error message names the field (`context.externalIds[1].type`) the way the sender
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -146,8 +147,12 @@ class Normalizer:
             # They decide who may see her: a list or a number would be stored and quietly ignored.
             trait_value = (traits or {}).get(trait_key)
             if trait_value is not None and not isinstance(trait_value, str):
+                top_traits = raw.get("traits") if etype == "identify" else None
+                where = (
+                    "traits" if isinstance(top_traits, dict) and trait_key in top_traits else "context.traits"
+                )
                 raise EventError(
-                    f"traits.{trait_key}: must be {what} (a string), got {_json_type(trait_value)}"
+                    f"{where}.{trait_key}: must be {what} (a string), got {_json_type(trait_value)}"
                 )
 
         timestamp = _timestamp(raw, received_at)
@@ -336,12 +341,9 @@ def _timestamp(raw: dict[str, Any], received_at: dt.datetime) -> dt.datetime:
         except EventError:
             sent_at = None  # only a hint for the correction: a bad one is ignored, not a reason to refuse
         if sent_at is not None and sent_at >= EARLIEST and abs(sent_at - received_at) > CLOCK_SKEW:
-            try:
+            # A sentAt that leaves the calendar (9999) is no hint either: the timestamp is judged as sent.
+            with contextlib.suppress(OverflowError):
                 parsed = received_at - (sent_at - parsed)
-            except OverflowError:
-                raise EventError(
-                    f"timestamp: {value!r} is too far from sentAt {sent!r} to be corrected"
-                ) from None
     if parsed > received_at + MAX_FUTURE:
         raise EventError(
             f"timestamp: {value!r} is in the future (the server received it at "
@@ -439,6 +441,7 @@ def normalize_identifier(id_type: str, value: str) -> str:
             return value.lower()
     except EventError as exc:
         raise BadRequest(str(exc)) from None
-    if id_type not in normalizer().identifier_types():
-        raise BadRequest(f"type: unknown identifier type {id_type!r}")
+    known = normalizer().identifier_types()
+    if id_type not in known:
+        raise BadRequest(f"type: unknown identifier type {id_type!r} (known: {', '.join(sorted(known))})")
     return value

@@ -484,10 +484,15 @@ class _Parser:
             if len(raw) == 10:
                 # A date is a whole day in the brand's time zone; an end date includes its day.
                 day = dt.date.fromisoformat(raw) + dt.timedelta(days=1 if end else 0)
-                return dt.datetime.combine(day, dt.time(), self.zone).astimezone(dt.UTC)
-            moment = dt.datetime.fromisoformat(raw)
+                moment = dt.datetime.combine(day, dt.time(), self.zone)
+            else:
+                moment = dt.datetime.fromisoformat(raw)
         except ValueError:
             raise RuleError(path, f"{raw!r} is not a date (2026-01-31) or an ISO time") from None
+        except OverflowError:  # 9999-12-31 as an end: the day after is past the calendar
+            raise RuleError(path, f"{raw!r}: a date from 1900 to 2999") from None
+        if not 1900 <= moment.year <= 2999:
+            raise RuleError(path, f"{raw!r}: a date from 1900 to 2999")
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=self.zone)
         return moment.astimezone(dt.UTC)

@@ -260,10 +260,13 @@ class RowConverter:
             amount = Decimal(cleaned)
         except InvalidOperation:
             raise RowError(column, f"{text!r} is not an amount") from None
-        if not amount.is_finite() or amount < 0:
+        if not amount.is_finite():
+            raise RowError(column, f"{text!r} is not an amount")
+        if amount < 0:
             raise RowError(column, f"{text!r}: the amount must be zero or more")
         if amount > MAX_AMOUNT:
-            raise RowError(column, f"{text!r} is more than the {MAX_AMOUNT:,} yuan one order may be")
+            what = "one price" if self.kind == "products" else "one order"
+            raise RowError(column, f"{text!r} is more than the {MAX_AMOUNT:,} yuan {what} may be")
         return amount
 
     def _identifiers(self, values: list[Any]) -> tuple[str | None, list[dict[str, str]], list[str]]:
