@@ -234,3 +234,27 @@ def test_bad_tiers(api: Api) -> None:
         headers=headers,
     )
     assert r.status_code == 400 and "amount: at most 1,000,000 for a fixed rule" in r.json()["detail"]
+
+
+def test_a_tier_is_changed_but_not_its_rank(api: Api) -> None:
+    headers = factories.auth(api.admin_key)
+    listed = {t["name"]: t for t in api.client.get("/api/v1/loyalty/tiers", headers=headers).json()}
+    gold = listed["Gold"]["id"]
+    r = api.client.patch(
+        f"/api/v1/loyalty/tiers/{gold}", json={"multiplier": 1.8, "name": "Gold+"}, headers=headers
+    )
+    assert r.status_code == 200 and (r.json()["multiplier"], r.json()["name"], r.json()["rank"]) == (
+        1.8,
+        "Gold+",
+        1,
+    )
+    r = api.client.patch(f"/api/v1/loyalty/tiers/{gold}", json={"threshold_points": 6000}, headers=headers)
+    assert r.status_code == 400 and "needs more points than 'Gold+'" in r.json()["detail"]
+    r = api.client.patch(f"/api/v1/loyalty/tiers/{gold}", json={"rank": 5}, headers=headers)
+    assert r.status_code == 422  # a rank is a tier's place: make a new tier instead
+    r = api.client.patch(f"/api/v1/loyalty/tiers/{gold}", json={"name": "Platinum"}, headers=headers)
+    assert r.status_code == 409
+    assert (
+        api.client.patch("/api/v1/loyalty/tiers/999", json={"multiplier": 2}, headers=headers).status_code
+        == 404
+    )

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
 
+from siyu.auth import service as auth_service
 from siyu.auth.models import Role
 from siyu.auth.principal import Principal
 from siyu.deps import ReaderDep, SessionDep
@@ -43,6 +44,7 @@ from siyu.loyalty.schemas import (
     RulePatch,
     TierIn,
     TierOut,
+    TierPatch,
     VoucherOut,
     VoucherTemplateIn,
     VoucherTemplateOut,
@@ -353,6 +355,19 @@ def draw_blind_box(
 def create_tier(body: TierIn, principal: ReaderDep, session: SessionDep) -> TierOut:
     _programme(principal, "tiers")
     return TierOut.model_validate(tiers.create(session, **body.model_dump()), from_attributes=True)
+
+
+@router.patch("/tiers/{tier_id}", response_model=TierOut, summary="Change a tier (not its rank)")
+def update_tier(tier_id: int, body: TierPatch, principal: ReaderDep, session: SessionDep) -> TierOut:
+    """Only the fields sent change; thresholds must still rise with rank (400), a name stay unique (409)."""
+    _programme(principal, "tiers")
+    tier = tiers.get_or_raise(session, tier_id)
+    changes = body.model_dump(exclude_unset=True)
+    if changes.get("name") is None:
+        changes.pop("name", None)
+    tiers.update(session, tier, **changes)
+    auth_service.audit(session, principal, "loyalty.tier.update", "tier", tier.id, changes)
+    return TierOut.model_validate(tier, from_attributes=True)
 
 
 @router.get("/tiers", response_model=list[TierOut], summary="Tiers, entry tier first")

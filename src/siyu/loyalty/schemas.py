@@ -212,6 +212,16 @@ class TierIn(Input):
     benefits: list[str] = Field(default_factory=list, description="early_access, event_invitations, …")
 
 
+class TierPatch(Input):
+    """What may change in a tier; its rank (its place among the others) may not."""
+
+    name: str | None = None
+    threshold_points: int | None = None
+    threshold_spend_fen: int | None = None
+    multiplier: float | None = None
+    benefits: list[str] | None = None
+
+
 class TierOut(TierIn):
     model_config = Output.model_config
 

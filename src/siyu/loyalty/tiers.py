@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from siyu.db import utcnow
-from siyu.errors import BadRequest, Conflict
+from siyu.errors import BadRequest, Conflict, NotFound
 from siyu.ingest.models import Event
 from siyu.ingest.service import enqueue_for_profiles
 from siyu.loyalty.models import Member, Posting, PostingKind, Tier
@@ -53,6 +53,31 @@ def create(session: Session, **fields: Any) -> Tier:
     _check_thresholds_rise([*existing, tier])
     session.add(tier)
     session.flush()
+    return tier
+
+
+def update(session: Session, tier: Tier, **changes: Any) -> Tier:
+    """Change a tier's name, thresholds, multiplier or benefits (BadRequest/Conflict as create).
+
+    Members keep their tier: a higher threshold applies at their next anniversary review, a lower one at
+    their next earning.
+    """
+    others = [t for t in list_tiers(session) if t.id != tier.id]  # read before the change is flushed
+    if "name" in changes and any(t.name == changes["name"] for t in others):
+        raise Conflict(f"a tier named {changes['name']!r} exists")
+    for field, value in changes.items():
+        setattr(tier, field, value)
+    validate(tier)
+    _check_thresholds_rise([*others, tier])
+    session.flush()
+    return tier
+
+
+def get_or_raise(session: Session, tier_id: int) -> Tier:
+    """The tier with this id, or NotFound."""
+    tier = session.get(Tier, tier_id)
+    if tier is None:
+        raise NotFound(f"no tier #{tier_id}")
     return tier
 
 
