@@ -212,7 +212,7 @@ def test_members(session: Session, tmp_path: Path) -> None:
         tmp_path / "members.csv",
         ["member_id", "phone", "name", "tier", "store", "joined_at"],
         [
-            ["M1001", "13812345678", "Nancy", "Gold", "BJ01", "2025-03-01"],
+            ["M1001", "13812345678", "Nancy", "Gold", "bj01", "2025-03-01"],  # a POS writes codes lower-case
             ["M1002", "", "Lizzy", "", "", ""],
             ["M1003", "", "Jane", "", "SH99", ""],
         ],
@@ -227,6 +227,7 @@ def test_members(session: Session, tmp_path: Path) -> None:
     ) and "store 'SH99' does not exist" in failure.reason
     nancy = profile_of(session, "member_id", "M1001")
     assert nancy.name == "Nancy" and nancy.store_id == store.id and nancy.traits["tier"] == "Gold"
+    assert nancy.traits["home_store"] == "BJ01"  # as the brand spells it
     from siyu.loyalty import service as loyalty
 
     member = loyalty.get_member_by_profile_or_raise(session, nancy.id)

@@ -156,7 +156,7 @@ class RowConverter:
     def __init__(self, kind: str, source: str, mapping: Mapping, header: list[str], filename: str) -> None:
         self.kind, self.source, self.mapping, self.filename = kind, source, mapping, filename
         # The brand's store codes, when the import checks a member's home store against them.
-        self.stores: frozenset[str] | None = None
+        self.stores: dict[str, str] | None = None  # upper-case code -> the code as the brand spells it
         # The WeCom UserIDs of active staff, when the import checks a member's advisor against them.
         self.advisors: frozenset[str] | None = None
         self.index = {name: i for i, name in enumerate(header) if name}
@@ -414,6 +414,8 @@ class RowConverter:
                 m.store,
                 f"store {store!r} does not exist: add it (siyu org add-store or import-stores) and import again",
             )
+        if store is not None and self.stores is not None:
+            traits["home_store"] = self.stores[store.strip().upper()]  # sh01 is stored as SH01
         event: dict[str, Any] = {**base, "type": "identify", "traits": traits}
         joined = self.get(values, m.joined_at)
         if joined:
@@ -541,7 +543,7 @@ def run_import(
     converter = RowConverter(kind, source, mapping, sheet.header, filename)
     with unit_of_work() as session:
         if kind in ("members", "orders") and mapping.store:
-            converter.stores = frozenset(c.upper() for c in session.execute(select(Store.code)).scalars())
+            converter.stores = {c.upper(): c for c in session.execute(select(Store.code)).scalars()}
         if kind == "members" and mapping.associate:
             wecom_ids = session.execute(select(User.wecom_userid).where(User.is_active)).scalars()
             converter.advisors = frozenset(u for u in wecom_ids if u)
