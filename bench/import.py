@@ -43,6 +43,7 @@ import datetime as dt
 import os
 import platform
 import random
+import secrets
 import signal
 import sys
 import tempfile
@@ -147,12 +148,12 @@ class FileStats:
 
 
 def generate_csv(path: Path, rows: int, customers: int, seed: int) -> FileStats:
-    """rows POS order rows, in time order over 2026, written to path (UTF-8, as a POS exports)."""
+    """rows POS order rows, in time order over 2025 (imports refuse future times), written to path (UTF-8, as a POS exports)."""
     rng = random.Random(seed)
     stats = FileStats(rows=rows)
     regulars = max(1, customers // 10)
     associates = {code: [f"{name}{i + 1}" for i in range(4)] for code, name in STORES}
-    start = dt.datetime(2026, 1, 1, 8, 0, 0)
+    start = dt.datetime(2025, 1, 1, 8, 0, 0)
     span = 365 * 86_400 - 14 * 3600
     started = time.perf_counter()
     with path.open("w", encoding="utf-8", newline="") as f:
@@ -365,6 +366,30 @@ def timed_import(
 # --- one database ------------------------------------------------------------------------------
 
 
+def set_up_organisation() -> None:
+    """The brand's stores and associates, as a brand sets them up before importing (not timed).
+
+    An order row naming a store or an associate siyu does not know is refused, as it should be.
+    """
+    from siyu.auth import service as auth_service
+    from siyu.auth.models import Role
+    from siyu.clienteling import org
+
+    with siyu_db.unit_of_work() as session:
+        org.create_region(session, code="EAST", name="East China")
+        for code, name in STORES:
+            store = org.create_store(session, code=code, name=name, region="EAST")
+            for i in range(4):
+                auth_service.create_user(
+                    session,
+                    username=f"{name}{i + 1}",
+                    password=secrets.token_urlsafe(12),
+                    role=Role.sales_associate,
+                    region_id=store.region_id,
+                    store_id=store.id,
+                )
+
+
 def run_one(kind: str, args: argparse.Namespace, path: Path, stats: FileStats) -> dict[str, Any]:
     deadline = time.monotonic() + args.max_seconds
     mapping = mappings.load(KIND, args.source)
@@ -388,6 +413,7 @@ def run_one(kind: str, args: argparse.Namespace, path: Path, stats: FileStats) -
             raise BenchError(f"read {parsed_rows} / {converted.rows} rows, the file has {stats.rows}")
 
         with ingest.fresh_database(kind, args.pg_admin_dsn, workdir) as db, siyu_bound_to(db.url, workdir):
+            set_up_organisation()
             console.print(f"  timed: run_import of {stats.rows:,} rows, chunks of {args.chunk_rows:,}")
             first, wall = timed_import(
                 path,

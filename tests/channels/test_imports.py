@@ -142,6 +142,7 @@ def test_rows_with_an_unknown_status_or_an_impossible_time_are_refused_not_count
 
 def test_pos_excel_with_refund_and_store(session: Session, tmp_path: Path) -> None:
     store = factories.store(session, code="SH01")
+    factories.user(session, factories.Role.sales_associate, wecom_userid="zhangsan")
     book = Workbook()
     sheet = book.active
     assert sheet is not None
@@ -278,18 +279,26 @@ def test_a_changed_order_an_unknown_store_and_a_member_twice_are_reported(
     session: Session, tmp_path: Path
 ) -> None:
     factories.store(session, code="SH01")
-    header = ["order_id", "member_card", "amount", "time", "store"]
-    first = write_csv(tmp_path / "pos1.csv", header, [["IO-1", "C1", "120.00", "2026-11-01 10:00", "SH01"]])
-    assert (
-        run_import(first, kind="orders", source="pos", mapping=mappings.load("orders", "pos")).rows_imported
-        == 1
+    factories.user(session, factories.Role.sales_associate, wecom_userid="zhangsan")
+    header = ["order_id", "member_card", "amount", "time", "store", "associate"]
+    first = write_csv(
+        tmp_path / "pos1.csv",
+        header,
+        [
+            ["IO-1", "C1", "120.00", "2026-11-01 10:00", "SH01", "zhangsan"],
+            ["IO-9", "C9", "9", "2026-11-01", "SH01", "ghost"],
+        ],
     )
+    ghost = run_import(first, kind="orders", source="pos", mapping=mappings.load("orders", "pos"))
+    assert (ghost.rows_imported, ghost.rows_failed) == (1, 1)
+    assert ghost.failures[0].column == "associate (F)"
+    assert "'ghost' is the WeCom UserID or username of no user" in ghost.failures[0].reason
     later = write_csv(
         tmp_path / "pos2.csv",
         header,
         [
-            ["IO-1", "C1", "150.00", "2026-11-01 10:00", "SH01"],
-            ["IO-2", "C2", "80", "2026-11-02 10:00", "NOPE"],
+            ["IO-1", "C1", "150.00", "2026-11-01 10:00", "SH01", ""],
+            ["IO-2", "C2", "80", "2026-11-02 10:00", "NOPE", ""],
         ],
     )
     result = run_import(later, kind="orders", source="pos", mapping=mappings.load("orders", "pos"))
@@ -300,7 +309,7 @@ def test_a_changed_order_an_unknown_store_and_a_member_twice_are_reported(
         "order 'IO-1' was imported before with 120.00: a changed amount is not applied "
         "(a refund is its own row or refund_amount)",
     )
-    assert refused[3][0] == "store (E)" and "store 'NOPE' does not exist" in refused[3][1]
+    assert refused[3][0] == "store (E)" and "store 'NOPE' is the code or name of no store" in refused[3][1]
     assert profile_of(session, "pos_card", "C1").revenue_fen == 12000
 
     members = write_csv(

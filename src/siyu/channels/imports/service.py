@@ -156,7 +156,8 @@ class RowConverter:
     def __init__(self, kind: str, source: str, mapping: Mapping, header: list[str], filename: str) -> None:
         self.kind, self.source, self.mapping, self.filename = kind, source, mapping, filename
         # The brand's store codes, when the import checks a member's home store against them.
-        self.stores: dict[str, str] | None = None  # upper-case code -> the code as the brand spells it
+        # Upper-case code or name -> the code as the brand spells it.
+        self.stores: dict[str, str] | None = None
         # The WeCom UserIDs of active staff, when the import checks a member's advisor against them.
         self.advisors: frozenset[str] | None = None
         self.index = {name: i for i, name in enumerate(header) if name}
@@ -340,13 +341,24 @@ class RowConverter:
             value = self.get(values, column)
             if value:
                 props[key] = value
-        store = props.get("store")
-        if store is not None and self.stores is not None and store.strip().upper() not in self.stores:
-            # The store is whose revenue the order is: an unknown code would count it for no store.
+        associate = props.get("associate")
+        if associate is not None and self.advisors is not None and associate not in self.advisors:
             raise RowError(
-                m.store,
-                f"store {store!r} does not exist: add it (siyu org add-store or import-stores) and import again",
+                m.associate,
+                f"associate {associate!r} is the WeCom UserID or username of no user: add them "
+                "(siyu users create) and import again",
             )
+        store = props.get("store")
+        if store is not None and self.stores is not None:
+            code = self.stores.get(store.strip().upper())
+            if code is None:
+                # The store is whose revenue the order is: an unknown one would count it for no store.
+                raise RowError(
+                    m.store,
+                    f"store {store!r} is the code or name of no store: add it (siyu org add-store or "
+                    "import-stores) and import again",
+                )
+            props["store"] = code
         skus = self.get(values, m.products)
         if skus:
             props["products"] = [
@@ -543,10 +555,19 @@ def run_import(
     converter = RowConverter(kind, source, mapping, sheet.header, filename)
     with unit_of_work() as session:
         if kind in ("members", "orders") and mapping.store:
-            converter.stores = {c.upper(): c for c in session.execute(select(Store.code)).scalars()}
+            # A row may name its store by code (any case) or, as many POS exports do, by its name.
+            converter.stores = {}
+            for code, name in session.execute(select(Store.code, Store.name)).all():
+                converter.stores.setdefault(name.strip().upper(), code)
+            converter.stores.update({code.upper(): code for code in converter.stores.values()})
         if kind == "members" and mapping.associate:
             wecom_ids = session.execute(select(User.wecom_userid).where(User.is_active)).scalars()
             converter.advisors = frozenset(u for u in wecom_ids if u)
+        if kind == "orders" and mapping.associate:
+            # A sale is credited to its associate by WeCom UserID or username (as QR codes name them); staff
+            # who have left still name their past sales.
+            names = session.execute(select(User.wecom_userid, User.username)).all()
+            converter.advisors = frozenset(n for row in names for n in row if n)
         record = FileImport(
             kind=kind, source=source, filename=filename[:255], file_sha256=file_sha256(path), actor=actor
         )
