@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from siyu import bulk
 from siyu.auth.models import Role
 from siyu.auth.principal import NAME_MASKED_ROLES, Principal
 from siyu.deps import ReaderDep, SessionDep
@@ -176,10 +175,9 @@ def enrol(journey_id: int, body: EnrolIn, principal: ReaderDep, session: Session
         )
     journey = service.get_or_raise(session, journey_id)
     service.check_manual_entry(session, journey)
-    (live,) = bulk.read_all(session, profiles.live_ids_read(session, body.profile_ids))
-    (readable,) = bulk.read_all(session, profiles.readable_read(session, principal, set(live.values())))
-    pids = {live[p] for p in body.profile_ids if p in live and live[p] in readable}
-    lost = sorted({p for p in body.profile_ids if p not in live or live[p] not in readable})
+    readable = profiles.readable_ids(session, principal, body.profile_ids)
+    pids = set(readable.values())
+    lost = sorted(set(body.profile_ids) - set(readable))
     missing: list[IdentifierIn] = []
     invalid: list[InvalidIdentifier] = []
     for i, ident in enumerate(body.identifiers):

@@ -104,22 +104,8 @@ def get_or_raise(session: Session, principal: Principal, profile_id: int) -> Pro
 
 def readable_ids(session: Session, principal: Principal, profile_ids: Iterable[int]) -> dict[int, int]:
     """For each of profile_ids that principal may read, the live profile it is now part of."""
-    asked = set(profile_ids)
-    if not asked:
-        return {}
-    live = {
-        pid: merged_into if merged_into is not None else pid
-        for pid, merged_into in session.execute(
-            select(Profile.id, Profile.merged_into_id).where(Profile.id.in_(asked))
-        )
-    }
-    readable = set(
-        session.execute(
-            readable_statement(principal)
-            .with_only_columns(Profile.id)
-            .where(Profile.id.in_(set(live.values())))
-        ).scalars()
-    )
+    (live,) = bulk.read_all(session, live_ids_read(session, profile_ids))
+    (readable,) = bulk.read_all(session, readable_read(session, principal, set(live.values())))
     return {pid: target for pid, target in live.items() if target in readable}
 
 
