@@ -197,49 +197,19 @@ Node = (
 # --- parsing ----------------------------------------------------------------------------------------
 
 
-def parse(rule: Any, timezone: str = "Asia/Shanghai") -> Node:
-    """The checked tree of a rule; RuleError naming the node when anything is wrong."""
-    return _Parser(timezone).node(rule, "$", 0)
+def parse(rule: Any, timezone: str = "Asia/Shanghai", *, personal: bool = True) -> Node:
+    """The checked tree of a rule; RuleError naming the node when anything is wrong.
 
-
-def check_not_personal(rule: Any, path: str = "$") -> None:
-    """RuleError at the first condition on a value of personal data (a phone, an email, a name).
-
-    For roles that see those masked: a rule "phone is +86138…" previewed would tell them who has it.
-    Whether she has one (exists, missing) says nothing about whom, so it stays allowed.
+    personal=False: for roles that see personal data masked, a condition on the value of a phone, an email,
+    a name or an address (or on a phone or email under any key) is an error too: "phone is +86138…"
+    previewed would tell them who has it. Whether she has one (exists, missing) says nothing about whom.
     """
-    if isinstance(rule, list):
-        for i, item in enumerate(rule):
-            check_not_personal(item, f"{path}[{i}]")
-        return
-    if not isinstance(rule, dict):
-        return
-    for key in ("all", "any"):
-        if key in rule:
-            check_not_personal(rule[key], f"{path}.{key}")
-    if "not" in rule:
-        check_not_personal(rule["not"], f"{path}.not")
-    checks: list[tuple[Any, dict[str, Any], str]] = []
-    if "trait" in rule:
-        checks.append((rule["trait"], rule, f"{path}.trait"))
-    for i, item in enumerate(rule.get("where") or []):
-        if isinstance(item, dict):
-            checks.append((item.get("property"), item, f"{path}.where[{i}].property"))
-    for name, compare, at in checks:
-        if isinstance(name, str) and _is_personal(name) and compare.get("op") not in ("exists", "missing"):
-            raise RuleError(
-                at,
-                f"{name!r} is personal data your role sees masked: a rule may ask whether it exists, "
-                "not what it is",
-            )
-        # A phone or an email under any other key ("wx_account": "139…") is shown masked just the same.
-        value = compare.get("value")
-        for v in value if isinstance(value, list) else [value]:
-            if _looks_personal(v):
-                raise RuleError(
-                    at.rsplit(".", 1)[0] + ".value" if at.endswith((".trait", ".property")) else at,
-                    "a phone number or an email is personal data your role sees masked: a rule cannot look for one",
-                )
+    return _Parser(timezone, personal=personal).node(rule, "$", 0)
+
+
+def check_not_personal(rule: Any) -> None:
+    """RuleError at the first node of rule that compares personal data (parse with personal=False)."""
+    parse(rule, personal=False)
 
 
 def _looks_personal(value: Any) -> bool:
@@ -278,7 +248,8 @@ def time_sensitive(node: Node) -> bool:
 
 
 class _Parser:
-    def __init__(self, timezone: str) -> None:
+    def __init__(self, timezone: str, *, personal: bool = True) -> None:
+        self.personal = personal
         from zoneinfo import ZoneInfo
 
         self.zone = ZoneInfo(timezone)
@@ -320,7 +291,27 @@ class _Parser:
     # profile conditions
     def _trait(self, raw: dict[str, Any], path: str, depth: int) -> Node:
         name = _name(raw["trait"], f"{path}.trait")
-        return Trait(name, self.compare(raw, path, VALUE_OPS))
+        compare = self.compare(raw, path, VALUE_OPS)
+        self.check_personal(name, compare, path, "trait")
+        return Trait(name, compare)
+
+    def check_personal(self, key: str, compare: Compare, path: str, field: str) -> None:
+        """RuleError when personal data is off limits and the condition asks what it is (see parse)."""
+        if self.personal or compare.op in ("exists", "missing"):
+            return
+        if _is_personal(key):
+            raise RuleError(
+                f"{path}.{field}",
+                f"{key!r} is personal data your role sees masked: a rule may ask whether it exists, "
+                "not what it is",
+            )
+        # A phone or an email under any other key ("wx_account": "139…") is shown masked just the same.
+        values = compare.value if isinstance(compare.value, tuple) else (compare.value,)
+        if any(_looks_personal(v) for v in values):
+            raise RuleError(
+                f"{path}.value",
+                "a phone number or an email is personal data your role sees masked: a rule cannot look for one",
+            )
 
     def _profile(self, raw: dict[str, Any], path: str, depth: int) -> Node:
         name = raw["profile"]
@@ -403,11 +394,10 @@ class _Parser:
             extra = sorted(set(item) - {"property", "op", "value"})
             if extra:
                 raise RuleError(item_path, f"unknown key {extra[0]!r} in a property filter")
-            where.append(
-                PropertyFilter(
-                    _name(item["property"], f"{item_path}.property"), self.compare(item, item_path, VALUE_OPS)
-                )
-            )
+            prop = _name(item["property"], f"{item_path}.property")
+            compare = self.compare(item, item_path, VALUE_OPS)
+            self.check_personal(prop, compare, item_path, "property")
+            where.append(PropertyFilter(prop, compare))
         measures = [k for k in ("count", "sum", "occurrence") if k in raw]
         if len(measures) > 1:
             raise RuleError(path, f"use one of count, sum, occurrence (found {measures})")
