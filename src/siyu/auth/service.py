@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -118,15 +118,9 @@ def get_api_key_by_secret(session: Session, secret: str) -> ApiKey | None:
     """The live API key whose secret this is, or None."""
     if not secret:
         return None
-    key = session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(secret))).scalar_one_or_none()
-    if key is None or key.revoked_at is not None:
-        return None
-    if (
-        key.user_id is not None
-        and not session.execute(select(User.is_active).where(User.id == key.user_id)).scalar()
-    ):
-        return None  # a key acts for its person only while they may act (disabling also revokes it)
-    return key
+    return session.execute(
+        select(ApiKey).where(ApiKey.key_hash == hash_key(secret), *_live_key_conditions())
+    ).scalar_one_or_none()
 
 
 # How often a key's last_used_at is written: a per-request write would cost ingest and the ledger a row
@@ -172,12 +166,15 @@ def principals_read(session: Session, secrets: Iterable[str]) -> bulk.Read[dict[
 def _live_keys(postgres: bool) -> Select[*tuple[Any, ...]]:
     # Built once: the posting lane looks keys up for every group of requests.
     k = ApiKey
-    person_active = select(User.is_active).where(User.id == k.user_id).scalar_subquery()
     return select(k.id, k.name, k.role, k.user_id, k.region_id, k.store_id, k.key_hash).where(
-        bulk.among(k.key_hash, "hashes", postgres=postgres),
-        k.revoked_at.is_(None),
-        or_(k.user_id.is_(None), person_active.is_(True)),
+        bulk.among(k.key_hash, "hashes", postgres=postgres), *_live_key_conditions()
     )
+
+
+def _live_key_conditions() -> tuple[ColumnElement[bool], ...]:
+    """A key works until revoked, and one acting for a person only while they may act."""
+    person_active = select(User.is_active).where(User.id == ApiKey.user_id).scalar_subquery()
+    return ApiKey.revoked_at.is_(None), or_(ApiKey.user_id.is_(None), person_active.is_(True))
 
 
 def list_api_keys(session: Session) -> Sequence[ApiKey]:
