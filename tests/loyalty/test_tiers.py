@@ -258,3 +258,6 @@ def test_a_tier_is_changed_but_not_its_rank(api: Api) -> None:
         api.client.patch("/api/v1/loyalty/tiers/999", json={"multiplier": 2}, headers=headers).status_code
         == 404
     )
+    # A null multiplier keeps the one there (a cleared threshold would mean something; a null multiplier not).
+    kept = api.client.patch(f"/api/v1/loyalty/tiers/{gold}", json={"multiplier": None}, headers=headers)
+    assert kept.status_code == 200 and kept.json()["multiplier"] == 1.8

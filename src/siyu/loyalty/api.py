@@ -362,9 +362,12 @@ def update_tier(tier_id: int, body: TierPatch, principal: ReaderDep, session: Se
     """Only the fields sent change; thresholds must still rise with rank (400), a name stay unique (409)."""
     _programme(principal, "tiers")
     tier = tiers.get_or_raise(session, tier_id)
-    changes = body.model_dump(exclude_unset=True)
-    if changes.get("name") is None:
-        changes.pop("name", None)
+    # A threshold may be cleared (null); the name, multiplier and benefits are kept when sent as null.
+    changes = {
+        k: v
+        for k, v in body.model_dump(exclude_unset=True).items()
+        if v is not None or k.startswith("threshold_")
+    }
     tiers.update(session, tier, **changes)
     auth_service.audit(session, principal, "loyalty.tier.update", "tier", tier.id, changes)
     return TierOut.model_validate(tier, from_attributes=True)
