@@ -180,11 +180,13 @@ def search(
         )
     else:
         in_name = Profile.name.startswith(query, autoescape=True)
-    conditions = [Profile.id.in_(by_identifier), Profile.id.in_(by_member_number), in_name]
+    conditions = [Profile.id.in_(by_member_number)]
     if principal.role in NAME_MASKED_ROLES:
         # She sees names, phones and emails masked: finding a customer by one would unmask it (decision 0018).
         personal = (IdentifierType.phone.value, IdentifierType.email.value)
-        conditions = [Profile.id.in_(by_identifier.where(Identifier.type.not_in(personal))), conditions[1]]
+        conditions.append(Profile.id.in_(by_identifier.where(Identifier.type.not_in(personal))))
+    else:
+        conditions += [Profile.id.in_(by_identifier), in_name]
     if query.isdigit() and len(query) < 16:
         conditions.append(Profile.id == int(query))
     statement = (
