@@ -11,7 +11,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, case, delete, false, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, case, delete, false, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from siyu import bulk
@@ -180,7 +180,7 @@ def search(
         )
     else:
         in_name = Profile.name.startswith(query, autoescape=True)
-    conditions = [Profile.id.in_(by_member_number)]
+    conditions: list[ColumnElement[bool]] = [Profile.id.in_(by_member_number)]
     if principal.role in NAME_MASKED_ROLES:
         # She sees names, phones and emails masked: finding a customer by one would unmask it (decision 0018).
         personal = (IdentifierType.phone.value, IdentifierType.email.value)

@@ -183,6 +183,13 @@ class RowConverter:
             return [c for c in (m.sku, m.name) if c]
         return [c for c in (m.order_id, m.amount, m.time) if c] if self.kind == "orders" else []
 
+    def _store_code(self, value: str) -> str | None:
+        """The brand's code of the store named value (its code in any case, or its name); None for no store.
+
+        value itself when the import does not check stores.
+        """
+        return value if self.stores is None else self.stores.get(value.strip().upper())
+
     def first_of(self, what: str, key: str, values: list[Any], column: str) -> int:
         """The row's digest if no row imported before has key; Repeat for an exact repeat; RowError otherwise.
 
@@ -349,8 +356,8 @@ class RowConverter:
                 "(siyu users create) and import again",
             )
         store = props.get("store")
-        if store is not None and self.stores is not None:
-            code = self.stores.get(store.strip().upper())
+        if store is not None:
+            code = self._store_code(store)
             if code is None:
                 # The store is whose revenue the order is: an unknown one would count it for no store.
                 raise RowError(
@@ -420,14 +427,15 @@ class RowConverter:
                 "(siyu users create --wecom-userid) and import again",
             )
         store = traits.get("home_store")
-        if store is not None and self.stores is not None and store.strip().upper() not in self.stores:
-            # A home store decides who may see the member: an unknown code would leave her with none.
-            raise RowError(
-                m.store,
-                f"store {store!r} does not exist: add it (siyu org add-store or import-stores) and import again",
-            )
-        if store is not None and self.stores is not None:
-            traits["home_store"] = self.stores[store.strip().upper()]  # sh01 is stored as SH01
+        if store is not None:
+            code = self._store_code(store)
+            if code is None:
+                # A home store decides who may see the member: an unknown code would leave her with none.
+                raise RowError(
+                    m.store,
+                    f"store {store!r} does not exist: add it (siyu org add-store or import-stores) and import again",
+                )
+            traits["home_store"] = code  # sh01 is stored as SH01
         event: dict[str, Any] = {**base, "type": "identify", "traits": traits}
         joined = self.get(values, m.joined_at)
         if joined:
