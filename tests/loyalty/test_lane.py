@@ -103,6 +103,15 @@ def scenario(client: TestClient, session: Session, keys: dict[str, str], run: st
         post(factories.auth("not-a-key"), "k20", kind="earn", points=5, reason="x" * 70_000),
         post(admin, "k21", kind="earn", points=5, order_id="o" * 101),  # longer than the column
         post(admin, "k22", kind="earn", points=10**13),  # beyond any programme
+        # A profile the caller may not read is not found, before its missing key or membership is told.
+        post(factories.auth(keys["associate"]), None, kind="spend", points=5),
+        post(
+            factories.auth(keys["associate"]),
+            "k23",
+            f"/api/v1/loyalty/members/{stranger}/postings",
+            kind="spend",
+            points=5,
+        ),
     ]
 
 
@@ -172,7 +181,8 @@ def test_the_lane_answers_as_the_route(
         404,
         404,
     ]
-    assert statuses[17:] == [422, 422, 201, 422, 201, 401, 422, 422]
+    assert statuses[17:] == [422, 422, 201, 422, 201, 401, 422, 422, 404, 404]
+    assert answered[-1][1] == {"detail": "profile <stranger> not found"}
 
 
 def call(secret: str, profile_id: int, key: str | None, **body: Any) -> PostingCall:
