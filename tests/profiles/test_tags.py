@@ -7,10 +7,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from siyu.db import utcnow
+from siyu.identity.service import PlannedMerge, merge_many
 from siyu.profiles import service
+from siyu.profiles.models import Profile, Tag
 from siyu.segments.models import SegmentMember
 from tests import factories
 from tests.factories import event
@@ -146,3 +149,27 @@ def test_profile_360_has_stage_tags_and_segments(api: Api, session: Session) -> 
     assert body["lifecycle"]["stage"] == "First-Time"
     assert body["stage_changes"][0]["to_stage"] == "First-Time"
     assert "preferred-channel:tmall" in [t["name"] for t in body["tags"]]
+
+
+def test_a_merge_moves_the_absorbed_profiles_tags(session: Session) -> None:
+    """Tags follow the person: one of each name on the survivor, through a merge of a merge's survivor too."""
+    profiles = [Profile() for _ in range(5)]
+    session.add_all(profiles)
+    session.flush()
+    a, b, c, d, e = (p.id for p in profiles)
+    service.add_tag(session, b, "VIP")
+    service.add_tag(session, b, "qipao")
+    service.add_tag(session, d, "VIP")
+    service.add_tag(session, c, "wedding")
+    # b and c are absorbed by a (no tags of its own), then a by d, in one call; e has nothing and stays so.
+    merge_many(
+        session,
+        [
+            PlannedMerge(a, [b, c], "test", None, None, "system", {}),
+            PlannedMerge(d, [a], "test", None, None, "system", {}),
+        ],
+    )
+    session.expire_all()
+    held = session.execute(select(Tag.profile_id, Tag.name).order_by(Tag.name)).all()
+    assert [(pid, name) for pid, name in held] == [(d, "VIP"), (d, "qipao"), (d, "wedding")]
+    assert names(session, e) == set()

@@ -567,7 +567,18 @@ def merge_enrolments(session: Session, pairs: list[tuple[int, int]], now: dt.dat
     Where both were in the same journey the survivor's enrolment goes on and the absorbed one ends, so
     one person never gets a journey's messages twice.
     """
+    # One look-up for the batch: most absorbed profiles were made moments ago and are in no journey.
+    enrolled = set(
+        session.execute(
+            select(Enrolment.profile_id)
+            .where(bulk.matches(session, Enrolment.profile_id, [loser for loser, _ in pairs]), text(ACTIVE))
+            .distinct()
+        ).scalars()
+    )
     for loser, winner in pairs:
+        if loser not in enrolled:
+            continue
+        enrolled.add(winner)  # a survivor absorbed in turn later in pairs hands these on
         moving = (
             session.execute(select(Enrolment).where(Enrolment.profile_id == loser, text(ACTIVE)))
             .scalars()

@@ -1207,7 +1207,18 @@ def merge_memberships(session: Session, pairs: list[tuple[int, int]], now: dt.da
     expiry and pending state), with its debt and its vouchers; the absorbed membership is closed and the
     survivor keeps the higher tier. Postings stay append-only: nothing is rewritten.
     """
+    # One look-up for the batch: most absorbed profiles were made moments ago and are no members.
+    members = set(
+        session.execute(
+            select(Member.profile_id).where(
+                bulk.matches(session, Member.profile_id, [loser for loser, _ in pairs])
+            )
+        ).scalars()
+    )
     for loser_profile, winner_profile in pairs:
+        if loser_profile not in members:
+            continue
+        members.add(winner_profile)  # a survivor absorbed in turn later in pairs hands its membership on
         loser = session.execute(select(Member).where(Member.profile_id == loser_profile)).scalar_one_or_none()
         if loser is None or loser.status == MemberStatus.closed:
             continue

@@ -497,7 +497,18 @@ def remove_tag(session: Session, profile_id: int, name: str) -> bool:
 
 def merge_tags(session: Session, pairs: list[tuple[int, int]], now: dt.datetime) -> None:
     """Identity hook: an absorbed profile's tags move to the survivor (one of each name)."""
+    # One look-up for the batch: most absorbed profiles were made moments ago and hold no tag.
+    tagged = set(
+        session.execute(
+            select(Tag.profile_id)
+            .where(bulk.matches(session, Tag.profile_id, [loser for loser, _ in pairs]))
+            .distinct()
+        ).scalars()
+    )
     for loser, winner in pairs:
+        if loser not in tagged:
+            continue
+        tagged.add(winner)  # a survivor absorbed in turn later in pairs hands these on
         held = select(Tag.name).where(Tag.profile_id == winner).scalar_subquery()
         session.execute(
             delete(Tag)
