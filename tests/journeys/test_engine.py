@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from siyu.auth.models import Role
 from siyu.channels.imports import mappings
 from siyu.channels.imports.service import run_import
 from siyu.clienteling.models import Task
@@ -26,6 +27,7 @@ from siyu.messaging.models import Message, MessageStatus
 from siyu.outbox.models import OutboxMessage
 from siyu.profiles import service as profiles
 from siyu.profiles.models import Profile
+from tests import factories
 from tests.factories import event
 from tests.journeys.brand import NOW, Brand, linear, recent
 
@@ -297,6 +299,20 @@ def test_points_voucher_task_and_webhook_nodes(brand: Brand) -> None:
         ("n1", "skipped:not a member"),
         ("n2", "skipped:no associate"),
     ]
+
+
+def test_a_task_for_a_customer_whose_associate_left_goes_to_the_store_manager(brand: Brand) -> None:
+    s = brand.session
+    amy = brand.follower("amy", wecom=True)
+    s.get_one(Profile, amy).store_id = brand.store.id
+    manager = factories.user(s, Role.store_manager, store_id=brand.store.id)
+    brand.advisor.is_active = False  # she left: her keys and sessions no longer work
+    s.flush()
+    j = brand.journey(linear({"type": "task", "title": "Call {{ name }}"}))
+    journeys.enrol(s, j, [(amy, "k", {})], now=NOW)
+    brand.run(NOW)
+    task = s.execute(select(Task).where(Task.profile_id == amy)).scalar_one()
+    assert task.user_id == manager.id
 
 
 def test_a_reward_not_given_takes_the_else_branch_when_there_is_one(brand: Brand) -> None:

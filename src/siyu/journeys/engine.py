@@ -516,6 +516,13 @@ def _task(run: Run, d: language.Definition, node: language.Node, group: list[Cur
         )
     ):
         owners[pid], stores[pid] = owner, store
+    # An associate who has left (disabled) sees no task: theirs go to the store's manager, as for none.
+    active = set(
+        run.session.execute(
+            select(User.id).where(User.id.in_({o for o in owners.values() if o}), User.is_active)
+        ).scalars()
+    )
+    owners = {pid: owner if owner in active else None for pid, owner in owners.items()}
     # No associate: the store's manager takes the task, so the customer is not forgotten.
     managers = dict(
         run.session.execute(
