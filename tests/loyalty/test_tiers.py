@@ -234,6 +234,14 @@ def test_bad_tiers(api: Api) -> None:
         headers=headers,
     )
     assert r.status_code == 400 and "amount: at most 1,000,000 for a fixed rule" in r.json()["detail"]
+    # A campaign window in year 1 or 9999 is a typo: the rule would always or never apply.
+    for field, when in (("starts_at", "0001-01-01T00:00:00Z"), ("ends_at", "9999-12-31T23:59:59Z")):
+        r = api.client.post(
+            "/api/v1/loyalty/rules",
+            json={"name": "Typo", "event": "Product Viewed", "mode": "fixed", "amount": 1, field: when},
+            headers=headers,
+        )
+        assert r.status_code == 400 and r.json()["detail"].startswith(f"{field}: a date from 2000 to 2999")
 
 
 def test_a_tier_is_changed_but_not_its_rank(api: Api) -> None:

@@ -58,6 +58,9 @@ def test_issue_and_redeem_exactly_once(client: TestClient, admin: dict[str, str]
     code = issued.json()["code"]
     assert len(code) == 10 and not set(code) & set("01OIL")
     redeem = f"/api/v1/loyalty/vouchers/{code}/redeem"
+    # An order total beyond any order's (100,000,000 yuan) is refused, naming the field; the voucher stays.
+    huge = call(client, admin, redeem, "r0", channel="pos", order_total_fen=10**20)
+    assert huge.status_code == 422 and "order_total_fen" in str(huge.json()["detail"])
     low = call(client, admin, redeem, "r0", channel="pos", order_total_fen=19999)
     assert low.status_code == 409 and "minimum spend of 200.00 CNY" in low.json()["detail"]
     wrong = call(client, admin, redeem, "r0", channel="tmall", order_total_fen=50000)

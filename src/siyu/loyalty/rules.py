@@ -43,6 +43,8 @@ MAX_MULTIPLIER = 100
 # No one event earns more than this (a trillion points, as a posting: schemas.MAX_POINTS), however the
 # multipliers stack.
 MAX_AWARD = 10**12
+# A campaign's window: no event is older than 2000 (ingest's EARLIEST), and year 9999 is a typo, not a plan.
+FIRST_YEAR, LAST_YEAR = 2000, 2999
 
 
 def validate(rule: EarningRule) -> None:
@@ -64,6 +66,10 @@ def validate(rule: EarningRule) -> None:
         value = getattr(rule, field)
         if value is not None and value <= 0:
             raise BadRequest(f"{field}: must be more than 0 when set")
+    for field in ("starts_at", "ends_at"):
+        value = getattr(rule, field)
+        if value is not None and not FIRST_YEAR <= value.year <= LAST_YEAR:
+            raise BadRequest(f"{field}: a date from {FIRST_YEAR} to {LAST_YEAR}, got {value.year}")
     if rule.starts_at and rule.ends_at and rule.ends_at <= rule.starts_at:
         raise BadRequest("ends_at: must be after starts_at")
     for field in ("tier_multipliers", "item_multipliers"):

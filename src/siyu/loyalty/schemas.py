@@ -149,7 +149,8 @@ class VoucherOut(BaseModel):
 
 class RedeemIn(Input):
     channel: str = Field(description="pos, miniprogram, tmall, …")
-    order_total_fen: int = Field(ge=0)
+    # As an order's total anywhere in siyu: at most 100,000,000 yuan (ingest's MAX_AMOUNT).
+    order_total_fen: int = Field(ge=0, le=10_000_000_000)
     order_id: str | None = None
 
 
