@@ -53,6 +53,8 @@ def error(rule: Any) -> rules.RuleError:
         ({"profile": "last_order_at", "op": "gt", "value": 1}, "$.op", "is a time"),
         ({"profile": "shoe_size", "op": "gt", "value": 1}, "$.profile", "shoe_size"),
         ({"score": "p_alive", "op": "lt", "value": "high"}, "$.value", "numbers"),
+        ({"score": "p_alive", "op": "gte", "value": 5}, "$.value", "from 0 to 1"),
+        ({"any": [{"identifier": "Phone"}]}, "$.any[0].identifier", "unknown identifier type 'Phone'"),
         ({"trait": "city", "op": "in", "value": ["a", 1]}, "$.value", "mixes"),
         ({"colour": "red"}, "$", "unknown node"),
         ({"trait": "x", "tag": "y", "op": "exists"}, "$", "exactly one kind"),

@@ -353,10 +353,22 @@ class _Parser:
             raise RuleError(f"{path}.score", f"unknown score {name!r} (one of {', '.join(SCORE_FIELDS)})")
         compare = self.compare(raw, path, (*COMPARISONS, "in", "not_in", "exists", "missing"))
         _require_numbers(compare, path)
+        if name == "p_alive":  # a probability: "p_alive >= 5" is a typo that would match no one
+            values = compare.value if isinstance(compare.value, tuple) else (compare.value,)
+            if any(isinstance(v, int | float) and not 0 <= v <= 1 for v in values):
+                raise RuleError(f"{path}.value", "p_alive is a probability, from 0 to 1")
         return Score(name, compare)
 
     def _identifier(self, raw: dict[str, Any], path: str, depth: int) -> Node:
-        return HasIdentifier(_name(raw["identifier"], f"{path}.identifier"), _flag(raw, "has", path))
+        from siyu.ingest.normalize import normalizer  # the deployment's types, extra ones included
+
+        name = _name(raw["identifier"], f"{path}.identifier")
+        known = normalizer().identifier_types()
+        if name not in known:
+            raise RuleError(
+                f"{path}.identifier", f"unknown identifier type {name!r} (known: {', '.join(sorted(known))})"
+            )
+        return HasIdentifier(name, _flag(raw, "has", path))
 
     def _consent(self, raw: dict[str, Any], path: str, depth: int) -> Node:
         return HasConsent(_name(raw["consent"], f"{path}.consent"), _flag(raw, "granted", path))
