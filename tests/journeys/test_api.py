@@ -190,6 +190,14 @@ def test_templates_preview_caps_assets_and_messages(brand: Brand) -> None:
         headers=admin,
     )
     assert r.status_code == 201, r.text
+    # Items WeCom could not attach are refused, naming what is missing.
+    for item, words in (
+        ({"key": "bad", "kind": "link", "title": "t", "url": "notaurl"}, "url: an http(s) address"),
+        ({"key": "bad", "kind": "link", "title": "t"}, "url: a link needs its address"),
+        ({"key": "bad", "kind": "miniprogram", "title": "t", "appid": "wx1"}, "appid, page"),
+    ):
+        r = client.post("/api/v1/messages/assets", json=item, headers=admin)
+        assert r.status_code == 400 and r.json()["detail"].startswith(words), r.text
     body = {
         "name": "Story",
         "channel": "oa_template",

@@ -8,6 +8,7 @@ stopped it) under its idempotency key, in the caller's transaction. `siyu worker
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,13 +159,28 @@ def list_templates(session: Session) -> Sequence[MessageTemplate]:
 
 
 def create_asset(session: Session, **fields: Any) -> Asset:
-    """A new library item; Conflict for a taken key."""
+    """A new library item; BadRequest for one that cannot be sent, Conflict for a taken key."""
+    _check_asset(fields)
     if session.execute(select(Asset.id).where(Asset.key == fields["key"])).first():
         raise Conflict(f"an asset with key {fields['key']!r} exists")
     asset = Asset(**{**fields, "kind": AssetKind(fields["kind"])})
     session.add(asset)
     session.flush()
     return asset
+
+
+def _check_asset(fields: dict[str, Any]) -> None:
+    # What WeCom needs to attach each kind: a link's URL, a Mini Program's app id and page.
+    kind, url = AssetKind(fields["kind"]), (fields.get("url") or "").strip()
+    if url and not _WEB_URL.match(url):
+        raise BadRequest(f"url: an http(s) address, got {url[:80]!r}")
+    if kind is AssetKind.link and not url:
+        raise BadRequest("url: a link needs its address")
+    if kind is AssetKind.miniprogram and not (fields.get("appid") and fields.get("page")):
+        raise BadRequest("appid, page: a Mini Program item needs its app id and the page to open")
+
+
+_WEB_URL = re.compile(r"^https?://[^\s/?#]+(?:[/?#]\S*)?$", re.IGNORECASE)
 
 
 def list_assets(session: Session) -> Sequence[Asset]:
