@@ -81,6 +81,12 @@ def test_enrol_a_list_by_identifier_and_take_someone_out(brand: Brand) -> None:
     }
     assert client.post(f"/api/v1/journeys/{j.id}/enrol", json=body, headers=admin).json()["entered"] == 0
     assert client.delete(f"/api/v1/journeys/{j.id}/enrolments/{amy}", headers=admin).status_code == 204
+    # Again (a retry): nothing to end, no error. A customer who was never in it: 404.
+    assert client.delete(f"/api/v1/journeys/{j.id}/enrolments/{amy}", headers=admin).status_code == 204
+    never = client.delete(f"/api/v1/journeys/{j.id}/enrolments/999999", headers=admin)
+    assert (
+        never.status_code == 404 and never.json()["detail"] == f"profile 999999 was never in journey {j.id}"
+    )
     rows = client.get(f"/api/v1/journeys/{j.id}/enrolments", params={"profile_id": amy}, headers=admin).json()
     assert [(e["status"], e["end_reason"], e["path"]) for e in rows] == [
         ("removed", "removed by an operator", [])

@@ -385,7 +385,10 @@ def enrol_segment(
 
 
 def remove(session: Session, journey: Journey, profile_id: int) -> int:
-    """Take a customer out of the journey (every active enrolment); returns how many ended."""
+    """Take a customer out of the journey (every active enrolment); returns how many ended.
+
+    NotFound when the customer was never in it (taking out one who already left is a no-op: a retry).
+    """
     result = session.execute(
         update(Enrolment)
         .where(
@@ -401,7 +404,15 @@ def remove(session: Session, journey: Journey, profile_id: int) -> int:
             due_at=None,
         )
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    ended = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if (
+        not ended
+        and not session.execute(
+            select(Enrolment.id).where(Enrolment.journey_id == journey.id, Enrolment.profile_id == profile_id)
+        ).first()
+    ):
+        raise NotFound(f"profile {profile_id} was never in journey {journey.id}")
+    return ended
 
 
 def enrolments(
