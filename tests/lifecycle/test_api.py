@@ -84,4 +84,6 @@ def test_fit_without_purchases_is_a_clear_error(api: Api) -> None:
 
 def test_store_roles_are_refused(api: Api, session: Session) -> None:
     key = factories.api_key(session, Role.store_manager)
-    assert api.client.get("/api/v1/lifecycle/stages", headers=factories.auth(key)).status_code == 403
+    r = api.client.get("/api/v1/lifecycle/stages", headers=factories.auth(key))
+    assert r.status_code == 403
+    assert r.json()["detail"] == "a store_manager cannot use the brand-wide lifecycle report"

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1/lifecycle", tags=["lifecycle"])
 def stages(
     principal: ReaderDep, session: SessionDep, days: Annotated[int, Query(ge=1, le=366)] = 7
 ) -> StagesOut:
-    require_segments(principal)
+    require_segments(principal, "the brand-wide lifecycle report")
     since = utcnow() - dt.timedelta(days=days)
     flows = [
         FlowOut(from_stage=a, to_stage=b, customers=n) for a, b, n in service.flows(session, since=since)
@@ -32,7 +32,7 @@ def stages(
 @router.post("/fit", response_model=FitOut, summary="Fit BG/NBD and Gamma-Gamma on the brand's purchases")
 def fit(body: FitIn, principal: ReaderDep, session: SessionDep) -> FitOut:
     """Without a calibration end the fit is saved and scores customers from now on; 400 when it cannot fit."""
-    require_segments(principal)
+    require_segments(principal, "the brand-wide lifecycle report")
     end = service.end_of_day(body.calibration_end) if body.calibration_end else None
     try:
         result = service.fit(session, calibration_end=end, time_unit=body.time_unit, penalizer=body.penalizer)

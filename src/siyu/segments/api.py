@@ -32,10 +32,10 @@ router = APIRouter(prefix="/api/v1/segments", tags=["segments"])
 SEGMENT_ROLES = frozenset({Role.admin, Role.hq, Role.marketer})
 
 
-def require_segments(principal: Principal) -> None:
-    """Forbidden unless the caller may see and define segments across the brand."""
+def require_segments(principal: Principal, what: str = "brand-wide segments") -> None:
+    """Forbidden unless the caller may see and define segments (or another brand-wide view) across the brand."""
     if principal.role not in SEGMENT_ROLES:
-        raise Forbidden(f"a {principal.role} cannot use brand-wide segments")
+        raise Forbidden(f"a {principal.role} cannot use {what}")
 
 
 def check_rule_for(principal: Principal, rule: Any) -> None:
