@@ -145,15 +145,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # database and overflows there (SQLite: OverflowError; PostgreSQL: numeric value out of range).
     out_of_range = {"detail": "a number in the request is out of range: ids and amounts are at most 2^63 - 1"}
 
-    @app.exception_handler(OverflowError)
-    async def overflow(_request: Request, _exc: OverflowError) -> Response:
+    def too_large(request: Request) -> Response:
+        if not request.url.path.startswith(MACHINE_PREFIXES):
+            return console_routes.error_page(
+                request,
+                422,
+                "A number in this address or form is too large: ids and amounts are at most 2^63 - 1.",
+            )
         return JSONBytesResponse(out_of_range, status_code=422)
 
+    @app.exception_handler(OverflowError)
+    async def overflow(request: Request, _exc: OverflowError) -> Response:
+        return too_large(request)
+
     @app.exception_handler(DataError)
-    async def data_error(_request: Request, exc: DataError) -> Response:
+    async def data_error(request: Request, exc: DataError) -> Response:
         if not isinstance(exc.orig, NumericValueOutOfRange):
             raise exc
-        return JSONBytesResponse(out_of_range, status_code=422)
+        return too_large(request)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
@@ -171,8 +180,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         if not _request.url.path.startswith(MACHINE_PREFIXES):
-            # A console page asked with a bad query (?page=0): a page a person can read, not JSON.
-            fields = "; ".join(f"{e['field'].removeprefix('query.')}: {e['message']}" for e in errors)
+            # A console page asked with a bad query (?page=0) or a form sent incomplete: a page a person
+            # can read, not JSON.
+            raw = exc.errors()
+            if all(e["loc"] and e["loc"][0] == "body" for e in raw):
+                fields = "; ".join(
+                    f"{e['field']} is required"
+                    if r.get("type") == "missing"
+                    else f"{e['field']}: {e['message']}"
+                    for e, r in zip(errors, raw, strict=True)
+                )
+                return console_routes.error_page(_request, 400, f"Please check the form: {fields}")
+            fields = "; ".join(
+                f"{e['field'].removeprefix('query.').removeprefix('path.')}: {e['message']}" for e in errors
+            )
             return console_routes.error_page(_request, 400, f"This address is not valid: {fields}")
         return JSONBytesResponse({"detail": detail, "errors": errors}, status_code=422)
 

@@ -91,6 +91,17 @@ class TestLogin:
         assert "This address is not valid: page: Input should be greater than or equal to 1" in r.text
         assert client.get("/api/v1/profiles", params={"limit": 0}).status_code == 422  # the API stays JSON
 
+    def test_a_form_sent_incomplete_or_an_id_too_large_is_an_error_page(
+        self, client: TestClient, session: Session
+    ) -> None:
+        token = logged_in(client, session)
+        r = client.post("/segments", data={"csrf_token": token, "name": "", "rule": '{"stage": "Loyal"}'})
+        assert r.status_code == 400 and r.headers["content-type"].startswith("text/html")
+        assert "Please check the form: name is required" in r.text
+        r = client.get("/customers/99999999999999999999")
+        assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
+        assert "too large" in r.text
+
     def test_inactive_user_cannot_log_in(self, client: TestClient, session: Session) -> None:
         user = factories.user(session, Role.admin)
         user.is_active = False
