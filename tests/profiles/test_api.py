@@ -65,6 +65,31 @@ class TestScoping:
         found = api.lookup("member_id", "POS-1")
         assert (found["store_id"], found["store"]) == (shanghai.id, f"SH01 {shanghai.name}")
 
+    def test_unknown_store_advisor_or_birthday_do_not_become_the_profiles(
+        self, api: Api, session: Session
+    ) -> None:
+        shanghai = factories.store(session, "SH01")
+        sa = factories.user(session, Role.sales_associate, store_id=shanghai.id, wecom_userid="fa_lin")
+        traits = {"home_store": "SH01", "advisor": "fa_lin", "birthday": "1990-05-01"}
+        api.send(event("identify", userId="REV-1", traits=traits))
+        # A retired store code, a UserID nobody has, a day that does not exist: the event keeps them as
+        # sent, the profile keeps what it knew, so its traits agree with its store and owner.
+        api.send(
+            event(
+                "identify",
+                userId="REV-1",
+                traits={"home_store": "ZZ99", "advisor": "nobody", "birthday": "2026-13-45"},
+            )
+        )
+        api.send(event("identify", userId="REV-1", traits={"birthday": "02-29"}))
+        found = api.lookup("member_id", "REV-1")
+        assert (found["store_id"], found["owner_user_id"]) == (shanghai.id, sa.id)
+        assert {k: found["traits"].get(k) for k in traits} == {
+            "home_store": "SH01",
+            "advisor": "fa_lin",
+            "birthday": "02-29",
+        }
+
     def test_unauthenticated(self, client: TestClient) -> None:
         assert client.get("/api/v1/profiles/1").status_code == 401
 

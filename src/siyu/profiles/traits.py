@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -82,15 +83,44 @@ class ProfileState:
     traits_changed: bool = False
 
     def apply_traits(self, traits: dict[str, Any], org: OrgDirectory) -> None:
-        """Merge traits in (later calls win) and derive name, store and advisor from them."""
+        """Merge traits in (later calls win) and derive name, store and advisor from them.
+
+        A home store or an advisor siyu does not know, or a birthday that is no date, stays on the event as
+        sent but does not become the profile's: its traits always agree with its store and owner (an SDK
+        repeats cached traits on every event, so refusing the event would lose orders for a retired code).
+        """
+        traits = dict(traits)
+        store = traits.get("home_store")
+        if isinstance(store, str) and store.strip().upper() in org.stores:
+            self.store_id = org.stores[store.strip().upper()]
+        elif "home_store" in traits:
+            del traits["home_store"]
+        advisor = traits.get("advisor")
+        if isinstance(advisor, str) and advisor in org.advisors:
+            self.owner_user_id = org.advisors[advisor]
+        elif "advisor" in traits:
+            del traits["advisor"]
+        if "birthday" in traits and not is_birthday(traits["birthday"]):
+            del traits["birthday"]
         self.traits.update(traits)
         self.traits_changed = True
         name = display_name(self.traits)
         if name:
             self.name = name
-        store = traits.get("home_store")
-        if isinstance(store, str) and store.strip().upper() in org.stores:
-            self.store_id = org.stores[store.strip().upper()]
-        advisor = traits.get("advisor")
-        if isinstance(advisor, str) and advisor in org.advisors:
-            self.owner_user_id = org.advisors[advisor]
+
+
+def is_birthday(value: Any) -> bool:
+    """Whether value is a birthday as journeys read it: YYYY-MM-DD (an ISO date-time too) or MM-DD."""
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    try:
+        if len(text) == 5:
+            dt.date.fromisoformat(f"2000-{text}")  # a leap year: 02-29 is a birthday
+        else:
+            dt.date.fromisoformat(text[:10])
+            if len(text) > 10:
+                dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
