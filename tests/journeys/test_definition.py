@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from siyu.journeys import definition as language
+from siyu.journeys import library
+from siyu.messaging import render
 
 GOOD: dict[str, Any] = {
     "entry": {
@@ -143,3 +145,13 @@ def test_durations(raw: Any, seconds: float) -> None:
 @pytest.mark.parametrize("raw", ["", "soon", "-1h", True, None, -5])
 def test_malformed_durations(raw: Any) -> None:
     assert language.duration(raw) is None
+
+
+def test_library_messages_sign_with_the_associate_only_when_there_is_one() -> None:
+    """A customer with no advisor gets no dangling dash where the associate's name would be."""
+    entry = next(e for e in library.entries() if e.key == "birthday-alert")
+    body = entry.templates["Happy birthday"]["body"]
+    with_sa = render.render(body, {"first_name": "Amy", "store": "Jing'an", "sa_name": "Chen Jing"})
+    without = render.render(body, {"first_name": "Amy", "store": "Jing'an", "sa_name": ""})
+    assert with_sa["text"] == "Happy birthday, Amy! A gift is waiting for you at Jing'an. — Chen Jing"
+    assert without["text"] == "Happy birthday, Amy! A gift is waiting for you at Jing'an."

@@ -152,7 +152,7 @@ ENTRIES = [
         {
             "Online promotions from your advisor": _wecom(
                 "Hi {{ first_name }}, thank you for visiting {{ store or 'our store' }}! This week online: "
-                "{{ asset('online-promotion').title }} {{ track(asset('online-promotion').url or 'https://example.com') }} — {{ sa_name }}"
+                "{{ asset('online-promotion').title }} {{ track(asset('online-promotion').url or 'https://example.com') }}{{ ' — ' ~ sa_name if sa_name else '' }}"
             )
         },
     ),
@@ -205,7 +205,7 @@ ENTRIES = [
         },
         {
             "Happy birthday": _wecom(
-                "Happy birthday, {{ first_name }}! A gift is waiting for you at {{ store or 'our store' }}. — {{ sa_name }}"
+                "Happy birthday, {{ first_name }}! A gift is waiting for you at {{ store or 'our store' }}.{{ ' — ' ~ sa_name if sa_name else '' }}"
             )
         },
     ),
@@ -268,10 +268,10 @@ ENTRIES = [
         },
         {
             "We miss you — a voucher": _wecom(
-                "{{ first_name }}, it has been a while! A voucher is waiting for you. — {{ sa_name }}"
+                "{{ first_name }}, it has been a while! A voucher is waiting for you.{{ ' — ' ~ sa_name if sa_name else '' }}"
             ),
             "We miss you — new collection": _wecom(
-                "{{ first_name }}, our new collection is in: {{ track(asset('new-collection').url or 'https://example.com') }} — {{ sa_name }}"
+                "{{ first_name }}, our new collection is in: {{ track(asset('new-collection').url or 'https://example.com') }}{{ ' — ' ~ sa_name if sa_name else '' }}"
             ),
         },
     ),
