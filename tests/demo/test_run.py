@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from siyu import demo
 from siyu.auth import service as auth_service
 from siyu.auth.models import ApiKey, Role, User
+from siyu.channels.models import ContactWay, WechatQrCode
 from siyu.clienteling.models import Region, Store
 from siyu.demo import org, story
 from siyu.identity.models import Identifier, MergeReview
@@ -196,6 +197,24 @@ class TestStory:
         assert followed[0]["properties"]["source"] == "qr_code"
         assert followed[0]["properties"]["qr_scene"] == f"store:{org.STORY_STORE}"
         assert not any(e["event"] in ("Membership Joined", "Order Completed") for e in events)
+
+    def test_the_store_codes_and_contact_codes_count_what_came_through_them(
+        self, brand: demo.DemoResult, session: Session
+    ) -> None:
+        """As the callbacks attribute follows and adds: the channels report shows the demo's, not zeros."""
+        follows = session.execute(
+            select(func.sum(WechatQrCode.follows)).join(Store, Store.id == WechatQrCode.store_id)
+        ).scalar_one()
+        followed_by_store = session.execute(
+            select(func.count()).where(
+                Event.event == "Official Account Followed",
+                Event.properties["qr_scene"].as_string().like("store:%"),
+            )
+        ).scalar_one()
+        assert follows == followed_by_store > 0
+        adds = session.execute(select(func.sum(ContactWay.adds))).scalar_one()
+        added = session.execute(select(func.count()).where(Event.event == "WeCom Contact Added")).scalar_one()
+        assert adds == added > 0
 
     def test_the_programme_of_the_seeds_runs_on_the_demo(
         self, brand: demo.DemoResult, client: TestClient, session: Session

@@ -98,6 +98,7 @@ def run(*, customers: int, seed: int, console: Console | None = None) -> DemoRes
         source, write_key = auth_service.create_api_key(session, name=WRITE_KEY_NAME, role=Role.source)
         source_id = source.id
         wechat = demo_channels.ensure_channels(session)
+        attribution = demo_channels.Attribution.load(session)
         demo_loyalty.ensure_programme(session)
         session.commit()
     if console:
@@ -124,6 +125,7 @@ def run(*, customers: int, seed: int, console: Console | None = None) -> DemoRes
     with progress or contextlib.nullcontext():
         task = progress.add_task("customers", total=total, events=0) if progress else None
         for batch, done in iter_batches(seed, customers):
+            attribution.apply(batch)
             with factory() as session:
                 outcome = ingest_batch(session, batch, source_key_id=source_id)
                 if outcome.errors:

@@ -117,3 +117,50 @@ def ensure_channels(session: Session) -> DemoChannels:
         wecom_token=service.credentials(corp).token or "",
         wecom_aes_key=service.credentials(corp).aes_key or "",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """What the callbacks add to a follow through a store's QR code and to an add through a 「联系我」 code."""
+
+    qr_by_store: dict[str, tuple[int, str]]  # store code -> (QR code id, its name)
+    way_by_associate: dict[str, tuple[int, str]]  # WeCom UserID -> (contact way id, its name)
+
+    @classmethod
+    def load(cls, session: Session) -> Attribution:
+        """The demo's codes, as ensure_channels made them."""
+        qr = {
+            code: (qr_id, name)
+            for qr_id, name, code in session.execute(
+                select(WechatQrCode.id, WechatQrCode.name, Store.code).join(
+                    Store, Store.id == WechatQrCode.store_id
+                )
+            )
+        }
+        ways = {
+            userid: (way_id, name)
+            for way_id, name, userid in session.execute(
+                select(ContactWay.id, ContactWay.name, User.wecom_userid).join(
+                    User, User.id == ContactWay.user_id
+                )
+            )
+            if userid
+        }
+        return cls(qr, ways)
+
+    def apply(self, events: list[dict[str, object]]) -> None:
+        """Add to the generated events the code ids the callbacks would have found (oa._attribution, wecom)."""
+        for ev in events:
+            props = ev.get("properties")
+            if not isinstance(props, dict):
+                continue
+            scene = props.get("qr_scene")
+            if ev.get("event") == "Official Account Followed" and isinstance(scene, str):
+                found = self.qr_by_store.get(scene.removeprefix("store:"))
+                if scene.startswith("store:") and found:
+                    props.update(qr_code_id=found[0], qr_code=found[1], qr_purpose=QrPurpose.store.value)
+            associate = props.get("associate")
+            if ev.get("event") == "WeCom Contact Added" and isinstance(associate, str):
+                way = self.way_by_associate.get(associate)
+                if way:
+                    props.update(contact_way_id=way[0], contact_way=way[1])
