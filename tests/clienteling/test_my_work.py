@@ -91,3 +91,34 @@ def test_an_alert_about_a_customer_out_of_reach_is_flagged_not_linked(
     assert {a["profile_readable"] for a in client.get("/api/v1/me/alerts", headers=key).json()} == {True}
     page = client.get("/work").text
     assert "王小明" in page and f'href="/customers/{customer.id}"' in page
+
+
+def test_a_manager_sees_the_team_s_tasks_and_whose_they_are(client: TestClient, session: Session) -> None:
+    shanghai, beijing = factories.store(session, "SH01"), factories.store(session, "BJ01")
+    li = factories.user(session, Role.sales_associate, store_id=shanghai.id)
+    gone = factories.user(session, Role.sales_associate, store_id=shanghai.id)
+    far = factories.user(session, Role.sales_associate, store_id=beijing.id)
+    customer, _, _ = factories.work_for(session, li)
+    customer.store_id = shanghai.id
+    factories.work_for(session, far)
+    factories.work_for(session, gone)
+    gone.is_active = False  # she left: her open tasks stay visible to her managers
+    session.flush()
+    seen: dict[str, list[dict[str, object]]] = {}
+    for who, role, store in (
+        ("sh-manager", Role.store_manager, shanghai),
+        ("sh-manager-2", Role.store_manager, shanghai),
+        ("bj-manager", Role.store_manager, beijing),
+    ):
+        manager = factories.user(session, role, store_id=store.id)
+        key = factories.auth(factories.api_key(session, role, user=manager))
+        seen[who] = client.get("/api/v1/me/team/tasks", headers=key).json()
+    both = {(t["user_id"], t["title"]) for t in seen["sh-manager"]}
+    assert both == {(u.id, title) for u in (li, gone) for title in ("soon", "later", "undated")}
+    assert seen["sh-manager-2"] == seen["sh-manager"]
+    assert {t["user_id"] for t in seen["bj-manager"]} == {far.id}
+    assert [t["title"] for t in seen["sh-manager"] if t["user_id"] == li.id] == ["soon", "later", "undated"]
+    # An associate has no team: her own tasks are at /me/tasks.
+    own = factories.auth(factories.api_key(session, Role.sales_associate, user=li))
+    r = client.get("/api/v1/me/team/tasks", headers=own)
+    assert r.status_code == 403 and "/api/v1/me/tasks" in r.json()["detail"]

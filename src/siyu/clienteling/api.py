@@ -125,7 +125,11 @@ class TaskOut(BaseModel):
     done_at: dt.datetime | None
 
 
-_Out = TypeVar("_Out", AlertOut, TaskOut)
+class TeamTaskOut(TaskOut):
+    user_id: int = Field(description="Whose task it is")
+
+
+_Out = TypeVar("_Out", AlertOut, TaskOut, TeamTaskOut)
 
 
 def _masked(
@@ -194,6 +198,18 @@ def finish_task(task_id: int, principal: ReaderDep, session: SessionDep) -> Task
     """Idempotent: finishing it again keeps the first time; 404 for someone else's task."""
     task = clienteling_service.complete_task(session, _user_id(principal), task_id)
     return _masked(session, principal, [task], TaskOut)[0]
+
+
+@me.get("/team/tasks", response_model=list[TeamTaskOut], summary="My team's tasks: open ones by due time")
+def team_tasks(
+    principal: ReaderDep,
+    session: SessionDep,
+    include_done: Annotated[bool, Query(description="also the done ones, newest first")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[TeamTaskOut]:
+    """A store manager's store (a regional manager's region): whose each task is, so none is lost."""
+    tasks = clienteling_service.list_team_tasks(session, principal, open_only=not include_done, limit=limit)
+    return _masked(session, principal, tasks, TeamTaskOut)
 
 
 @router.patch(

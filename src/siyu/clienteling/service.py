@@ -11,9 +11,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from siyu.auth.models import Role, User
-from siyu.clienteling.models import Alert, Task
+from siyu.auth.principal import Principal
+from siyu.clienteling.models import Alert, Store, Task
 from siyu.db import is_postgres, utcnow
-from siyu.errors import NotFound
+from siyu.errors import Forbidden, NotFound
 from siyu.ingest.reactors import StoredEvent
 
 
@@ -106,6 +107,28 @@ def mark_alert_read(session: Session, user_id: int, alert_id: int) -> Alert:
 def list_tasks(session: Session, user_id: int, *, open_only: bool = True, limit: int = 100) -> Sequence[Task]:
     """A user's tasks: open ones by due time (undated last), or all, newest first."""
     statement = select(Task).where(Task.user_id == user_id)
+    if open_only:
+        statement = statement.where(Task.done_at.is_(None)).order_by(
+            Task.due_at.asc().nulls_last(), Task.id.asc()
+        )
+    else:
+        statement = statement.order_by(Task.id.desc())
+    return session.execute(statement.limit(limit)).scalars().all()
+
+
+def list_team_tasks(
+    session: Session, principal: Principal, *, open_only: bool = True, limit: int = 100
+) -> Sequence[Task]:
+    """The tasks of the people principal manages, ordered as list_tasks: a store manager's store, a regional
+    manager's region, everyone's for admin and hq; Forbidden for anyone else."""
+    team = select(User.id)
+    if principal.role is Role.store_manager:
+        team = team.where(User.store_id == principal.store_id)
+    elif principal.role is Role.regional_manager:
+        team = team.where(User.store_id.in_(select(Store.id).where(Store.region_id == principal.region_id)))
+    elif principal.role not in (Role.admin, Role.hq):
+        raise Forbidden(f"a {principal.role} has no team: their own tasks are at /api/v1/me/tasks")
+    statement = select(Task).where(Task.user_id.in_(team))
     if open_only:
         statement = statement.where(Task.done_at.is_(None)).order_by(
             Task.due_at.asc().nulls_last(), Task.id.asc()
