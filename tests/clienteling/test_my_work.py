@@ -122,3 +122,21 @@ def test_a_manager_sees_the_team_s_tasks_and_whose_they_are(client: TestClient, 
     own = factories.auth(factories.api_key(session, Role.sales_associate, user=li))
     r = client.get("/api/v1/me/team/tasks", headers=own)
     assert r.status_code == 403 and "/api/v1/me/tasks" in r.json()["detail"]
+
+
+def test_my_work_shows_a_manager_the_team_s_open_tasks(client: TestClient, session: Session) -> None:
+    shanghai = factories.store(session, "SH01")
+    li = factories.user(
+        session, Role.sales_associate, store_id=shanghai.id, display_name="Li Na", password=PASSWORD
+    )
+    customer, _, _ = factories.work_for(session, li)
+    customer.store_id = shanghai.id
+    manager = factories.user(session, Role.store_manager, store_id=shanghai.id, password=PASSWORD)
+    session.flush()
+    login(client, manager.username, PASSWORD)
+    page = client.get("/work").text
+    team = page[page.index('id="team-table"') :]
+    assert team.count("<tr>") == 1 + 3  # the header, her three open tasks
+    assert "Li Na" in team and "soon" in team and f'href="/customers/{customer.id}"' in team
+    login(client, li.username, PASSWORD)
+    assert 'id="team-table"' not in client.get("/work").text  # an associate's page: her own work only

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from siyu.auth.models import Role, User
 from siyu.auth.principal import NAME_MASKED_ROLES
 from siyu.clienteling import service
 from siyu.clienteling.models import Alert, Task
@@ -55,10 +56,25 @@ def work_page(request: Request, session: ReadSession, viewer: ReaderDep, done: b
     user_id = _user_id(viewer)
     alerts = service.list_alerts(session, user_id, limit=50)
     tasks = service.list_tasks(session, user_id, open_only=not done)
+    # A manager also sees the team's open tasks and whose each is (none is lost when an associate is away).
+    team = (
+        [t for t in service.list_team_tasks(session, viewer.principal) if t.user_id != user_id]
+        if viewer.role in (Role.store_manager, Role.regional_manager)
+        else []
+    )
+    assignees = dict(
+        session.execute(
+            select(User.id, func.coalesce(User.display_name, User.username)).where(
+                User.id.in_({t.user_id for t in team})
+            )
+        ).all()
+    )
     # An alert can name a customer the viewer no longer sees (moved to another store, her advisor removed):
     # it stays in the list, without her name or a link to a 360 that would answer "not found".
     readable = profiles.readable_ids(
-        session, viewer.principal, {a.profile_id for a in alerts} | {t.profile_id for t in tasks}
+        session,
+        viewer.principal,
+        {a.profile_id for a in alerts} | {t.profile_id for t in tasks} | {t.profile_id for t in team},
     )
     names = _names(session, viewer, readable)
     unread, open_tasks = service.open_counts(session, user_id)
@@ -68,7 +84,9 @@ def work_page(request: Request, session: ReadSession, viewer: ReaderDep, done: b
         "names": names,
         "readable": readable,
         "alert_titles": _titles(session, viewer, alerts),
-        "task_titles": _titles(session, viewer, tasks),
+        "task_titles": _titles(session, viewer, [*tasks, *team]),
+        "team": team,
+        "assignees": assignees,
         "unread": unread,
         "open_tasks": open_tasks,
         "show_done": done,
