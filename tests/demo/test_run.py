@@ -13,7 +13,7 @@ from siyu import demo
 from siyu.auth import service as auth_service
 from siyu.auth.models import ApiKey, Role, User
 from siyu.channels.models import ContactWay, WechatQrCode
-from siyu.clienteling.models import Region, Store
+from siyu.clienteling.models import Alert, Region, Store
 from siyu.demo import org, story
 from siyu.identity.models import Identifier, MergeReview
 from siyu.ingest.models import DeadLetter, Event
@@ -333,3 +333,21 @@ class TestIdentityRealism:
         ).scalar_one()
         assert found > 0
         counters_match_events(session)
+
+
+def test_customers_who_delete_their_advisor_alert_the_advisor_and_the_manager(
+    session: Session, brand: demo.DemoResult
+) -> None:
+    """The demo's "My work" is not empty: a few customers deleted their advisor on WeCom last month."""
+    deleted = session.execute(select(Event).where(Event.event == "WeCom Contact Deleted")).scalars().all()
+    assert deleted, "the demo has churn"
+    alerts = session.execute(select(Alert)).scalars().all()
+    for ev in deleted:
+        advisor = session.execute(
+            select(User).where(User.wecom_userid == ev.properties["associate"])
+        ).scalar_one()
+        told = {a.user_id for a in alerts if a.profile_id == ev.profile_id}
+        managers = session.execute(
+            select(User.id).where(User.store_id == advisor.store_id, User.role == Role.store_manager)
+        ).scalars()
+        assert {advisor.id, *managers} <= told

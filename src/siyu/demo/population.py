@@ -59,6 +59,8 @@ SCENES = {
 }
 
 # How a customer first meets the brand.
+# Of the customers who added an advisor on WeCom, those who delete her in the demo's last month.
+CHURN_RATE = 0.08
 _ENTRIES = ["follower", "mini_program", "marketplace", "store"]
 _ENTRY_CUM = list(itertools.accumulate([0.62, 0.15, 0.12, 0.11]))
 
@@ -175,6 +177,7 @@ class Customer:
         self.join_logs_in = True
         self.login_at: dt.datetime | None = None
         self.advisor: str | None = None
+        self.added_at: dt.datetime | None = None
         self._events: list[tuple[dt.datetime, int, Event]] = []
         self._seq = 0
         self._orders = 0
@@ -195,6 +198,7 @@ class Customer:
             self._marketplace_first(t0, n_orders)
         else:
             self._walk_in(t0, n_orders)
+        self._churn()
         self._events.sort(key=lambda e: (e[0], e[1]))
         out: list[Event] = []
         for ts, _, event in self._events:
@@ -485,10 +489,30 @@ class Customer:
         else:
             self._track(ts, "QR Code Scanned", {"scene": r.choice(["article", "event", "packaging"])}, ext=oa)
 
+    def _churn(self) -> None:
+        """A few customers delete their advisor on WeCom in the last month: the alerts of "My work"."""
+        if self.advisor is None or self.added_at is None:
+            return
+        # Its own draws: every other event of the brand stays as the seed made it before churn was added.
+        r = Random(f"taste-of-su:{self.seed}:{self.index}:churn")
+        if r.random() >= CHURN_RATE:
+            return
+        ts = REFERENCE - dt.timedelta(days=r.uniform(0.5, 30))
+        if ts <= self.added_at:
+            return
+        ext = _ext(("wecom_external_userid", self.wecom_id), ("wechat_unionid", self.unionid))
+        self._track(
+            ts,
+            "WeCom Contact Deleted",
+            {"change_type": "del_follow_user", "associate": self.advisor, "by": "customer"},
+            ext=ext,
+        )
+
     def _wecom(self, ts: dt.datetime, *, in_store: bool, with_phone: bool = False) -> None:
         """Adds a fashion advisor on WeCom through the store's channel QR code, who then owns them."""
         r = self.rng
         self.advisor = r.choice(ROSTER.advisors[self.store.code])
+        self.added_at = ts
         campaign = "instore" if in_store else "online"
         ext = _ext(("wecom_external_userid", self.wecom_id), ("wechat_unionid", self.unionid))
         self._track(
