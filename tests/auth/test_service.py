@@ -53,6 +53,13 @@ def test_user_rules(session: Session) -> None:
         auth_service.create_user(session, username="li si", password="12345678", role=Role.hq)
     with pytest.raises(BadRequest, match="source is for write keys"):
         auth_service.create_user(session, username="site", password="12345678", role=Role.source)
+    # A dotless i or a Cyrillic a beside Latin letters passes for "admin" in the staff list and the audit log.
+    for lookalike in ("adm\u0131n", "\u0430dmin"):
+        with pytest.raises(BadRequest, match="can pass for another user's"):
+            auth_service.create_user(session, username=lookalike, password="12345678", role=Role.hq)
+    # Accents, Chinese and names wholly in another script are names, not disguises.
+    for name in ("jos\u00e9", "\u738b\u5c0f\u660e", "\u0438\u0432\u0430\u043d"):
+        assert auth_service.create_user(session, username=name, password="12345678", role=Role.hq).id
 
 
 def test_api_keys_endpoint_is_admin_only(client, session: Session) -> None:  # type: ignore[no-untyped-def]

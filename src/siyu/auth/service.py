@@ -241,6 +241,12 @@ def create_user(
         raise BadRequest(
             f"username: {username!r} has a space: letters, digits, '.', '_', '-' or '@', up to 80"
         )
+    lookalike = _lookalike(username)
+    if lookalike:
+        raise BadRequest(
+            f"username: {username!r} mixes Latin letters with {lookalike!r}, which looks like one: "
+            "such a name can pass for another user's"
+        )
     if role is Role.source:
         raise BadRequest("role: source is for write keys (siyu apikeys create --role source), not for people")
     if len(password) < 8:
@@ -284,6 +290,23 @@ def get_user_by_username_or_raise(session: Session, username: str) -> User:
     if user is None:
         raise NotFound(f"no console user {username!r}")
     return user
+
+
+def _lookalike(username: str) -> str:
+    """The first letter of username that imitates a Latin one beside ASCII letters (a Cyrillic a, a Greek
+    omicron, a dotless i); "" when there is none. Accented letters (josé), names in Chinese, or wholly in
+    another script are fine."""
+    if not any("a" <= c.lower() <= "z" for c in username):
+        return ""
+    for c in username:
+        if not c.isalpha() or c.isascii():
+            continue
+        name = unicodedata.name(c, "")
+        if name.startswith(("CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")):
+            return c
+        if name.startswith("LATIN") and not unicodedata.normalize("NFKD", c)[0].isascii():
+            return c  # a Latin letter with no plain base: dotless i, script g, Latin alpha
+    return ""
 
 
 def canonical_username(username: str) -> str:
