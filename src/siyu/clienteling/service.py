@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -106,7 +106,11 @@ def mark_alert_read(session: Session, user_id: int, alert_id: int) -> Alert:
 
 def list_tasks(session: Session, user_id: int, *, open_only: bool = True, limit: int = 100) -> Sequence[Task]:
     """A user's tasks: open ones by due time (undated last), or all, newest first."""
-    statement = select(Task).where(Task.user_id == user_id)
+    return _tasks(session, Task.user_id == user_id, open_only=open_only, limit=limit)
+
+
+def _tasks(session: Session, whose: ColumnElement[bool], *, open_only: bool, limit: int) -> Sequence[Task]:
+    statement = select(Task).where(whose)
     if open_only:
         statement = statement.where(Task.done_at.is_(None)).order_by(
             Task.due_at.asc().nulls_last(), Task.id.asc()
@@ -128,14 +132,7 @@ def list_team_tasks(
         team = team.where(User.store_id.in_(select(Store.id).where(Store.region_id == principal.region_id)))
     elif principal.role not in (Role.admin, Role.hq):
         raise Forbidden(f"a {principal.role} has no team: their own tasks are at /api/v1/me/tasks")
-    statement = select(Task).where(Task.user_id.in_(team))
-    if open_only:
-        statement = statement.where(Task.done_at.is_(None)).order_by(
-            Task.due_at.asc().nulls_last(), Task.id.asc()
-        )
-    else:
-        statement = statement.order_by(Task.id.desc())
-    return session.execute(statement.limit(limit)).scalars().all()
+    return _tasks(session, Task.user_id.in_(team), open_only=open_only, limit=limit)
 
 
 def complete_task(session: Session, user_id: int, task_id: int) -> Task:
