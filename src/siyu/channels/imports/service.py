@@ -183,12 +183,24 @@ class RowConverter:
             return [c for c in (m.sku, m.name) if c]
         return [c for c in (m.order_id, m.amount, m.time) if c] if self.kind == "orders" else []
 
-    def _store_code(self, value: str) -> str | None:
-        """The brand's code of the store named value (its code in any case, or its name); None for no store.
-
-        value itself when the import does not check stores.
+    def _known_store(self, value: str, column: str, unknown: str) -> str:
+        """The brand's code of the store named value (its code in any case, or its name): sh01 is stored as
+        SH01. RowError at column (`store 'X' <unknown>`) for no store; value itself when stores are not checked.
         """
-        return value if self.stores is None else self.stores.get(value.strip().upper())
+        if self.stores is None:
+            return value
+        code = self.stores.get(value.strip().upper())
+        if code is None:
+            raise RowError(
+                column,
+                f"store {value!r} {unknown}: add it (siyu org add-store or import-stores) and import again",
+            )
+        return code
+
+    def _check_associate(self, value: str, column: str, unknown: str, add: str) -> None:
+        """RowError at column when value names none of the staff the import checks against (self.advisors)."""
+        if self.advisors is not None and value not in self.advisors:
+            raise RowError(column, f"associate {value!r} is {unknown}: add them ({add}) and import again")
 
     def first_of(self, what: str, key: str, values: list[Any], column: str) -> int:
         """The row's digest if no row imported before has key; Repeat for an exact repeat; RowError otherwise.
@@ -348,24 +360,16 @@ class RowConverter:
             value = self.get(values, column)
             if value:
                 props[key] = value
-        associate = props.get("associate")
-        if associate is not None and self.advisors is not None and associate not in self.advisors:
-            raise RowError(
+        if "associate" in props:
+            self._check_associate(
+                props["associate"],
                 m.associate,
-                f"associate {associate!r} is the WeCom UserID or username of no user: add them "
-                "(siyu users create) and import again",
+                "the WeCom UserID or username of no user",
+                "siyu users create",
             )
-        store = props.get("store")
-        if store is not None:
-            code = self._store_code(store)
-            if code is None:
-                # The store is whose revenue the order is: an unknown one would count it for no store.
-                raise RowError(
-                    m.store,
-                    f"store {store!r} is the code or name of no store: add it (siyu org add-store or "
-                    "import-stores) and import again",
-                )
-            props["store"] = code
+        if "store" in props:
+            # The store is whose revenue the order is: an unknown one would count it for no store.
+            props["store"] = self._known_store(props["store"], m.store, "is the code or name of no store")
         skus = self.get(values, m.products)
         if skus:
             props["products"] = [
@@ -418,24 +422,17 @@ class RowConverter:
             traits["birthday"] = _birthday(traits["birthday"], m.traits.get("birthday", ""))
         if "gender" in traits:
             traits["gender"] = _gender(traits["gender"], m.traits.get("gender", ""))
-        advisor = traits.get("advisor")
-        if advisor is not None and self.advisors is not None and advisor not in self.advisors:
+        if "advisor" in traits:
             # An advisor decides who serves her and who sees her: an unknown one would leave her with nobody.
-            raise RowError(
+            self._check_associate(
+                traits["advisor"],
                 m.associate,
-                f"associate {advisor!r} is the WeCom UserID of no active user: add them "
-                "(siyu users create --wecom-userid) and import again",
+                "the WeCom UserID of no active user",
+                "siyu users create --wecom-userid",
             )
-        store = traits.get("home_store")
-        if store is not None:
-            code = self._store_code(store)
-            if code is None:
-                # A home store decides who may see the member: an unknown code would leave her with none.
-                raise RowError(
-                    m.store,
-                    f"store {store!r} does not exist: add it (siyu org add-store or import-stores) and import again",
-                )
-            traits["home_store"] = code  # sh01 is stored as SH01
+        if "home_store" in traits:
+            # A home store decides who may see the member: an unknown code would leave her with none.
+            traits["home_store"] = self._known_store(traits["home_store"], m.store, "does not exist")
         event: dict[str, Any] = {**base, "type": "identify", "traits": traits}
         joined = self.get(values, m.joined_at)
         if joined:
