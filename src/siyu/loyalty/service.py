@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, Table, bindparam, func, literal_column, or_, select
+from sqlalchemy import Select, Table, bindparam, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -685,23 +685,6 @@ def _tier_thresholds() -> Select[*tuple[Any, ...]]:
 
 
 @functools.cache
-def _qualifying_points(postgres: bool) -> Select[*tuple[Any, ...]]:
-    """Each member's qualifying points (tiers.qualifying) before the group: earned less reversed, 12 months."""
-    c = _POSTINGS.c
-    return (
-        select(c.member_id, func.sum(c.points).label("points"))
-        .where(
-            bulk.among(c.member_id, "ids", postgres=postgres),
-            # Literals: bulk.fetch_all binds named parameters only, not an expanding IN list.
-            c.kind.in_([literal_column(f"'{k.value}'") for k in (PostingKind.earn, PostingKind.reverse)]),
-            c.created_at > bindparam("since", type_=c.created_at.type),
-            c.created_at <= bindparam("now", type_=c.created_at.type),
-        )
-        .group_by(c.member_id)
-    )
-
-
-@functools.cache
 def _postings_by_key(postgres: bool) -> Select[*tuple[Any, ...]]:
     return select(*_POSTINGS.c).where(bulk.among(_POSTINGS.c.idempotency_key, "keys", postgres=postgres))
 
@@ -784,7 +767,7 @@ class _Group:
             queries.append(bulk.Query(_tier_thresholds(), {}))
             queries.append(
                 bulk.Query(
-                    _qualifying_points(postgres),
+                    tiers.points_by_member(postgres),
                     {"ids": among(_POSTINGS.c.member_id, earning), "since": now - tiers.WINDOW, "now": now},
                 )
             )
